@@ -1,0 +1,110 @@
+"""The operator contract: a batch of per-sample degradations of one family.
+
+Operators act on images in [0,1], shape (B, 3, H, W), because measurements are formed in
+[0,1] and only then mapped to [−1,1] (flash-spec §1): `y01 = A(x01) + n`, `y = 2·y01 − 1`.
+Every sample carries its own parameters as a small JSON dict (`to_dicts` / `from_dicts`),
+so a shard sample can carry its operator and a solver can rebuild the true operator.
+
+Common dict fields: `operator` (family name), `severity` t ∈ [0,1], `noise_sigma` (std of
+the additive Gaussian noise in [0,1] units), `seed` (int; drives masks and kernels).
+"""
+from __future__ import annotations
+
+from typing import ClassVar, Sequence
+
+import torch
+
+
+class Operator:
+    """Batched, per-sample forward model A; linear families also give the exact adjoint Aᵀ."""
+
+    name: ClassVar[str] = "operator"
+    linear: ClassVar[bool] = False
+
+    def __init__(self, params: Sequence[dict], keys: Sequence[str] | None = None):
+        self.keys = list(keys) if keys is not None else [f"#{i}" for i in range(len(params))]
+        if len(self.keys) != len(params):
+            raise ValueError(f"{self.name}: {len(params)} parameter dicts for {len(self.keys)} keys")
+        self.params = [self.validate(dict(p), k) for p, k in zip(params, self.keys)]
+
+    # --- per-family hooks -------------------------------------------------------------
+    def validate(self, params: dict, key: str) -> dict:
+        """Check one sample's dict and fill defaults; raise ValueError naming the key."""
+        return check_common(params, key, self.name)
+
+    def forward(self, x01: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def adjoint(self, y01: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError(f"{self.name} is not linear: it has no adjoint")
+
+    # --- shared behaviour -------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.params)
+
+    def __call__(self, x01: torch.Tensor) -> torch.Tensor:
+        return self.forward(x01)
+
+    @classmethod
+    def from_dicts(cls, params: Sequence[dict], keys: Sequence[str] | None = None) -> "Operator":
+        return cls(params, keys)
+
+    def to_dicts(self) -> list[dict]:
+        return [dict(p) for p in self.params]
+
+    def subset(self, index: Sequence[int] | torch.Tensor) -> "Operator":
+        """The operator restricted to some rows of the batch (in the given order)."""
+        idx = [int(i) for i in (index.tolist() if isinstance(index, torch.Tensor) else index)]
+        return type(self)([self.params[i] for i in idx], [self.keys[i] for i in idx])
+
+    def check_input(self, x: torch.Tensor) -> None:
+        if x.dim() != 4 or x.shape[0] != len(self):
+            raise ValueError(f"{self.name}: expected a batch of {len(self)} images (B,C,H,W), got shape "
+                             f"{tuple(x.shape)} for keys {self.keys}")
+
+    def forward_pm(self, x: torch.Tensor) -> torch.Tensor:
+        """Â(x) = 2·A((x+1)/2) − 1: the operator in the models' [−1,1] domain (flash-spec §5)."""
+        return 2.0 * self.forward((x + 1.0) / 2.0) - 1.0
+
+    def adjoint_pm(self, v: torch.Tensor) -> torch.Tensor:
+        """Âᵀ(v) = 2·Aᵀ((v+1)/2) − 1, the transpose PSLD uses (flash-spec §5.3)."""
+        return 2.0 * self.adjoint((v + 1.0) / 2.0) - 1.0
+
+    @property
+    def noise_sigmas(self) -> torch.Tensor:
+        return torch.tensor([p["noise_sigma"] for p in self.params], dtype=torch.float64)
+
+    @property
+    def severities(self) -> torch.Tensor:
+        return torch.tensor([p["severity"] for p in self.params], dtype=torch.float64)
+
+
+def check_common(params: dict, key: str, family: str) -> dict:
+    """Validate the fields every operator dict shares."""
+    if params.get("operator", family) != family:
+        raise ValueError(f"sample {key}: operator {params.get('operator')!r} given to the {family} operator")
+    params["operator"] = family
+    for field, lo, hi in (("severity", 0.0, 1.0), ("noise_sigma", 0.0, 1.0)):
+        if field not in params:
+            if field == "noise_sigma":
+                params[field] = 0.0
+                continue
+            raise ValueError(f"sample {key}: {family} parameters lack {field!r}")
+        params[field] = finite_number(params[field], field, key, lo, hi)
+    seed = params.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"sample {key}: seed must be a non-negative integer, got {seed!r}")
+    params["seed"] = seed
+    return params
+
+
+def finite_number(value, field: str, key: str, lo: float | None = None, hi: float | None = None) -> float:
+    """A float within [lo, hi]; anything else is a ValueError naming the sample key."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"sample {key}: {field} must be a number, got {value!r}")
+    v = float(value)
+    if v != v or v in (float("inf"), float("-inf")):
+        raise ValueError(f"sample {key}: {field} is not finite ({value!r})")
+    if (lo is not None and v < lo) or (hi is not None and v > hi):
+        raise ValueError(f"sample {key}: {field}={v} outside [{lo}, {hi}]")
+    return v
