@@ -1,0 +1,1 @@
+"""Entry points a user or a cluster runs: config, CLI and orchestration."""

@@ -1,0 +1,37 @@
+"""The typed config: YAML + overrides, fail-fast validation, an output hash that ignores execution."""
+import pytest
+
+from pipeline.config import load_config, save_config
+
+
+def test_overrides_and_yaml(tmp_path):
+    f = tmp_path / "job.yaml"
+    f.write_text("seed: 7\nsolver:\n  name: gml_dps\n  params: {step_size: 3.0}\n")
+    cfg = load_config(str(f), ["solver.params.gamma=0.05", "execution.batch_size=4"])
+    assert cfg.seed == 7 and cfg.solver.name == "gml_dps"
+    assert cfg.solver.params == {"step_size": 3.0, "gamma": 0.05}
+    assert cfg.execution.batch_size == 4
+
+
+def test_hash_ignores_execution_but_not_solver(tmp_path):
+    base = load_config().output_hash()
+    assert load_config(None, ["execution.batch_size=3", "execution.engine=local"]).output_hash() == base
+    assert load_config(None, ["solver.params.step_size=2"]).output_hash() != base
+    assert load_config(None, ["seed=1"]).output_hash() != base
+
+
+def test_round_trip(tmp_path):
+    cfg = load_config(None, ["flash.noise_correction=1.0"])
+    save_config(cfg, str(tmp_path / "c.yaml"))
+    assert load_config(str(tmp_path / "c.yaml")).output_hash() == cfg.output_hash()
+
+
+@pytest.mark.parametrize("override,needle", [
+    ("solver.nope=1", "unknown key"), ("execution.engine=spark", "engine"),
+    ("execution.batch_size=0", "batch_size"), ("flash.init=magic", "flash.init"),
+    ("execution.max_error_rate=2", "max_error_rate"), ("flash.noise_correction=-1", "noise_correction"),
+    ("justakey", "section.key=value"),
+])
+def test_bad_config_fails_fast(override, needle):
+    with pytest.raises(ValueError, match=needle):
+        load_config(None, [override])
