@@ -20,6 +20,8 @@ class Operator:
 
     name: ClassVar[str] = "operator"
     linear: ClassVar[bool] = False
+    #: the family's own dict fields and their defaults (filled in by `fill_defaults`)
+    defaults: ClassVar[dict] = {}
 
     def __init__(self, params: Sequence[dict], keys: Sequence[str] | None = None):
         self.keys = list(keys) if keys is not None else [f"#{i}" for i in range(len(params))]
@@ -46,6 +48,12 @@ class Operator:
         return self.forward(x01)
 
     @classmethod
+    def params_for(cls, severity: float, noise_sigma: float = 0.0, seed: int = 0, **overrides) -> dict:
+        """One sample's validated dict (defaults filled), as the degradation job stores it."""
+        params = {"operator": cls.name, "severity": severity, "noise_sigma": noise_sigma, "seed": seed, **overrides}
+        return cls([params], ["params_for"]).params[0]
+
+    @classmethod
     def from_dicts(cls, params: Sequence[dict], keys: Sequence[str] | None = None) -> "Operator":
         return cls(params, keys)
 
@@ -61,6 +69,10 @@ class Operator:
         if x.dim() != 4 or x.shape[0] != len(self):
             raise ValueError(f"{self.name}: expected a batch of {len(self)} images (B,C,H,W), got shape "
                              f"{tuple(x.shape)} for keys {self.keys}")
+        bad = (~torch.isfinite(x.detach())).flatten(1).any(1)
+        if bool(bad.any()):
+            raise ValueError(f"{self.name}: non-finite input for keys "
+                             f"{[k for k, b in zip(self.keys, bad.tolist()) if b]}")
 
     def forward_pm(self, x: torch.Tensor) -> torch.Tensor:
         """Â(x) = 2·A((x+1)/2) − 1: the operator in the models' [−1,1] domain (flash-spec §5)."""
@@ -95,6 +107,17 @@ def check_common(params: dict, key: str, family: str) -> dict:
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"sample {key}: seed must be a non-negative integer, got {seed!r}")
     params["seed"] = seed
+    return params
+
+
+def fill_defaults(params: dict, key: str, family: str, defaults: dict) -> dict:
+    """Reject unknown fields (typos would silently fall back to defaults) and fill the family's defaults."""
+    known = {"operator", "severity", "noise_sigma", "seed", *defaults}
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise ValueError(f"sample {key}: unknown {family} fields {unknown}")
+    for field, value in defaults.items():
+        params.setdefault(field, value)
     return params
 
 
