@@ -3,11 +3,20 @@ from __future__ import annotations
 
 import typer
 
+from jobs import corpus
+from jobs import train
+
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Dataset-scale image restoration with severity-adaptive latent diffusion.")
 
 # --- command registry: one line per command -------------------------------------------
 # (modules are imported lazily inside their functions so `--help` stays fast)
+app.command("train-autoencoder")(train.train_autoencoder)
+app.command("train-ldm")(train.train_ldm)
+app.command("train-severity")(train.train_severity)
+app.command("make-shards")(corpus.make_shards)
+app.command("degrade")(corpus.degrade)
+app.command("export-corpus")(corpus.export_corpus)
 
 if __name__ == "__main__":
     app()
