@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import typer
 
-from jobs import corpus
+from jobs import corpus, restore_cmd
 from jobs import train
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -11,6 +11,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 
 # --- command registry: one line per command -------------------------------------------
 # (modules are imported lazily inside their functions so `--help` stays fast)
+app.command("restore")(restore_cmd.restore)
+app.command("demo")(restore_cmd.demo)
 app.command("train-autoencoder")(train.train_autoencoder)
 app.command("train-ldm")(train.train_ldm)
 app.command("train-severity")(train.train_severity)

@@ -1,0 +1,206 @@
+"""In-process restoration: what a severity stage and a solver stage run, without Ray.
+
+`Restorer` loads the models once, turns validated samples into measurements with their
+true operator (`prepare`), estimates severity in batches (`estimate`: ẑ, σ̂², start step)
+and restores one exact, staggered batch (`solve`) into output rows. The Ray actors and the
+local engine both call it, so their outputs are the same for the same seeds.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from . import metrics
+from .config import RestoreConfig
+from .flash import Flash
+from .model_store import fingerprint, load_latent_diffusion, load_model
+from .operators import OPERATORS, build_operator
+from .operators.noise import to_model_domain, to_unit_domain
+from .outputs import error_row
+from .samples import Sample, SampleError, encode_png
+from .solvers import default_sampler, make_solver
+from .schedules import make_sampler
+
+
+@dataclass
+class Prepared:
+    """A sample ready for the models: measurement y ∈ [−1,1] and its operator dict."""
+
+    key: str
+    shard: str
+    y: torch.Tensor
+    clean01: torch.Tensor | None
+    params: dict
+    input_sha256: str | None = None
+
+    @property
+    def group(self) -> tuple:
+        """What must be equal inside one batch: operator family and image size."""
+        return (self.params["operator"], tuple(self.y.shape[-2:]))
+
+
+@dataclass
+class Estimated:
+    """A prepared sample with its severity estimate (the severity stage's output)."""
+
+    prepared: Prepared
+    z_hat: torch.Tensor | None
+    sigma2: float
+    start_step: int
+    seconds_severity: float
+
+    @property
+    def key(self) -> str:
+        return self.prepared.key
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+class Restorer:
+    """Models loaded once; severity and solve on batches; rows for the metrics table."""
+
+    def __init__(self, cfg: RestoreConfig, device: str | torch.device | None = None, need_solver: bool = True):
+        self.cfg = cfg
+        self.device = pick_device(str(device or cfg.models.device))
+        self.dtype = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.float32}[cfg.models.dtype]
+        self.config_hash = cfg.output_hash()
+        self.ldm = load_latent_diffusion(cfg.models.autoencoder, cfg.models.denoiser, device=self.device,
+                                         dtype=self.dtype)
+        sc = cfg.solver
+        if sc.sampler:
+            kwargs = {k: v for k, v in (("num_steps", sc.steps), ("eta", sc.eta)) if v is not None}
+            sampler = make_sampler(sc.sampler, self.ldm.schedule, **kwargs)
+        else:
+            sampler = default_sampler(sc.name, self.ldm.schedule)
+        self.solver = make_solver(sc.name, self.ldm, sampler, **sc.params)
+        self._encoders: dict[str, Any] = {}
+        self._flash: dict[str, Flash] = {}
+        self._lpips = metrics.lpips_metric(cfg.metrics.lpips_weights)
+        self.model_hash = "+".join([fingerprint(cfg.models.autoencoder), fingerprint(cfg.models.denoiser)])
+
+    # --- stage 0: a decoded sample → measurement + true operator ---------------------
+    def prepare(self, sample: Sample) -> Prepared:
+        # the sample's json is its operator dict, plus optional lineage under "provenance"
+        params = {k: v for k, v in sample.params.items() if k != "provenance"} if sample.params else None
+        if not params or "operator" not in params:
+            params = dict(self.cfg.input.operator) if self.cfg.input.operator else None
+        if not params:
+            raise SampleError("params", sample.key, f"no operator parameters (no {sample.key}.json and no "
+                              "input.operator in the config)", sample.shard)
+        family = params.get("operator")
+        if family not in OPERATORS:
+            raise SampleError("params", sample.key, f"unknown operator {family!r}; known {sorted(OPERATORS)}",
+                              sample.shard)
+        if family not in self.cfg.models.severity and self.cfg.flash.enabled:
+            raise SampleError("params", sample.key, f"no severity encoder configured for {family!r}",
+                              sample.shard)
+        try:
+            op = build_operator([params], [sample.key])
+        except ValueError as exc:
+            raise SampleError("params", sample.key, str(exc), sample.shard) from exc
+        y = to_model_domain(sample.image01.to(torch.float32))
+        return Prepared(sample.key, sample.shard, y, sample.clean01, op.to_dicts()[0],
+                        sample.image_sha256)
+
+    # --- stage 1: severity ---------------------------------------------------------
+    def flash_for(self, family: str) -> Flash:
+        if family not in self._flash:
+            encoder = None
+            if self.cfg.flash.enabled:
+                encoder = load_model(self.cfg.models.severity[family], device=self.device, dtype=self.dtype).eval()
+                self._encoders[family] = encoder
+                self.model_hash += f"+{fingerprint(self.cfg.models.severity[family])}"
+            self._flash[family] = Flash(encoder, self.solver, self.cfg.flash.noise_correction, self.cfg.flash.init)
+        return self._flash[family]
+
+    def estimate(self, items: list[Prepared]) -> list[Estimated]:
+        """σ̂² and start step per sample, in batches of one group; the baseline starts at K−1."""
+        out: dict[str, Estimated] = {}
+        groups: dict[tuple, list[Prepared]] = {}
+        for p in items:
+            groups.setdefault(p.group, []).append(p)
+        bs = self.cfg.execution.batch_size
+        for group, members in groups.items():
+            for i in range(0, len(members), bs):
+                chunk = members[i:i + bs]
+                t0 = time.perf_counter()
+                if not self.cfg.flash.enabled:
+                    k_full = self.solver.sampler.num_steps - 1
+                    for p in chunk:
+                        out[p.key] = Estimated(p, None, float("nan"), k_full, 0.0)
+                    continue
+                y = torch.stack([p.y for p in chunk]).to(self.device, self.dtype)
+                z_hat, sigma2, k = self.flash_for(group[0]).estimate(y)
+                dt = (time.perf_counter() - t0) / len(chunk)
+                for j, p in enumerate(chunk):
+                    out[p.key] = Estimated(p, z_hat[j].detach().cpu(), float(sigma2[j]), int(k[j]), dt)
+        return [out[p.key] for p in items]
+
+    # --- stage 2: one exact, staggered batch -----------------------------------------
+    def solve(self, batch: list[Estimated]) -> list[tuple[dict, bytes | None, dict | None]]:
+        """Restore one batch (one group) and return (row, png, image json) per sample."""
+        if len({e.prepared.group for e in batch}) != 1:
+            raise ValueError(f"solve: a batch must hold one operator family and size, got keys {[e.key for e in batch]}")
+        family = batch[0].prepared.params["operator"]
+        keys = [e.key for e in batch]
+        flash = self.flash_for(family)
+        op = build_operator([e.prepared.params for e in batch], keys)
+        y = torch.stack([e.prepared.y for e in batch]).to(self.device, self.dtype)
+        t0 = time.perf_counter()
+        if self.cfg.flash.enabled:
+            z_hat = torch.stack([e.z_hat for e in batch]).to(self.device, self.dtype)
+            sigma2 = torch.tensor([e.sigma2 for e in batch], dtype=torch.float64)
+            k = torch.tensor([e.start_step for e in batch], dtype=torch.long)
+            res = flash.restore(y, op, keys, self.cfg.seed, estimate=(z_hat, sigma2, k))
+        else:
+            res = flash.baseline(y, op, keys, self.cfg.seed)
+        seconds = (time.perf_counter() - t0) / len(batch)
+        x01 = to_unit_domain(res.x.detach().float().cpu()).clamp(0, 1)
+        return [self._row(e, x01[i], res, i, seconds) for i, e in enumerate(batch)]
+
+    def _row(self, e: Estimated, x01: torch.Tensor, res, i: int, seconds: float):
+        p = e.prepared
+        row: dict[str, Any] = {
+            "key": p.key, "shard": p.shard, "status": "ok", "error": None, "error_kind": None,
+            "operator": p.params["operator"], "severity": p.params.get("severity"),
+            "noise_sigma": p.params.get("noise_sigma"),
+            "sigma2_hat": None if e.sigma2 != e.sigma2 else e.sigma2, "start_step": int(res.start_index[i]),
+            "nfe": int(res.nfe[i]), "solver": self.cfg.solver.name, "flash": bool(self.cfg.flash.enabled),
+            "seconds_severity": e.seconds_severity, "seconds_solve": seconds, "seed": self.cfg.seed,
+            "input_sha256": p.input_sha256, "config_hash": self.config_hash, "model_hash": self.model_hash,
+        }
+        for name in ("denoiser_calls", "decoder_forward", "decoder_backward", "encoder_forward", "inner_steps",
+                     "severity_forward"):
+            if name in res.account:
+                row[name] = int(res.account[name][i])
+        row.update(self.quality(x01, p))
+        meta = {k: row[k] for k in ("key", "sigma2_hat", "start_step", "nfe", "solver", "flash", "config_hash")}
+        return row, encode_png(x01), meta
+
+    def quality(self, x01: torch.Tensor, p: Prepared) -> dict:
+        """PSNR/SSIM/LPIPS against the reference; null with a reason when they cannot be computed."""
+        if p.clean01 is None:
+            return {"metrics_missing": "no reference image (<key>.clean.png)"}
+        clean = p.clean01.float().unsqueeze(0)
+        if clean.shape[-2:] != x01.shape[-2:]:
+            return {"metrics_missing": f"reference size {tuple(clean.shape[-2:])} != output {tuple(x01.shape[-2:])}"}
+        out = {"psnr": float(metrics.psnr(x01[None], clean)[0]), "ssim": float(metrics.ssim(x01[None], clean)[0]),
+               "psnr_input": float(metrics.psnr(to_unit_domain(p.y)[None].clamp(0, 1), clean)[0])}
+        if isinstance(self._lpips, metrics.Missing):
+            out["metrics_missing"] = f"lpips: {self._lpips.reason}"
+        else:
+            out["lpips"] = float(self._lpips(x01[None].to(self.device), clean.to(self.device))[0])
+        return out
+
+    @staticmethod
+    def error(key: str, shard: str, exc: Exception) -> dict:
+        kind = getattr(exc, "kind", type(exc).__name__)
+        msg = str(exc) if key in str(exc) else f"sample {key}: {exc}"
+        return error_row(key, shard, msg, kind)

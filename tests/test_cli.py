@@ -1,0 +1,54 @@
+"""The CLI: restore end to end (local engine), fail-fast config errors, the error-rate budget."""
+import pytest
+from typer.testing import CliRunner
+
+from jobs.cli import app
+from pipeline.outputs import OutputStore
+from pipeline.shards import write_shard
+from tests.pipeline_fixtures import archive_samples, build_tiny_models
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    return build_tiny_models(tmp_path_factory.mktemp("cli-models"))
+
+
+def _sets(models):
+    return [a for o in models["overrides"] for a in ("--set", o)]
+
+
+def test_restore_local_engine(models, tmp_path):
+    write_shard(str(tmp_path / "in" / "a.tar"), archive_samples(4))
+    out = tmp_path / "out"
+    res = runner.invoke(app, ["restore", "--input", str(tmp_path / "in"), "--output", str(out), "--engine", "local",
+                              "--batch-size", "2", "--solver", "gml_dps", *_sets(models)])
+    assert res.exit_code == 0, res.output
+    rows = OutputStore(str(out)).read_metrics().to_pylist()
+    assert len(rows) == 4 and {r["solver"] for r in rows} == {"gml_dps"}
+
+
+def test_config_error_fails_before_compute(models, tmp_path):
+    write_shard(str(tmp_path / "in" / "a.tar"), archive_samples(2))
+    res = runner.invoke(app, ["restore", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"),
+                              "--engine", "local", "--solver", "dps9000", *_sets(models)])
+    assert res.exit_code == 1 and "dps9000" in res.output
+    assert not (tmp_path / "out").exists()
+    res = runner.invoke(app, ["restore", "--input", str(tmp_path / "nothing"), "--output", str(tmp_path / "out"),
+                              "--engine", "local", *_sets(models)])
+    assert res.exit_code == 1 and not (tmp_path / "out").exists()
+
+
+def test_error_budget_exceeded_exits_nonzero_after_writing(models, tmp_path):
+    good = archive_samples(2)
+    bad = [{"__key__": f"bad{i}", "png": b"not an image"} for i in range(3)]
+    write_shard(str(tmp_path / "in" / "a.tar"), good + bad)
+    out = tmp_path / "out"
+    res = runner.invoke(app, ["restore", "--input", str(tmp_path / "in"), "--output", str(out), "--engine", "local",
+                              "--max-error-rate", "0.2", *_sets(models)])
+    assert res.exit_code == 2, res.output
+    rows = {r["key"]: r for r in OutputStore(str(out)).read_metrics().to_pylist()}
+    assert len(rows) == 5
+    assert rows["bad0"]["status"] == "error" and "bad0" in rows["bad0"]["error"]
+    assert rows["s0000"]["status"] == "ok"
