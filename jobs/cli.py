@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import typer
 
-from jobs import corpus, restore_cmd
+from jobs import corpus, estimate_cmd, restore_cmd
 from jobs import train
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -13,6 +13,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 # (modules are imported lazily inside their functions so `--help` stays fast)
 app.command("restore")(restore_cmd.restore)
 app.command("demo")(restore_cmd.demo)
+app.command("estimate")(estimate_cmd.estimate)
 app.command("train-autoencoder")(train.train_autoencoder)
 app.command("train-ldm")(train.train_ldm)
 app.command("train-severity")(train.train_severity)

@@ -52,3 +52,16 @@ def test_error_budget_exceeded_exits_nonzero_after_writing(models, tmp_path):
     assert len(rows) == 5
     assert rows["bad0"]["status"] == "error" and "bad0" in rows["bad0"]["error"]
     assert rows["s0000"]["status"] == "ok"
+
+
+def test_estimate_predicts_cost_without_restoring(models, tmp_path):
+    import pyarrow.parquet as pq
+
+    write_shard(str(tmp_path / "in" / "a.tar"), archive_samples(5) + [{"__key__": "bad", "png": b""}])
+    report = tmp_path / "pred.parquet"
+    res = runner.invoke(app, ["estimate", "--input", str(tmp_path / "in"), "--report", str(report),
+                              "--step-seconds", "0.5", *_sets(models)])
+    assert res.exit_code == 0, res.output
+    assert "mean predicted NFE" in res.output
+    table = pq.read_table(report).to_pylist()
+    assert len(table) == 5 and all(r["nfe"] == r["start_step"] + 1 for r in table)
