@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import typer
 
-from jobs import corpus, estimate_cmd, restore_cmd
+from jobs import bench_cmd, corpus, estimate_cmd, restore_cmd
 from jobs import train
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -14,6 +14,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 app.command("restore")(restore_cmd.restore)
 app.command("demo")(restore_cmd.demo)
 app.command("estimate")(estimate_cmd.estimate)
+app.add_typer(bench_cmd.bench_app, name="bench")
 app.command("train-autoencoder")(train.train_autoencoder)
 app.command("train-ldm")(train.train_ldm)
 app.command("train-severity")(train.train_severity)

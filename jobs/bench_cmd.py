@@ -1,0 +1,133 @@
+"""`flash-restore bench pipeline`: images/s of three ways to restore, measured side by side.
+
+(a) a reference-style loop: the baseline solver's full schedule from noise, batch 1;
+(b) Flash one sample at a time, in process;
+(c) Flash through the Ray pipeline with start-step buckets.
+The ratios are what to quote: each run is on the same machine, models and samples, in one
+process, because these machines are too noisy for numbers taken at different times.
+"""
+from __future__ import annotations
+
+import platform
+import resource
+import tempfile
+import time
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.table import Table
+
+from jobs.restore_cmd import REPO, SAMPLE_ARCHIVE, build_config, console
+
+bench_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Benchmarks; each writes docs/benchmarks.md.")
+
+
+def make_archive(source: str, n: int, dest: Path) -> str:
+    """n samples cycled from `source` under fresh keys (a larger archive from the committed one)."""
+    from pipeline.shards import iter_samples, list_shards, write_shard
+    from pipeline.samples import encode_png
+
+    base = [s for shard in list_shards(source) for s in iter_samples(shard) if not isinstance(s, Exception)]
+    if not base:
+        raise ValueError(f"no valid samples in {source}")
+    out = []
+    for i in range(n):
+        s = base[i % len(base)]
+        item = {"__key__": f"b{i:06d}", "png": encode_png(s.image01), "json": s.params}
+        if s.clean01 is not None:
+            item["clean.png"] = encode_png(s.clean01)
+        out.append(item)
+    per = 64
+    for j in range(0, n, per):
+        write_shard(str(dest / f"bench-{j // per:05d}.tar"), out[j:j + per])
+    return str(dest)
+
+
+def timed_one_by_one(restorer, prepared) -> tuple[float, float]:
+    """(images/s, mean NFE) restoring each sample alone: severity, then a batch of one."""
+    t0, nfe = time.perf_counter(), 0
+    for p in prepared:
+        (row, _, _), = restorer.solve(restorer.estimate([p]))
+        nfe += row["nfe"]
+    return len(prepared) / (time.perf_counter() - t0), nfe / len(prepared)
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+@bench_app.command("pipeline")
+def bench_pipeline(
+    samples: int = typer.Option(64, "--samples", help="Archive size for the Ray pipeline run"),
+    reference_images: int = typer.Option(2, "--reference-images", help="Images for the full-schedule loop (a rate)"),
+    single_images: int = typer.Option(16, "--single-images", help="Images for Flash one by one"),
+    batch_size: int = typer.Option(8, "--batch-size"),
+    engine: str = typer.Option("ray", "--engine", help="Engine for (c): ray | local"),
+    config: Optional[str] = typer.Option(None, "--config"),
+    write: str = typer.Option(str(REPO / "docs" / "benchmarks.md"), "--write", help="Markdown report path"),
+    set_: Optional[List[str]] = typer.Option(None, "--set"),
+):
+    """Reference loop vs Flash one-by-one vs Flash through the pipeline, side by side."""
+    import torch
+
+    from jobs.local_engine import run_local, sample_limits
+    from pipeline.restore import Restorer
+    from pipeline.shards import iter_samples, list_shards
+
+    cfg = build_config(config, None, False, batch_size, None, None, engine, None, set_)
+    base_cfg = build_config(config, None, True, 1, None, None, engine, None, set_)
+    tmp = Path(tempfile.mkdtemp(prefix="flash-bench-"))
+    archive = make_archive(str(SAMPLE_ARCHIVE), samples, tmp / "archive")
+    items = [s for sh in list_shards(archive) for s in iter_samples(sh, **sample_limits(cfg))]
+    console.print(f"benchmark archive: {samples} samples in {archive}")
+
+    reference = Restorer(base_cfg)
+    ref_rate, ref_nfe = timed_one_by_one(reference, [reference.prepare(s) for s in items[:reference_images]])
+    console.print(f"(a) reference loop: {ref_rate:.4f} img/s")
+    flash = Restorer(cfg)
+    one_rate, one_nfe = timed_one_by_one(flash, [flash.prepare(s) for s in items[:single_images]])
+    console.print(f"(b) Flash one by one: {one_rate:.4f} img/s")
+
+    rss0 = peak_rss_mb()
+    if engine == "ray":
+        import ray
+
+        from jobs.ray_engine import run_ray
+
+        if not ray.is_initialized():
+            ray.init(include_dashboard=False, log_to_driver=False)
+        summary = run_ray(cfg, archive, str(tmp / "out"))
+    else:
+        summary = run_local(cfg, archive, str(tmp / "out"))
+    pipe_rate = summary["ok"] / summary["wall_seconds"]
+    solve_busy = (summary.get("stages", {}).get("solve") or {}).get("busy_fraction")
+    console.print(f"(c) Flash through the {engine} pipeline: {pipe_rate:.4f} img/s")
+
+    rows = [("(a) reference loop: baseline, full schedule, batch 1", ref_rate, ref_nfe, reference_images),
+            ("(b) Flash, one sample at a time", one_rate, one_nfe, single_images),
+            (f"(c) Flash through the {engine} pipeline, buckets of {batch_size}", pipe_rate, summary["mean_nfe"],
+             summary["ok"])]
+    table = Table(title="flash-restore bench pipeline")
+    for col in ("method", "images/s", "mean NFE", "images"):
+        table.add_column(col)
+    for name, rate, nfe, n in rows:
+        table.add_row(name, f"{rate:.4f}", f"{nfe:.1f}", str(n))
+    console.print(table)
+    ratios = {"(c)/(a)": pipe_rate / ref_rate, "(c)/(b)": pipe_rate / one_rate, "(b)/(a)": one_rate / ref_rate}
+    console.print("  ".join(f"{k} = {v:.2f}×" for k, v in ratios.items()))
+    device = "cuda: " + torch.cuda.get_device_name(0) if torch.cuda.is_available() else \
+        f"CPU: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    lines = ["# Benchmarks", "", "## `flash-restore bench pipeline`", "",
+             f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {device}; solver "
+             f"`{cfg.solver.name}`, models `{cfg.models.denoiser}`, all three side by side in one run.", "",
+             "| method | images/s | mean NFE | images |", "|---|---|---|---|"]
+    lines += [f"| {n} | {r:.4f} | {f:.1f} | {k} |" for n, r, f, k in rows]
+    lines += ["", "| ratio | value |", "|---|---|"] + [f"| {k} | {v:.2f}× |" for k, v in ratios.items()]
+    lines += ["", f"Solver busy fraction in (c): {solve_busy}. Driver peak RSS before (c): {rss0:.0f} MB, "
+              f"after: {peak_rss_mb():.0f} MB.", "",
+              f"Command: `flash-restore bench pipeline --samples {samples} --reference-images {reference_images} "
+              f"--single-images {single_images} --batch-size {batch_size} --engine {engine}`", ""]
+    Path(write).parent.mkdir(parents=True, exist_ok=True)
+    Path(write).write_text("\n".join(lines))
+    console.print(f"report written to {write}")
