@@ -27,11 +27,11 @@ def run_local(cfg: RestoreConfig, input_url: str, output_url: str, overwrite: bo
               on_progress: Callable[[JobStats], None] | None = None) -> dict:
     """Restore every not-yet-committed sample of `input_url` into `output_url`; returns stats."""
     shards = list_shards(input_url)
+    restorer = Restorer(cfg)  # loads and checks every model before anything is written
     store = OutputStore(output_url)
     manifest = store.prepare(cfg.output_hash(), overwrite=overwrite)
     save_config(cfg, store.public_url("_config.yaml"))
     done = store.done_keys(manifest)
-    restorer = Restorer(cfg)
     stats = JobStats()
     ex = cfg.execution
     bucketer = Bucketer(ex.batch_size, ex.bucket_width)

@@ -66,7 +66,7 @@ def pick_device(name: str) -> torch.device:
 class Restorer:
     """Models loaded once; severity and solve on batches; rows for the metrics table."""
 
-    def __init__(self, cfg: RestoreConfig, device: str | torch.device | None = None, need_solver: bool = True):
+    def __init__(self, cfg: RestoreConfig, device: str | torch.device | None = None):
         self.cfg = cfg
         self.device = pick_device(str(device or cfg.models.device))
         self.dtype = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.float32}[cfg.models.dtype]
@@ -80,10 +80,13 @@ class Restorer:
         else:
             sampler = default_sampler(sc.name, self.ldm.schedule)
         self.solver = make_solver(sc.name, self.ldm, sampler, **sc.params)
-        self._encoders: dict[str, Any] = {}
         self._flash: dict[str, Flash] = {}
         self._lpips = metrics.lpips_metric(cfg.metrics.lpips_weights)
-        self.model_hash = "+".join([fingerprint(cfg.models.autoencoder), fingerprint(cfg.models.denoiser)])
+        self.ae_fingerprint = fingerprint(cfg.models.autoencoder)
+        self.model_hash = "+".join([self.ae_fingerprint, fingerprint(cfg.models.denoiser)])
+        self._family_hash: dict[str, str] = {}
+        for family in (cfg.models.severity if cfg.flash.enabled else ()):
+            self.flash_for(family)  # load every encoder now: a mismatched model fails before any compute
 
     # --- stage 0: a decoded sample → measurement + true operator ---------------------
     def prepare(self, sample: Sample) -> Prepared:
@@ -114,9 +117,15 @@ class Restorer:
         if family not in self._flash:
             encoder = None
             if self.cfg.flash.enabled:
-                encoder = load_model(self.cfg.models.severity[family], device=self.device, dtype=self.dtype).eval()
-                self._encoders[family] = encoder
-                self.model_hash += f"+{fingerprint(self.cfg.models.severity[family])}"
+                url = self.cfg.models.severity[family]
+                encoder, meta = load_model(url, device=self.device, dtype=self.dtype, return_meta=True)
+                trained_on = meta.get("autoencoder_fingerprint")
+                if trained_on and trained_on != self.ae_fingerprint:
+                    raise ValueError(f"severity encoder {url} was trained on autoencoder {trained_on}, but the job "
+                                     f"uses {self.cfg.models.autoencoder} ({self.ae_fingerprint})")
+                encoder.eval()
+            self._family_hash[family] = self.model_hash + (
+                f"+{fingerprint(self.cfg.models.severity[family])}" if encoder is not None else "")
             self._flash[family] = Flash(encoder, self.solver, self.cfg.flash.noise_correction, self.cfg.flash.init)
         return self._flash[family]
 
@@ -174,7 +183,8 @@ class Restorer:
             "sigma2_hat": None if e.sigma2 != e.sigma2 else e.sigma2, "start_step": int(res.start_index[i]),
             "nfe": int(res.nfe[i]), "solver": self.cfg.solver.name, "flash": bool(self.cfg.flash.enabled),
             "seconds_severity": e.seconds_severity, "seconds_solve": seconds, "seed": self.cfg.seed,
-            "input_sha256": p.input_sha256, "config_hash": self.config_hash, "model_hash": self.model_hash,
+            "input_sha256": p.input_sha256, "config_hash": self.config_hash,
+            "model_hash": self._family_hash[p.params["operator"]],
         }
         for name in ("denoiser_calls", "decoder_forward", "decoder_backward", "encoder_forward", "inner_steps",
                      "severity_forward"):

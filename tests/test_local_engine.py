@@ -62,3 +62,15 @@ def test_baseline_runs_full_schedule(setup, tmp_path):
     run_local(tiny_config(models, "flash.enabled=false", "solver.name=unconditional"), archive, str(tmp_path / "o"))
     rows = OutputStore(str(tmp_path / "o")).read_metrics().to_pylist()
     assert {r["nfe"] for r in rows} == {50} and all(r["sigma2_hat"] is None for r in rows)
+
+
+def test_severity_encoder_of_another_autoencoder_fails_before_compute(setup, tmp_path):
+    from pipeline.model_store import load_model, save_model
+
+    root, models, archive = setup
+    enc = load_model(str(root / "models" / "severity-inpainting"))
+    save_model(enc, str(tmp_path / "sev"), extra={"autoencoder_fingerprint": "0123456789abcdef"})
+    cfg = tiny_config(models, f"models.severity.inpainting={tmp_path / 'sev'}")
+    with pytest.raises(ValueError, match="trained on autoencoder 0123456789abcdef"):
+        run_local(cfg, archive, str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
