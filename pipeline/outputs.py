@@ -8,6 +8,11 @@
 A part is written under `_tmp/` and moved into place; only then is it added to the
 manifest, whose rewrite is the commit. Parts that are not in the manifest are debris of an
 interrupted run and are removed on the next start, so every key lands exactly once.
+
+On s3:// the manifest is written with boto3 conditional puts (If-Match on the ETag last
+read or written, If-None-Match for a new one) and part files with If-None-Match, because
+S3 has no atomic rename: a second writer gets `CommitConflict` instead of overwriting a
+commit it has not seen.
 """
 from __future__ import annotations
 
@@ -24,6 +29,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 MANIFEST = "_manifest.json"
+_CONFLICT_CODES = {"PreconditionFailed", "412", "ConditionalRequestConflict"}
+
+
+class CommitConflict(RuntimeError):
+    """Another writer committed to the same output since this one last read the manifest."""
 
 METRICS_SCHEMA = pa.schema([
     ("key", pa.string()), ("shard", pa.string()), ("status", pa.string()), ("error", pa.string()),
@@ -57,6 +67,11 @@ class OutputStore:
         self.url = url.rstrip("/")
         self.fs, self.root = fsspec.core.url_to_fs(self.url, **(storage_options or {}))
         self.root = self.root.rstrip("/")
+        protocols = self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
+        self.is_s3 = bool({"s3", "s3a"} & set(protocols))
+        self._storage_options = storage_options or {}
+        self._client = None
+        self._etag: str | None = None  # of the manifest this store last read or wrote (s3)
 
     def path(self, rel: str) -> str:
         return f"{self.root}/{rel}"
@@ -65,7 +80,55 @@ class OutputStore:
         return f"{self.url}/{rel}"
 
     # --- manifest -------------------------------------------------------------------
+    # --- s3: conditional puts through boto3 -----------------------------------------
+    def _s3(self):
+        if self._client is None:
+            import boto3
+
+            kw = dict(self._storage_options.get("client_kwargs") or {})
+            if self._storage_options.get("endpoint_url"):
+                kw["endpoint_url"] = self._storage_options["endpoint_url"]
+            self._client = boto3.client("s3", **kw)
+        return self._client
+
+    def _bucket_key(self, rel: str) -> tuple[str, str]:
+        bucket, _, prefix = self.root.partition("/")
+        return bucket, f"{prefix}/{rel}" if prefix else rel
+
+    def _put_s3(self, rel: str, data: bytes, **condition) -> str:
+        """put_object with a condition; a failed condition is a CommitConflict. Returns the ETag."""
+        from botocore.exceptions import ClientError
+
+        bucket, key = self._bucket_key(rel)
+        try:
+            return self._s3().put_object(Bucket=bucket, Key=key, Body=data, **condition)["ETag"]
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in _CONFLICT_CODES:
+                raise CommitConflict(f"{self.public_url(rel)}: another writer committed first ({condition}); "
+                                     "two jobs must not write one output") from exc
+            raise
+
+    def _read_manifest_s3(self) -> dict | None:
+        from botocore.exceptions import ClientError
+
+        bucket, key = self._bucket_key(MANIFEST)
+        try:
+            resp = self._s3().get_object(Bucket=bucket, Key=key)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                self._etag = None
+                return None
+            raise
+        self._etag = resp["ETag"]
+        return json.loads(resp["Body"].read())
+
+    def _fresh(self) -> None:
+        if self.is_s3:  # another process (the writer actor) may have written since s3fs listed
+            self.fs.invalidate_cache()
+
     def read_manifest(self) -> dict | None:
+        if self.is_s3:
+            return self._read_manifest_s3()
         p = self.path(MANIFEST)
         if not self.fs.exists(p):
             return None
@@ -73,6 +136,11 @@ class OutputStore:
             return json.load(fh)
 
     def _write_manifest(self, manifest: dict) -> None:
+        if self.is_s3:
+            data = json.dumps(manifest, indent=1, sort_keys=True).encode()
+            self._etag = self._put_s3(MANIFEST, data, **({"IfMatch": self._etag} if self._etag else
+                                                         {"IfNoneMatch": "*"}))
+            return
         self.fs.makedirs(self.path("_tmp"), exist_ok=True)
         tmp = self.path(f"_tmp/{MANIFEST}.{uuid.uuid4().hex}")
         with self.fs.open(tmp, "w") as fh:
@@ -81,10 +149,11 @@ class OutputStore:
 
     def prepare(self, config_hash: str, overwrite: bool = False) -> dict:
         """Start or resume: refuse a different config, clear debris, return the manifest."""
+        self._fresh()  # boto3 writes bypass s3fs's listing cache
         manifest = self.read_manifest()
         if manifest is not None and overwrite:
             self.fs.rm(self.root, recursive=True)
-            manifest = None
+            manifest, self._etag = None, None
         if manifest is not None and manifest.get("config_hash") != config_hash:
             raise ValueError(f"{self.url} holds a job with config hash {manifest.get('config_hash')}, this job's is "
                              f"{config_hash}: use another output, the same config, or --overwrite")
@@ -112,6 +181,7 @@ class OutputStore:
     def done_keys(self, manifest: dict | None = None) -> set[str]:
         """Keys already committed (ok or error): a resumed job skips them."""
         manifest = manifest if manifest is not None else (self.read_manifest() or {"parts": {}})
+        self._fresh()
         keys: set[str] = set()
         for info in manifest["parts"].values():
             with self.fs.open(self.path(info["metrics"]), "rb") as fh:
@@ -126,14 +196,20 @@ class OutputStore:
         self.fs.makedirs(self.path("_tmp"), exist_ok=True)
         rows = [{**r, "part": name, "image_url": (self.public_url(files["images"]) + f"#{r['key']}.png")
                  if r.get("status") == "ok" else None} for r in part.rows]
-        with self.fs.open(self.path(f"{tmp}.tar"), "wb") as fh:
-            fh.write(part.tar_bytes())
-        with self.fs.open(self.path(f"{tmp}.parquet"), "wb") as fh:
-            pq.write_table(rows_to_table(rows), fh)
-        self.fs.makedirs(self.path("images"), exist_ok=True)
-        self.fs.makedirs(self.path("metrics"), exist_ok=True)
-        self.fs.mv(self.path(f"{tmp}.tar"), self.path(files["images"]))
-        self.fs.mv(self.path(f"{tmp}.parquet"), self.path(files["metrics"]))
+        if self.is_s3:  # no rename on S3: write in place, never over an existing object
+            buf = io.BytesIO()
+            pq.write_table(rows_to_table(rows), buf)
+            self._put_s3(files["images"], part.tar_bytes(), IfNoneMatch="*")
+            self._put_s3(files["metrics"], buf.getvalue(), IfNoneMatch="*")
+        else:
+            with self.fs.open(self.path(f"{tmp}.tar"), "wb") as fh:
+                fh.write(part.tar_bytes())
+            with self.fs.open(self.path(f"{tmp}.parquet"), "wb") as fh:
+                pq.write_table(rows_to_table(rows), fh)
+            self.fs.makedirs(self.path("images"), exist_ok=True)
+            self.fs.makedirs(self.path("metrics"), exist_ok=True)
+            self.fs.mv(self.path(f"{tmp}.tar"), self.path(files["images"]))
+            self.fs.mv(self.path(f"{tmp}.parquet"), self.path(files["metrics"]))
         ok = sum(r.get("status") == "ok" for r in rows)
         manifest["parts"][name] = {**files, "samples": len(rows), "ok": ok, "error": len(rows) - ok,
                                    "committed": time.time()}
@@ -149,6 +225,7 @@ class OutputStore:
     def read_metrics(self) -> pa.Table:
         """All committed rows (what downstream tools read)."""
         manifest = self.read_manifest() or {"parts": {}}
+        self._fresh()
         tables = []
         for info in manifest["parts"].values():
             with self.fs.open(self.path(info["metrics"]), "rb") as fh:

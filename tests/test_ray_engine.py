@@ -1,0 +1,205 @@
+"""The Ray engine end to end on tiny real models: equal to the local engine, S3 in and out,
+a solver killed mid-job, an interrupted job resumed, and every kind of bad input as its row.
+
+One local Ray instance serves the module (starting Ray costs ~20 s on the 2-core box).
+It starts after the moto server so the actors inherit its endpoint and fake credentials.
+"""
+import collections
+import io
+import os
+import shutil
+import tarfile
+import tempfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from jobs.local_engine import run_local
+from jobs.ray_engine import run_ray
+from pipeline.outputs import CommitConflict, OutputStore, PartBuffer
+from pipeline.shards import write_shard
+from tests.pipeline_fixtures import archive_samples, build_tiny_models, tiny_config, write_archive
+from tests.test_samples import png16_rgb, png_bytes, png_header_only
+
+ray = pytest.importorskip("ray")
+
+BAD = {  # key → (members, expected error kind)
+    "bad-zero": ({"png": b""}, "empty"),
+    "bad-garbage": ({"png": b"\x00not an image"}, "undecodable"),
+    "bad-grey": ({"png": png_bytes("L", (16, 16))}, "mode"),
+    "bad-rgba": ({"png": png_bytes("RGBA", (16, 16))}, "mode"),
+    "bad-sixteen": ({"png": png16_rgb(16, 16)}, "mode"),
+    "bad-size": ({"png": png_bytes(size=(8, 6))}, "size"),
+    "bad-bomb": ({"png": png_header_only(20, 20)}, "pixel_bomb"),  # 400 px > input.max_pixels=300
+    "bad-noparams": ({"png": png_bytes(size=(16, 16))}, "params"),
+    "bad-nan": ({"png": png_bytes(size=(16, 16)), "json": b'{"operator": "gaussian_blur", "severity": NaN}'},
+                "nan"),
+}
+LIMITS = ("input.expected_size=16", "input.max_pixels=300")
+
+
+@pytest.fixture(scope="module")
+def ray_local(s3_server):
+    temp = tempfile.mkdtemp(prefix="fr", dir="/tmp")  # short: Ray's socket paths have a length limit
+    ray.init(num_cpus=4, include_dashboard=False, _temp_dir=temp, log_to_driver=False)
+    yield
+    ray.shutdown()
+    shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("rayengine")
+    models = build_tiny_models(root / "models")
+    archive = write_archive(root / "archive", n=9, shards=2)
+    return root, models, archive
+
+
+def config(models, *extra):
+    return tiny_config(models, "execution.engine=ray", "execution.part_size=4", *extra)
+
+
+def bad_archive(root, archive):
+    """The good archive plus a shard of bad samples (and a duplicate key) and a truncated shard."""
+    folder = root / "mixed"
+    if folder.exists():
+        return str(folder)
+    shutil.copytree(archive, folder)
+    dup = archive_samples(1)[0]  # s0000 again: already read from shard-000
+    good = archive_samples(2, prefix="b")
+    members = [good[0]] + [{"__key__": k, **m} for k, (m, _) in BAD.items()] + [dup, good[1]]
+    write_shard(str(folder / "shard-900-bad.tar"), members)
+    trunc = folder / "shard-901-trunc.tar"
+    write_shard(str(trunc), archive_samples(3, prefix="t"))
+    data = trunc.read_bytes()
+    trunc.write_bytes(data[: int(len(data) * 0.45)])  # inside the last sample
+    return str(folder)
+
+
+def images(out) -> dict:
+    store = OutputStore(out)
+    found = {}
+    for info in store.read_manifest()["parts"].values():
+        with store.fs.open(store.path(info["images"]), "rb") as fh, tarfile.open(fileobj=fh) as tar:
+            for m in tar.getmembers():
+                if m.name.endswith(".png"):
+                    found[m.name[:-4]] = np.asarray(Image.open(io.BytesIO(tar.extractfile(m).read())), np.float64)
+    return found
+
+
+def rows_of(out) -> list[dict]:
+    return OutputStore(out).read_metrics().to_pylist()
+
+
+def assert_exactly_once(rows, keys):
+    counts = collections.Counter(r["key"] for r in rows)
+    assert all(counts[k] == 1 for k in keys), {k: counts[k] for k in keys if counts[k] != 1}
+
+
+def test_matches_local_engine_with_every_bad_input(ray_local, setup, tmp_path):
+    root, models, archive = setup
+    mixed = bad_archive(root, archive)
+    cfg = config(models, "models.dtype=float64", *LIMITS)
+    progress = []
+    summary = run_ray(cfg, mixed, str(tmp_path / "ray"), on_progress=lambda s: progress.append(s.processed))
+    local = run_local(cfg, mixed, str(tmp_path / "local"))
+    rows, ref = rows_of(str(tmp_path / "ray")), rows_of(str(tmp_path / "local"))
+    triple = lambda rs: collections.Counter((r["key"], r["status"], r["error_kind"]) for r in rs)  # noqa: E731
+    assert triple(rows) == triple(ref)
+    by_key = {r["key"]: r for r in rows if r["status"] == "ok"}
+    for r in ref:
+        if r["status"] == "ok":
+            assert (by_key[r["key"]]["nfe"], by_key[r["key"]]["start_step"]) == (r["nfe"], r["start_step"])
+    # every bad input is its own error row; the duplicate keeps the first occurrence
+    errors = {(r["key"], r["error_kind"]) for r in rows if r["status"] == "error"}
+    assert {(k, kind) for k, (_, kind) in BAD.items()} <= errors and ("s0000", "duplicate") in errors
+    assert any(kind == "corrupt_tar" for _, kind in errors)
+    assert_exactly_once([r for r in rows if r["status"] == "ok"], [f"s{i:04d}" for i in range(9)] + ["b0000", "b0001"])
+    got, want = images(str(tmp_path / "ray")), images(str(tmp_path / "local"))
+    assert got.keys() == want.keys() and len(got) == summary["ok"] == local["ok"]
+    assert max(np.abs(got[k] - want[k]).max() for k in got) <= 1.0
+    assert summary["errors"] == local["errors"] and summary["errors_by_kind"] == local["errors_by_kind"]
+    assert summary["committed"] == local["committed"] and progress and progress[-1] == summary["samples"]
+    assert set(summary["busy_fraction"]) == {"read", "severity", "solve", "write"}
+    assert summary["busy_fraction"]["solve"] > 0 and summary["actor_restarts"]["solver"] == 0
+    stats = OutputStore(str(tmp_path / "ray")).read_manifest()
+    assert stats["counts"] == summary["committed"]
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_interrupted_job_resumes_through_a_solver_crash(ray_local, setup, tmp_path, monkeypatch):
+    """Run 1 stops after a committed part; run 2 loses its solver mid-job (the actor process
+    exits on its first batch, with more in flight) and still finishes; run 3 is a no-op.
+    No duplicates, no loss."""
+    root, models, archive = setup
+    cfg = config(models, "execution.part_size=2", "execution.batch_size=2", "execution.bucket_width=100")
+    out = str(tmp_path / "out")
+
+    def stop(stats):
+        if stats.processed >= 3:  # the writer has committed at least one part of 2
+            raise Interrupt()
+
+    with pytest.raises(Interrupt):
+        run_ray(cfg, archive, out, on_progress=stop)
+    first = rows_of(out)
+    assert 2 <= len(first) < 9  # writes already queued at the writer may commit before it is killed
+    monkeypatch.setenv("FLASH_FAULT_SOLVER_CRASH", f"0:{tmp_path / 'crashed'}")
+    summary = run_ray(cfg, archive, out)
+    monkeypatch.delenv("FLASH_FAULT_SOLVER_CRASH")
+    assert (tmp_path / "crashed").exists()
+    assert summary["actor_restarts"]["solver"] == 1 and summary["resubmitted_calls"]["solver"] >= 1
+    rows = rows_of(out)
+    assert summary["skipped_already_done"] == len(first) and summary["samples"] == 9 - len(first)
+    assert len(rows) == 9 and all(r["status"] == "ok" for r in rows)
+    assert_exactly_once(rows, [f"s{i:04d}" for i in range(9)])
+    again = run_ray(cfg, archive, out)
+    assert again["samples"] == 0 and again["skipped_already_done"] == 9 and len(rows_of(out)) == 9
+
+
+def test_s3_input_and_output(ray_local, setup, s3_bucket):
+    import s3fs
+
+    root, models, archive = setup
+    fs = s3fs.S3FileSystem()
+    for name in sorted(os.listdir(archive)):
+        fs.put(os.path.join(archive, name), f"{s3_bucket}/in/{name}")
+    out = f"s3://{s3_bucket}/out"
+    summary = run_ray(config(models), f"s3://{s3_bucket}/in", out)
+    assert summary["ok"] == 9 and summary["parts_committed"] == 3
+    rows = rows_of(out)
+    assert len(rows) == 9 and all(r["status"] == "ok" and r["image_url"].startswith(out) for r in rows)
+    assert_exactly_once(rows, [f"s{i:04d}" for i in range(9)])
+    assert len(images(out)) == 9
+
+
+def test_s3_commit_cannot_overwrite_another_writers_commit(s3_bucket):
+    url = f"s3://{s3_bucket}/job"
+    a, b = OutputStore(url), OutputStore(url)
+    ma = a.prepare("h")
+    mb = b.prepare("h")
+    part = PartBuffer()
+    part.add({"key": "k", "shard": "s", "status": "ok"}, b"png", {})
+    a.commit(part, ma)
+    with pytest.raises(CommitConflict):
+        b.commit(part, mb)  # same part name: refused, and the manifest a wrote stands
+    assert OutputStore(url).read_manifest()["counts"] == {"ok": 1, "error": 0}
+    assert OutputStore(url).done_keys() == {"k"}
+
+
+def test_resources_fit_the_cluster(setup):
+    from workers.placement import plan_resources
+
+    root, models, archive = setup
+    cfg = config(models, "execution.solver_actors=2", "execution.readers=2")  # 6 actors
+    cpu_only = plan_resources(cfg, {"CPU": 2.0})
+    assert all(p["num_gpus"] == 0 and p["device"] == "cpu" for p in cpu_only.values())
+    assert 6 * cpu_only["solver"]["num_cpus"] <= 2.0  # fractional: a 2-core box cannot deadlock
+    one_gpu = plan_resources(config(models), {"CPU": 16.0, "GPU": 1.0})
+    assert one_gpu["solver"]["num_gpus"] == 1.0 and one_gpu["solver"]["device"] == "cuda"
+    assert one_gpu["severity"]["num_gpus"] == 0 and one_gpu["severity"]["device"] == "cpu"
+    two = plan_resources(config(models, "execution.gpus_per_solver=0.5"), {"CPU": 16.0, "GPU": 1.0})
+    assert two["solver"]["num_gpus"] == 0.5 and two["severity"]["num_gpus"] == 0.25

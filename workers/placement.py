@@ -1,0 +1,54 @@
+"""Resources and options for the job's actors, sized so the job always fits its cluster.
+
+Why: on a 2-core box, whole-CPU actors deadlock the job (design.md), so every actor asks
+for a fraction of a CPU, shrunk further when the configured actors would not all fit. GPU
+stages ask for GPUs only where the cluster has them; the severity stage takes what the
+solvers leave (at most a quarter GPU each) and runs on CPU when nothing is left.
+"""
+from __future__ import annotations
+
+import uuid
+
+from pipeline.config import RestoreConfig
+
+STAGES = ("reader", "severity", "solver", "writer")
+
+
+def actor_counts(cfg: RestoreConfig) -> dict[str, int]:
+    ex = cfg.execution
+    return {"reader": ex.readers, "severity": ex.severity_actors, "solver": ex.solver_actors, "writer": 1}
+
+
+def plan_resources(cfg: RestoreConfig, cluster: dict) -> dict[str, dict]:
+    """Per stage: num_cpus, num_gpus and the torch device its actors use."""
+    counts = actor_counts(cfg)
+    cpus, gpus = float(cluster.get("CPU", 1.0)), float(cluster.get("GPU", 0.0))
+    per_cpu = min(float(cfg.execution.cpus_per_actor), cpus / sum(counts.values()))
+    per_cpu = max(0.01, int(per_cpu * 100) / 100)
+    plan = {s: {"num_cpus": per_cpu, "num_gpus": 0.0, "device": "cpu"} for s in STAGES}
+    if gpus > 0:
+        gps = min(float(cfg.execution.gpus_per_solver), gpus / counts["solver"])
+        plan["solver"].update(num_gpus=gps, device=_gpu_device(cfg))
+        left = gpus - gps * counts["solver"]
+        sev = min(0.25, left / counts["severity"])
+        if sev >= 0.01:
+            plan["severity"].update(num_gpus=int(sev * 100) / 100, device=_gpu_device(cfg))
+    elif cfg.models.device not in ("auto", "cpu"):
+        raise ValueError(f"models.device={cfg.models.device!r} but the Ray cluster has no GPUs")
+    return plan
+
+
+def _gpu_device(cfg: RestoreConfig) -> str:
+    # Ray narrows CUDA_VISIBLE_DEVICES to the actor's GPU, so it is always cuda:0 inside the actor
+    return "cuda" if cfg.models.device in ("auto", "cpu") or cfg.models.device.startswith("cuda") else cfg.models.device
+
+
+def new_incarnation() -> str:
+    """An id per actor process: a changed id after an actor error means Ray restarted it."""
+    return uuid.uuid4().hex[:12]
+
+
+def set_threads(num_cpus: float) -> None:
+    import torch
+
+    torch.set_num_threads(max(1, int(num_cpus)))

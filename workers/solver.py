@@ -1,0 +1,53 @@
+"""Solver actor: restores one exact batch (one operator family and size) per call.
+
+`solve` returns two objects (Ray num_returns=2): a small summary the coordinator reads and
+the results (rows + PNGs) it hands to the writer by reference, so images never pass
+through the driver. A failing batch is retried one by one, as in the local engine.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+from pipeline.config import RestoreConfig
+from pipeline.restore import Estimated, Restorer
+
+from .placement import new_incarnation, set_threads
+
+
+class SolverStage:
+    def __init__(self, cfg: RestoreConfig, device: str = "cpu", num_cpus: float = 1.0):
+        set_threads(num_cpus)
+        self.restorer = Restorer(cfg, device=device)
+        self.incarnation = new_incarnation()
+        self.calls = 0
+
+    def ping(self) -> str:
+        return self.incarnation
+
+    def solve(self, batch: list[Estimated]) -> tuple[dict, list]:
+        self.calls += 1
+        crash_once(self.calls)
+        t0 = time.perf_counter()
+        try:
+            results = self.restorer.solve(batch)
+        except Exception:  # isolate the bad sample: retry one by one
+            results = []
+            for e in batch:
+                try:
+                    results += self.restorer.solve([e])
+                except Exception as exc:  # noqa: BLE001 - becomes an error row, the job goes on
+                    results.append((Restorer.error(e.key, e.prepared.shard, exc), None, None))
+        return {"n": len(batch), "seconds": time.perf_counter() - t0, "incarnation": self.incarnation}, results
+
+
+def crash_once(calls: int) -> None:
+    """Fault injection for tests: FLASH_FAULT_SOLVER_CRASH="N:/path/marker" kills the process
+    on its (N+1)-th batch, once per marker file, as a lost node or OOM kill would."""
+    spec = os.environ.get("FLASH_FAULT_SOLVER_CRASH")
+    if not spec:
+        return
+    after, marker = spec.split(":", 1)
+    if calls > int(after) and not os.path.exists(marker):
+        open(marker, "w").close()
+        os._exit(1)
