@@ -5,6 +5,7 @@ import typer
 
 from jobs import bench_cmd, corpus, estimate_cmd, restore_cmd
 from jobs import train
+from jobs import report_models
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Dataset-scale image restoration with severity-adaptive latent diffusion.")
@@ -21,6 +22,7 @@ app.command("train-severity")(train.train_severity)
 app.command("make-shards")(corpus.make_shards)
 app.command("degrade")(corpus.degrade)
 app.command("export-corpus")(corpus.export_corpus)
+app.command("report-models")(report_models.report_models)
 
 if __name__ == "__main__":
     app()

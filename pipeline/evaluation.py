@@ -1,0 +1,280 @@
+"""Pure helpers for `report-models`: rank statistics, PNG figures and model-card sections.
+
+Why here and not in the command: they need no model, so they are unit-tested on exact
+inputs (a perfect order scores 1.0, a reversed one 0.0), and the figures are drawn with
+PIL alone so the GPU image needs no plotting library.
+"""
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
+SECTION = "## Measured figures"
+
+
+# ------------------------------------------------------------------ rank statistics
+
+def ordering_accuracy(sigma2, severity) -> float:
+    """Mean over images of the fraction of severity pairs whose σ̂² order matches (flash-spec §2.3).
+
+    `sigma2` is (N, K): one row per image, one column per severity; `severity` is (K,) or
+    (N, K). A pair counts only when both orders are strict and agree: a tie in σ̂² (for
+    pairs of different severity) is not a match, so a constant σ̂² scores 0, not 0.5.
+    """
+    s = np.asarray(sigma2, np.float64)
+    t = np.broadcast_to(np.asarray(severity, np.float64), s.shape)
+    if s.ndim != 2 or s.shape[1] < 2:
+        raise ValueError(f"ordering_accuracy needs (N, K ≥ 2) predictions, got shape {s.shape}")
+    ds = np.sign(s[:, :, None] - s[:, None, :])
+    dt = np.sign(t[:, :, None] - t[:, None, :])
+    upper = np.triu(np.ones(s.shape[1], bool), 1)
+    pairs = upper & (dt != 0)
+    match = ((ds == dt) & pairs).sum(axis=(1, 2))
+    return float((match / pairs.sum(axis=(1, 2))).mean())
+
+
+def rankdata(x) -> np.ndarray:
+    """Ranks 1..n with ties given their average rank (as scipy.stats.rankdata)."""
+    x = np.asarray(x, np.float64).reshape(-1)
+    order = np.argsort(x, kind="mergesort")
+    ranks = np.empty(len(x), np.float64)
+    sx = x[order]
+    i = 0
+    while i < len(x):
+        j = i
+        while j + 1 < len(x) and sx[j + 1] == sx[i]:
+            j += 1
+        ranks[order[i:j + 1]] = (i + j) / 2.0 + 1.0
+        i = j + 1
+    return ranks
+
+
+def pearson(x, y) -> float:
+    """Pearson correlation; NaN when either input is constant."""
+    x, y = np.asarray(x, np.float64).reshape(-1), np.asarray(y, np.float64).reshape(-1)
+    if len(x) != len(y) or len(x) < 2:
+        raise ValueError(f"pearson needs two equal-length series of ≥ 2 values, got {len(x)} and {len(y)}")
+    a, b = x - x.mean(), y - y.mean()
+    den = math.sqrt(float((a * a).sum() * (b * b).sum()))
+    return float((a * b).sum() / den) if den > 0 else float("nan")
+
+
+def spearman(x, y) -> float:
+    """Spearman ρ = Pearson of the average ranks."""
+    return pearson(rankdata(x), rankdata(y))
+
+
+# ------------------------------------------------------------------ figures
+
+def to_uint8(images01: torch.Tensor) -> np.ndarray:
+    """(B,3,H,W) in [0,1] → (B,H,W,3) uint8."""
+    x = images01.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8)
+    return x.permute(0, 2, 3, 1).cpu().numpy()
+
+
+def contact_sheet(images01: torch.Tensor, cols: int = 8, pad: int = 2, scale: int = 1) -> Image.Image:
+    """A grid of images (row-major) on a white background; `scale` enlarges each tile."""
+    arr = to_uint8(images01)
+    n, h, w = arr.shape[0], arr.shape[1] * scale, arr.shape[2] * scale
+    rows = max(1, math.ceil(n / cols))
+    sheet = Image.new("RGB", (cols * (w + pad) + pad, rows * (h + pad) + pad), "white")
+    for i in range(n):
+        tile = Image.fromarray(arr[i])
+        if scale != 1:
+            tile = tile.resize((w, h), Image.Resampling.NEAREST)
+        sheet.paste(tile, (pad + (i % cols) * (w + pad), pad + (i // cols) * (h + pad)))
+    return sheet
+
+
+COLOURS = ((31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14))
+
+
+def _nice_max(v: float) -> float:
+    if not v > 0 or not math.isfinite(v):
+        return 1.0
+    e = 10 ** math.floor(math.log10(v))
+    for m in (1, 2, 2.5, 5, 10):
+        if m * e >= v:
+            return m * e
+    return 10 * e
+
+
+def scatter_plot(series: dict[str, tuple[Sequence[float], Sequence[float]]], title: str, xlabel: str,
+                 ylabel: str, size: tuple[int, int] = (720, 560), identity: bool = True) -> Image.Image:
+    """A scatter plot of named (x, y) series on shared linear axes from 0, with y = x dashed."""
+    font = ImageFont.load_default()
+    W, H = size
+    left, right, top, bottom = 70, 20, 40, 60
+    img = Image.new("RGB", size, "white")
+    d = ImageDraw.Draw(img)
+    vals = [float(v) for xs, ys in series.values() for v in list(xs) + list(ys) if math.isfinite(float(v))]
+    vmax = _nice_max(max(vals) if vals else 1.0)
+
+    def px(x, y):
+        return (left + (W - left - right) * x / vmax, H - bottom - (H - top - bottom) * y / vmax)
+
+    d.rectangle([left, top, W - right, H - bottom], outline="black")
+    for i in range(6):
+        v = vmax * i / 5
+        x0, y0 = px(v, 0)
+        d.line([x0, H - bottom, x0, H - bottom + 4], fill="black")
+        d.text((x0 - 12, H - bottom + 6), f"{v:.3g}", fill="black", font=font)
+        x1, y1 = px(0, v)
+        d.line([left - 4, y1, left, y1], fill="black")
+        d.text((8, y1 - 6), f"{v:.3g}", fill="black", font=font)
+    if identity:
+        (a, b), (c, e) = px(0, 0), px(vmax, vmax)
+        steps = 40
+        for k in range(0, steps, 2):
+            d.line([a + (c - a) * k / steps, b + (e - b) * k / steps, a + (c - a) * (k + 1) / steps,
+                    b + (e - b) * (k + 1) / steps], fill=(120, 120, 120))
+    for n, (name, (xs, ys)) in enumerate(series.items()):
+        col = COLOURS[n % len(COLOURS)]
+        for x, y in zip(xs, ys):
+            if math.isfinite(float(x)) and math.isfinite(float(y)):
+                cx, cy = px(min(float(x), vmax), min(float(y), vmax))
+                d.ellipse([cx - 2, cy - 2, cx + 2, cy + 2], outline=col)
+        d.rectangle([left + 10, top + 10 + 16 * n, left + 20, top + 20 + 16 * n], fill=col)
+        d.text((left + 26, top + 9 + 16 * n), name, fill="black", font=font)
+    d.text((left, 4), title, fill="black", font=font)
+    d.text(((W - len(xlabel) * 6) / 2, H - 24), xlabel, fill="black", font=font)
+    d.text((8, top - 18), ylabel, fill="black", font=font)
+    return img
+
+
+# ------------------------------------------------------------------ markdown
+
+def replace_section(text: str, body: str, heading: str = SECTION) -> str:
+    """`text` with the `heading` section set to `body` (replaced if present, else appended).
+
+    Idempotent: the section runs from its heading to the next `## ` heading or the end.
+    """
+    block = f"{heading}\n\n{body.strip()}\n"
+    pattern = re.compile(rf"^{re.escape(heading)}\s*$.*?(?=^## |\Z)", re.M | re.S)
+    if pattern.search(text):
+        return pattern.sub(lambda _: block + "\n", text, count=1).rstrip() + "\n"
+    return text.rstrip() + "\n\n" + block
+
+
+def fmt(value, digits: int = 4) -> str:
+    """A figure for a table: numbers to `digits` significant digits, missing as 'missing: why'."""
+    if isinstance(value, dict) and "missing" in value:
+        return f"missing: {value['missing']}"
+    if isinstance(value, bool) or value is None:
+        return str(value)
+    if isinstance(value, float):
+        return f"{value:.{digits}g}" if math.isfinite(value) else str(value)
+    return str(value)
+
+
+def md_table(rows: list[tuple[str, object, str]]) -> str:
+    """A three-column markdown table: figure | value | how it was measured."""
+    out = ["| figure | value | how |", "|---|---|---|"]
+    out += [f"| {name} | {fmt(v)} | {how} |" for name, v, how in rows]
+    return "\n".join(out)
+
+
+# ------------------------------------------------------------------ report documents
+
+HOW = {
+    "autoencoder.psnr_db": "mean PSNR of D0(E0(x)) vs x, dev crops",
+    "ordering_accuracy": "10 severities linspace(0,1,10), noise 0.05; matching pairs of 45, mean over crops",
+    "spearman": "ρ(σ̂², t) pooled over crops × severities",
+    "calibration_pearson": "Pearson(σ̂², unbiased var(ẑ − z0)) per image",
+}
+
+
+def figure_rows(fig: dict) -> list[tuple[str, object, str]]:
+    """Flatten the figures dict into table rows (name, value, how)."""
+    rows = []
+    ae = fig.get("autoencoder")
+    if ae is not None:
+        rows.append(("autoencoder PSNR (dB)", ae.get("psnr_db", ae), f"{HOW['autoencoder.psnr_db']} "
+                     f"({ae.get('crops')} crops, {ae.get('size')} px)" if "crops" in ae else ""))
+    for fam, s in (fig.get("severity") or {}).items():
+        if "missing" in s:
+            rows.append((f"severity {fam}", s, ""))
+            continue
+        n = f"({s['crops']} crops)"
+        rows += [(f"severity {fam}: ordering accuracy", s["ordering_accuracy"], f"{HOW['ordering_accuracy']} {n}"),
+                 (f"severity {fam}: Spearman", s["spearman"], HOW["spearman"]),
+                 (f"severity {fam}: Pearson", s["pearson"], "ρ(σ̂², t) pooled"),
+                 (f"severity {fam}: calibration Pearson", s["calibration_pearson"], HOW["calibration_pearson"]),
+                 (f"severity {fam}: σ̂² mean (min–max)",
+                  f"{s['sigma2_mean']:.4g} ({s['sigma2_min']:.4g}–{s['sigma2_max']:.4g})", "over the sweep"),
+                 (f"severity {fam}: realised var mean", s["realised_var_mean"], "var(ẑ − z0) per image, mean"),
+                 (f"severity {fam}: start step mean (min–max)",
+                  f"{s['start_step_mean']:.1f} ({s['start_step_min']}–{s['start_step_max']})", "DDPM grid, §3.2")]
+    ldm = fig.get("ldm")
+    if ldm is not None:
+        if "missing" in ldm:
+            rows.append(("LDM", ldm, ""))
+        else:
+            rows += [(f"LDM FID ({ldm['fid_samples']} samples)", ldm["fid"],
+                      f"vs {ldm['fid_real']} dev crops; sampler {ldm['sampler']}"),
+                     ("LDM sample sheet", f"![samples]({ldm['sheet']})", "64 unconditional samples")]
+    for label, st in (fig.get("step") or {}).items():
+        rows.append((f"Latent-DPS step, batch {st.get('batch', '?')} ({label}) (s)", st.get("seconds", st),
+                     f"median of {st.get('repeats')} after a warm-up" if "seconds" in st else ""))
+    e2e = fig.get("e2e")
+    if e2e is not None:
+        if "missing" in e2e:
+            rows.append(("end-to-end", e2e, ""))
+        else:
+            rows += [(f"Flash(Latent-DPS) mean NFE ({e2e['crops']} crops)", e2e["flash_mean_nfe"],
+                      f"Gaussian blur {e2e['severities']}"),
+                     ("Flash(Latent-DPS) PSNR (dB)", e2e["flash_psnr_db"], f"ζ = {e2e['step_size']}"),
+                     ("degraded input PSNR (dB)", e2e["input_psnr_db"], "same crops"),
+                     (f"baseline Latent-DPS NFE ({e2e['baseline_crops']} crops)", e2e["baseline_mean_nfe"],
+                      "full DDPM schedule from noise"),
+                     ("baseline Latent-DPS PSNR (dB)", e2e["baseline_psnr_db"], "baseline crops only"),
+                     ("Flash PSNR on the baseline crops (dB)", e2e["flash_psnr_on_baseline_crops_db"],
+                      "same crops as the baseline"),
+                     ("wall time Flash / baseline (s)", f"{e2e['flash_seconds']:.1f} / {e2e['baseline_seconds']:.1f}",
+                      "in-process Restorer")]
+    return rows
+
+
+def write_docs(report: dict, doc: Path) -> None:
+    """docs/models.md: how it was made, the models, one table of all figures, the calibration plot."""
+    fig = report["figures"]
+    lines = ["# Trained models: measured figures", "",
+             f"Written by `report-models` on {report['date']} on {report['machine']} (device `{report['device']}`).",
+             "", "Commands (the last one wrote this file; `--only` runs redo single sections):", "", "```",
+             *report.get("commands", [report["command"]]), "```", "", "## Models", "",
+             "| model | path | fingerprint | training steps |", "|---|---|---|---|"]
+    for name, m in report["models"].items():
+        lines.append(f"| {name} | `{m.get('path')}` | {m.get('fingerprint', m.get('missing', ''))} | "
+                     f"{m.get('training_steps', '')} |")
+    lines += ["", "## Figures", "", md_table(figure_rows(fig)), ""]
+    if (doc.parent / "severity_calibration.png").exists() and fig.get("severity"):
+        lines += ["## Severity calibration", "", "σ̂² against the realised latent error variance (unbiased "
+                  "variance of ẑ − z0 per image); dashed: y = x.", "", "![calibration](severity_calibration.png)", ""]
+    doc.write_text("\n".join(lines))
+
+
+def update_cards(models: Path, report: dict, families: Sequence[str]) -> list[str]:
+    """Replace the '## Measured figures' section of each model's card with its own figures."""
+    fig = report["figures"]
+    sev = fig.get("severity") or {}
+    own = {"autoencoder": {"autoencoder": fig.get("autoencoder")},
+           "ldm": {k: fig.get(k) for k in ("ldm", "step", "e2e")}}
+    own.update({f"severity-{f}": {"severity": {f: sev[f]} if f in sev else None} for f in families})
+    written = []
+    for name, sub in own.items():
+        card = models / name / "MODEL_CARD.md"
+        sub = {k: v for k, v in sub.items() if v is not None}
+        if not card.parent.is_dir() or not sub:
+            continue
+        text = card.read_text() if card.exists() else f"# flash-restore {name} model\n"
+        body = (f"Measured by `report-models` on {report['date']} ({report['machine']}):\n\n"
+                + md_table(figure_rows(sub)).replace("](ldm_samples.png)", "](../../docs/ldm_samples.png)"))
+        card.write_text(replace_section(text, body))
+        written.append(str(card))
+    return written

@@ -1,0 +1,104 @@
+"""report-models: exact rank statistics, idempotent card sections, and a tiny end-to-end report."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from pipeline.evaluation import ordering_accuracy, rankdata, replace_section, spearman
+
+FAMILY_PARAMS = {"gaussian_blur": {"kernel_size": 7}, "inpainting": {}, "nonlinear_blur": {}}
+
+
+def test_ordering_accuracy_perfect_reversed_and_ties():
+    t = np.linspace(0, 1, 10)
+    s = np.stack([t * 3 + 0.1, t ** 2])
+    assert ordering_accuracy(s, t) == 1.0
+    assert ordering_accuracy(s[:, ::-1], t) == 0.0
+    assert ordering_accuracy(np.ones((2, 10)), t) == 0.0        # ties never count as a match
+    one_swap = t.copy()
+    one_swap[[0, 1]] = one_swap[[1, 0]]
+    assert ordering_accuracy(one_swap[None], t) == pytest.approx(44 / 45)
+
+
+def test_spearman_monotone_and_ranks():
+    x = np.random.default_rng(0).random(50)
+    assert spearman(x, np.exp(3 * x)) == pytest.approx(1.0)
+    assert spearman(x, -x ** 3) == pytest.approx(-1.0)
+    assert rankdata([3, 1, 3, 2]).tolist() == [3.5, 1.0, 3.5, 2.0]
+
+
+def test_replace_section_is_idempotent():
+    text = "# card\n\nCommand:\n\n```\nx\n```\n"
+    once = replace_section(text, "| a | 1 |")
+    assert replace_section(once, "| a | 1 |") == once
+    twice = replace_section(once, "| a | 2 |")
+    assert "| a | 2 |" in twice and "| a | 1 |" not in twice and twice.count("## Measured figures") == 1
+    with_next = replace_section(once + "\n## Other\n\nkeep\n", "| b |")
+    assert "keep" in with_next and "| a | 1 |" not in with_next
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory):
+    """Tiny random models (16 px, T = 50) in the layout train-* writes, with model cards."""
+    from pipeline.model_store import save_latent_diffusion, save_model
+    from pipeline.severity import SeverityEncoder
+    from tests.factories import tiny_latent_diffusion
+
+    root = tmp_path_factory.mktemp("models")
+    ldm = tiny_latent_diffusion("vq", dtype=torch.float32, num_timesteps=50, image_size=16)
+    save_latent_diffusion(ldm, str(root / "autoencoder"), str(root / "ldm"))
+    for i, fam in enumerate(FAMILY_PARAMS):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(100 + i)
+            enc = SeverityEncoder.from_autoencoder(ldm.autoencoder).float()
+        save_model(enc, str(root / f"severity-{fam}"),
+                   extra={"role": "severity", "operator": fam, "operator_params": FAMILY_PARAMS[fam]})
+    for name in ("autoencoder", "ldm", *(f"severity-{f}" for f in FAMILY_PARAMS)):
+        (root / name / "MODEL_CARD.md").write_text(f"# flash-restore {name} model\n\n- steps: 1\n")
+    return root
+
+
+def test_report_models_tiny(tiny_models, tmp_path):
+    from jobs.cli import app
+
+    doc = tmp_path / "docs" / "models.md"
+    args = ["report-models", "--models", str(tiny_models), "--output-doc", str(doc), "--crops", "12",
+            "--fid-samples", "6", "--sample-steps", "5", "--severity-crops", "3", "--e2e-crops", "4",
+            "--baseline-crops", "1", "--step-batch", "4", "--step-repeats", "1", "--device", "cpu",
+            "--samples-out", str(tmp_path / "samples.npz")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads(doc.with_suffix(".json").read_text())
+    fig = report["figures"]
+    assert fig["autoencoder"]["psnr_db"] > 0 and fig["autoencoder"]["size"] == 16
+    for fam in FAMILY_PARAMS:
+        s = fig["severity"][fam]
+        assert 0.0 <= s["ordering_accuracy"] <= 1.0 and s["crops"] == 3 and s["severities"] == 10
+        assert s["operator_params"] == FAMILY_PARAMS[fam]
+    ldm = fig["ldm"]
+    assert isinstance(ldm["fid"], float) or "missing" in ldm["fid"]   # missing only with a reason
+    assert ldm["fid_samples"] == 6
+    (step,) = fig["step"].values()
+    assert step["seconds"] > 0 and step["batch"] == 4
+    e2e = fig["e2e"]
+    assert e2e["crops"] == 4 and e2e["baseline_crops"] == 1 and e2e["baseline_mean_nfe"] == 50
+    assert 1 <= e2e["flash_mean_nfe"] <= 50 and e2e["flash_psnr_db"] > 0 and e2e["baseline_psnr_db"] > 0
+    for png in ("ldm_samples.png", "severity_calibration.png"):
+        assert (doc.parent / png).stat().st_size > 1000
+    text = doc.read_text()
+    assert "ordering accuracy" in text and "FID" in text and "baseline Latent-DPS NFE" in text
+    cards = {p.parent.name: p.read_text() for p in tiny_models.glob("*/MODEL_CARD.md")}
+    assert all(c.count("## Measured figures") == 1 for c in cards.values())
+    assert "ordering accuracy" in cards["severity-inpainting"] and "PSNR" in cards["autoencoder"]
+    assert np.load(tmp_path / "samples.npz")["samples"].shape == (64, 16, 16, 3)
+
+    # --only redoes one section and keeps the others; cards stay with one section each
+    again = CliRunner().invoke(app, args[:-2] + ["--only", "ldm", "--fid-from", str(tmp_path / "samples.npz")])
+    assert again.exit_code == 0, again.output
+    fig2 = json.loads(doc.with_suffix(".json").read_text())["figures"]
+    assert fig2["e2e"] == e2e and fig2["ldm"]["sampler"].startswith("from ")
+    assert all(p.read_text().count("## Measured figures") == 1 for p in tiny_models.glob("*/MODEL_CARD.md"))
