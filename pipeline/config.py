@@ -80,7 +80,8 @@ class ExecutionConfig:
     solver_actors: int = 1
     readers: int = 1
     gpus_per_solver: float = 1.0
-    cpus_per_actor: float = 0.5
+    cpus_per_actor: float = 0.5      # what an actor reserves (fractional: no deadlock on small nodes)
+    solver_threads: int | None = None  # torch threads of a CPU solver; None = node cores / solver actors
 
 
 @dataclass

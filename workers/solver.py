@@ -17,7 +17,11 @@ from .placement import new_incarnation, set_threads
 
 class SolverStage:
     def __init__(self, cfg: RestoreConfig, device: str = "cpu", num_cpus: float = 1.0):
-        set_threads(num_cpus)
+        # the CPU reservation is fractional so small nodes cannot deadlock, but a CPU solver
+        # is the stage that computes: give it the node's cores, not Ray's OMP_NUM_THREADS=1
+        ex = cfg.execution
+        set_threads(num_cpus if device != "cpu" else
+                    ex.solver_threads or max(1, (os.cpu_count() or 1) // ex.solver_actors))
         self.restorer = Restorer(cfg, device=device)
         self.incarnation = new_incarnation()
         self.calls = 0
