@@ -276,7 +276,7 @@ def degrade(
 
 def export_corpus(
     input: Annotated[str, typer.Option(help="clean crop shards (folder, glob or URL)")],
-    output: Annotated[str, typer.Option(help="export folder: crops.bin + index.parquet + meta.json")],
+    output: Annotated[str, typer.Option(help="export folder: crops.jpegs + index.parquet + meta.json")],
     quality: Annotated[int, typer.Option(help="JPEG quality of the packed crops")] = 95,
 ) -> dict:
     """Clean crop shards -> a compact export for `pipeline.crops.load_corpus_export`."""

@@ -130,10 +130,10 @@ def iter_crops(entries: Sequence[str], **kwargs) -> Iterator[tuple[list[Crop], d
 
 
 # --- compact export ------------------------------------------------------------------
-# Layout of an export folder: crops.bin (concatenated JPEG files), index.parquet (key,
+# Layout of an export folder: crops.jpegs (concatenated JPEG files), index.parquet (key,
 # photo, offset, length, short_side, row, col) and meta.json. Only numpy, pillow and
 # pyarrow are needed to load it: a GPU box gets a ~12 MB corpus with no shard tooling.
-EXPORT_BIN, EXPORT_INDEX, EXPORT_META = "crops.bin", "index.parquet", "meta.json"
+EXPORT_BIN, EXPORT_INDEX, EXPORT_META = "crops.jpegs", "index.parquet", "meta.json"
 
 
 def encode_jpeg(pixels: np.ndarray, quality: int = 95) -> bytes:

@@ -30,7 +30,7 @@ def step_generator(seed: int, step: int, purpose: str) -> torch.Generator:
 def _is_export(url: str) -> bool:
     fs, path = fsspec.core.url_to_fs(url)
     path = path.rstrip("/")
-    if path.endswith((".parquet", "meta.json", "crops.bin")):
+    if path.endswith((".parquet", "meta.json", "crops.jpegs")):
         return True
     return fs.isdir(path) and fs.exists(f"{path}/{EXPORT_INDEX}")
 
