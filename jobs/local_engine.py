@@ -49,15 +49,7 @@ def run_local(cfg: RestoreConfig, input_url: str, output_url: str, overwrite: bo
 
     def solve(batch: list[Estimated]):
         t0 = time.perf_counter()
-        try:
-            results = restorer.solve(batch)
-        except Exception:  # isolate the bad sample: retry one by one
-            results = []
-            for e in batch:
-                try:
-                    results += restorer.solve([e])
-                except Exception as exc:  # noqa: BLE001 - becomes an error row, the job goes on
-                    results.append((Restorer.error(e.key, e.prepared.shard, exc), None, None))
+        results = restorer.solve_isolating(batch)
         stats.stage("solve", time.perf_counter() - t0, len(batch))
         for row, png, meta in results:
             emit(row, png, meta)

@@ -174,6 +174,19 @@ class Restorer:
         x01 = to_unit_domain(res.x.detach().float().cpu()).clamp(0, 1)
         return [self._row(e, x01[i], res, i, seconds) for i, e in enumerate(batch)]
 
+    def solve_isolating(self, batch: list[Estimated]) -> list[tuple[dict, bytes | None, dict | None]]:
+        """`solve`, but a failing batch is retried one by one so only the bad sample becomes an error row."""
+        try:
+            return self.solve(batch)
+        except Exception:  # noqa: BLE001 - isolate the bad sample; the job goes on
+            results = []
+            for e in batch:
+                try:
+                    results += self.solve([e])
+                except Exception as exc:  # noqa: BLE001 - becomes an error row
+                    results.append((Restorer.error(e.key, e.prepared.shard, exc), None, None))
+            return results
+
     def _row(self, e: Estimated, x01: torch.Tensor, res, i: int, seconds: float):
         p = e.prepared
         row: dict[str, Any] = {

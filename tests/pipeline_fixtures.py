@@ -69,3 +69,8 @@ def write_archive(root: Path, n: int = 12, shards: int = 2, **kw) -> str:
 def tiny_config(models: dict, *extra: str):
     return load_config(None, models["overrides"] + ["execution.engine=local", "execution.batch_size=4",
                                                     "execution.bucket_width=5", *extra])
+
+
+def engine_setup(root: Path) -> tuple[Path, dict, str]:
+    """Tiny models and a 9-sample, 2-shard archive under root: what the engine tests share."""
+    return root, build_tiny_models(root / "models"), write_archive(root / "archive", n=9, shards=2)

@@ -4,15 +4,12 @@ import pytest
 
 from jobs.local_engine import run_local
 from pipeline.outputs import OutputStore
-from tests.pipeline_fixtures import build_tiny_models, tiny_config, write_archive
+from tests.pipeline_fixtures import engine_setup, tiny_config
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    root = tmp_path_factory.mktemp("engine")
-    models = build_tiny_models(root / "models")
-    archive = write_archive(root / "archive", n=9, shards=2)
-    return root, models, archive
+    return engine_setup(tmp_path_factory.mktemp("engine"))
 
 
 def _images(out):

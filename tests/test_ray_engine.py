@@ -19,7 +19,7 @@ from jobs.local_engine import run_local
 from jobs.ray_engine import run_ray
 from pipeline.outputs import CommitConflict, OutputStore, PartBuffer
 from pipeline.shards import write_shard
-from tests.pipeline_fixtures import archive_samples, build_tiny_models, tiny_config, write_archive
+from tests.pipeline_fixtures import archive_samples, engine_setup, tiny_config
 from tests.test_samples import png16_rgb, png_bytes, png_header_only
 
 ray = pytest.importorskip("ray")
@@ -50,10 +50,7 @@ def ray_local(s3_server):
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    root = tmp_path_factory.mktemp("rayengine")
-    models = build_tiny_models(root / "models")
-    archive = write_archive(root / "archive", n=9, shards=2)
-    return root, models, archive
+    return engine_setup(tmp_path_factory.mktemp("rayengine"))
 
 
 def config(models, *extra):

@@ -33,15 +33,7 @@ class SolverStage:
         self.calls += 1
         crash_once(self.calls)
         t0 = time.perf_counter()
-        try:
-            results = self.restorer.solve(batch)
-        except Exception:  # isolate the bad sample: retry one by one
-            results = []
-            for e in batch:
-                try:
-                    results += self.restorer.solve([e])
-                except Exception as exc:  # noqa: BLE001 - becomes an error row, the job goes on
-                    results.append((Restorer.error(e.key, e.prepared.shard, exc), None, None))
+        results = self.restorer.solve_isolating(batch)
         return {"n": len(batch), "seconds": time.perf_counter() - t0, "incarnation": self.incarnation}, results
 
 
