@@ -51,10 +51,11 @@ class OptimConfig:
 
 @dataclass
 class AutoencoderModelConfig:
-    kind: str = "kl"              # kl (AutoencoderKL) | vq (VQModel)
-    block_out_channels: list[int] = field(default_factory=lambda: [32, 64, 64])  # 3 levels: f = 4
-    layers_per_block: int = 1
-    latent_channels: int = 3
+    kind: str = "s2d"             # s2d (SpaceToDepthAutoencoder) | kl (AutoencoderKL) | vq (VQModel)
+    block_out_channels: list[int] = field(default_factory=lambda: [64, 128])  # s2d: f = 2^levels; kl/vq: 2^(levels-1)
+    layers_per_block: int = 1     # kl/vq: ResNet layers per block
+    stage_layers: list[int] = field(default_factory=lambda: [1, 2])  # s2d: ResBlocks per stage
+    latent_channels: int = 8
     norm_num_groups: int = 16
     num_vq_embeddings: int = 1024
 
@@ -102,7 +103,11 @@ class LDMJob:
 class SeverityLossConfig:
     lambda_sigma: float = 1.0
     lambda_img: float = 0.0
+    variance_loss: str = "log"      # log | mse (the reference's) | nll (see pipeline.severity.severity_loss)
     couple_variance: bool = False   # True = the reference's non-detached variance target
+    head_channels: int = 64         # width of the variance head
+    init_sigma2: float = 0.03       # σ̂² at initialisation (near the realised latent error level)
+    head_lr_scale: float = 10.0     # the new variance head's learning rate, × optim.lr
 
 
 @dataclass
@@ -124,7 +129,7 @@ JOBS = {"autoencoder": AutoencoderJob, "ldm": LDMJob, "severity": SeverityJob}
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "cpu": {"autoencoder": {}, "ldm": {}, "severity": {}},
     "gpu": {
-        "autoencoder": {"model.block_out_channels": [64, 128, 128], "model.norm_num_groups": 32,
+        "autoencoder": {"model.block_out_channels": [128, 256], "model.stage_layers": [2, 3], "model.norm_num_groups": 32,
                         "run.batch_size": 128, "run.max_steps": 6000, "run.checkpoint_every": 500,
                         "run.log_every": 50},
         "ldm": {"model.block_out_channels": [64, 128, 256], "model.layers_per_block": 2,
@@ -254,8 +259,8 @@ def validate(kind: str, cfg) -> None:
         raise ValueError("no training data: pass --data URL (corpus export folder or clean-crop shards)")
     if cfg.optim.lr <= 0 or not 0 <= cfg.optim.ema_decay < 1:
         raise ValueError("optim.lr must be > 0 and optim.ema_decay in [0, 1)")
-    if kind == "autoencoder" and cfg.model.kind not in ("kl", "vq"):
-        raise ValueError(f"model.kind must be kl or vq, got {cfg.model.kind!r}")
+    if kind == "autoencoder":
+        validate_autoencoder_model(cfg.model)
     if kind in ("ldm", "severity") and not cfg.autoencoder:
         raise ValueError(f"train-{kind} needs --autoencoder URL")
     if kind == "severity":
@@ -265,6 +270,23 @@ def validate(kind: str, cfg) -> None:
             raise ValueError(f"--operator must be one of {sorted(OPERATORS)}, got {cfg.operator!r}")
         if cfg.noise_sigma < 0:
             raise ValueError(f"noise_sigma must be ≥ 0, got {cfg.noise_sigma}")
+        from pipeline.severity import VARIANCE_LOSSES
+
+        if cfg.loss.variance_loss not in VARIANCE_LOSSES:
+            raise ValueError(f"loss.variance_loss must be one of {VARIANCE_LOSSES}, got {cfg.loss.variance_loss!r}")
+        if not cfg.loss.init_sigma2 > 0 or cfg.loss.head_channels < 1 or not cfg.loss.head_lr_scale > 0:
+            raise ValueError("loss.init_sigma2 and loss.head_lr_scale must be > 0, loss.head_channels ≥ 1")
+
+
+def validate_autoencoder_model(m) -> None:
+    if m.kind not in ("s2d", "kl", "vq"):
+        raise ValueError(f"model.kind must be s2d, kl or vq, got {m.kind!r}")
+    if not m.block_out_channels or any(c < 1 or c % m.norm_num_groups for c in m.block_out_channels):
+        raise ValueError(f"model.block_out_channels {m.block_out_channels} must be positive multiples of "
+                         f"model.norm_num_groups {m.norm_num_groups}")
+    if m.kind == "s2d" and (len(m.stage_layers) != len(m.block_out_channels) or min(m.stage_layers) < 0):
+        raise ValueError(f"model.stage_layers {m.stage_layers} needs one count ≥ 0 per entry of "
+                         f"model.block_out_channels {m.block_out_channels} (kind s2d)")
 
 
 # ------------------------------------------------------------------ running

@@ -15,8 +15,13 @@ from torch import nn
 from .schedules import NoiseSchedule
 
 
+# First stages with AutoencoderKL's interface (`encode(x).latent_dist`, `decode(z).sample`).
+KL_CLASSES = ("AutoencoderKL", "SpaceToDepthAutoencoder")
+AUTOENCODER_CLASSES = ("VQModel",) + KL_CLASSES
+
+
 class Autoencoder(nn.Module):
-    """A diffusers `VQModel` or `AutoencoderKL` seen as E0/D0 on scaled latents."""
+    """A diffusers `VQModel`, `AutoencoderKL` or our `SpaceToDepthAutoencoder` seen as E0/D0 on scaled latents."""
 
     def __init__(self, model: nn.Module, scale: float = 1.0):
         super().__init__()
@@ -25,10 +30,10 @@ class Autoencoder(nn.Module):
         kind = type(model).__name__
         if kind == "VQModel":
             self.kind = "vq"
-        elif kind == "AutoencoderKL":
+        elif kind in KL_CLASSES:
             self.kind = "kl"
         else:
-            raise ValueError(f"autoencoder must be a diffusers VQModel or AutoencoderKL, got {kind}")
+            raise ValueError(f"autoencoder must be one of {('VQModel',) + KL_CLASSES}, got {kind}")
 
     @property
     def latent_channels(self) -> int:
@@ -37,7 +42,8 @@ class Autoencoder(nn.Module):
 
     @property
     def downsample(self) -> int:
-        return 2 ** (len(self.model.config.block_out_channels) - 1)
+        own = getattr(self.model, "downsample_factor", None)
+        return int(own) if own else 2 ** (len(self.model.config.block_out_channels) - 1)
 
     def encode_unscaled(self, x: torch.Tensor) -> torch.Tensor:
         """E0(x) without the diffusion scale."""

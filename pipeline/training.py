@@ -80,6 +80,17 @@ def _check_resume(meta: dict, cfg: dict, url: str) -> None:
                          "use another --output or the same settings")
 
 
+def param_groups(model: torch.nn.Module, lr_scales: dict[str, float]) -> list[dict]:
+    """Trainable parameters grouped by learning-rate multiplier: `lr_scales` maps a submodule
+    name prefix to its multiplier (a new head learns faster than the copied encoder)."""
+    groups: dict[float, list] = {}
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            scale = next((v for k, v in lr_scales.items() if name.startswith(k + ".")), 1.0)
+            groups.setdefault(float(scale), []).append(p)
+    return [{"params": ps, "lr_scale": scale} for scale, ps in sorted(groups.items())]
+
+
 def fit(task, plan: BatchPlan, cfg: dict, ckpt_url: str, device: torch.device,
         progress: Progress | None = None) -> dict:
     """Train `task.module` to cfg.run.max_steps, resuming from `ckpt_url`; returns a summary dict."""
@@ -89,8 +100,9 @@ def fit(task, plan: BatchPlan, cfg: dict, ckpt_url: str, device: torch.device,
     model = task.model.to(device).train()
     task.module.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=opt_cfg["lr"], betas=(opt_cfg["beta1"], opt_cfg["beta2"]),
-                            weight_decay=opt_cfg["weight_decay"])
+    opt = torch.optim.AdamW(param_groups(model, getattr(task, "lr_scales", {})), lr=opt_cfg["lr"],
+                            betas=(opt_cfg["beta1"], opt_cfg["beta2"]), weight_decay=opt_cfg["weight_decay"])
+    lr_scales = [g["lr_scale"] for g in opt.param_groups]  # kept aside: a checkpoint's groups replace them
     ema = EMA(model, opt_cfg["ema_decay"])
     meta = load_checkpoint(ckpt_url, model, ema, opt)
     if meta is not None:
@@ -113,8 +125,8 @@ def fit(task, plan: BatchPlan, cfg: dict, ckpt_url: str, device: torch.device,
         return {"config": cfg, "wall_s": wall_before + time.time() - t0, "last_losses": last, "world": world}
 
     for step in range(start, max_steps):
-        for g in opt.param_groups:  # warm-up is a function of the step only (resume-safe)
-            g["lr"] = opt_cfg["lr"] * min(1.0, (step + 1) / max(1, int(opt_cfg["warmup_steps"])))
+        for g, scale in zip(opt.param_groups, lr_scales):  # warm-up is a function of the step only (resume-safe)
+            g["lr"] = scale * opt_cfg["lr"] * min(1.0, (step + 1) / max(1, int(opt_cfg["warmup_steps"])))
         batch = task.inputs(step, plan.indices(step), plan.flips(step), rows, device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             out = module(**batch)
@@ -154,19 +166,30 @@ def fit(task, plan: BatchPlan, cfg: dict, ckpt_url: str, device: torch.device,
 
 
 def load_frozen_autoencoder(url: str, device: torch.device):
-    """The autoencoder a denoiser or severity encoder builds on, frozen, with its latent scale."""
+    """The autoencoder a denoiser or severity encoder builds on, frozen, with its latent scale.
+
+    A diffusers pipeline folder gives its vqvae/ (or vae/) at the pipeline's latent scale, so an
+    encoder can be trained for a downloaded LDM as it ships.
+    """
     from .latent import Autoencoder
     from .model_store import load_model
+    from .pipeline_folder import is_pipeline_folder, load_pipeline_autoencoder
 
     if not url:
         raise ValueError("this job needs --autoencoder URL (a model folder written by train-autoencoder)")
     try:
-        model, meta = load_model(url, return_meta=True)
+        if is_pipeline_folder(url):
+            ae, _, meta = load_pipeline_autoencoder(url)
+            model, meta = ae.model, {**meta, "latent_scale": ae.scale, "pipeline": url}
+        else:
+            model, meta = load_model(url, return_meta=True)
     except ValueError as exc:
         raise ValueError(f"--autoencoder {url}: {exc}") from None
     except OSError as exc:
         raise ValueError(f"--autoencoder {url} cannot be read ({type(exc).__name__}: {exc})") from None
-    if type(model).__name__ not in ("AutoencoderKL", "VQModel"):
+    from .latent import AUTOENCODER_CLASSES
+
+    if type(model).__name__ not in AUTOENCODER_CLASSES:
         raise ValueError(f"{url} holds a {type(model).__name__}, not an autoencoder")
     model = model.to(device).float()
     for p in model.parameters():

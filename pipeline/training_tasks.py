@@ -36,9 +36,16 @@ def _rows(t: torch.Tensor, rows: slice, device) -> torch.Tensor:
 # ------------------------------------------------------------------ autoencoder
 
 def build_autoencoder(cfg: dict, image_size: int, seed: int) -> nn.Module:
-    """A diffusers AutoencoderKL (default) or VQModel, f = 2^(levels−1), from the `model` section."""
+    """From the `model` section: kind s2d (SpaceToDepthAutoencoder, f = 2^levels), or a diffusers
+    AutoencoderKL (kl) or VQModel (vq), f = 2^(levels−1)."""
     from diffusers import AutoencoderKL, VQModel
 
+    if cfg["kind"] == "s2d":
+        from .space_to_depth_autoencoder import SpaceToDepthAutoencoder
+
+        return _seeded(seed, lambda: SpaceToDepthAutoencoder(
+            block_out_channels=tuple(cfg["block_out_channels"]), layers_per_block=tuple(cfg["stage_layers"]),
+            latent_channels=cfg["latent_channels"], norm_num_groups=cfg["norm_num_groups"], sample_size=image_size))
     levels = len(cfg["block_out_channels"])
     common = dict(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * levels,
                   up_block_types=("UpDecoderBlock2D",) * levels,
@@ -49,7 +56,7 @@ def build_autoencoder(cfg: dict, image_size: int, seed: int) -> nn.Module:
         return _seeded(seed, lambda: AutoencoderKL(**common))
     if cfg["kind"] == "vq":
         return _seeded(seed, lambda: VQModel(num_vq_embeddings=cfg["num_vq_embeddings"], **common))
-    raise ValueError(f"model.kind must be 'kl' or 'vq', got {cfg['kind']!r}")
+    raise ValueError(f"model.kind must be 's2d', 'kl' or 'vq', got {cfg['kind']!r}")
 
 
 class _AutoencoderLoss(nn.Module):
@@ -58,7 +65,7 @@ class _AutoencoderLoss(nn.Module):
         self.model, self.w = model, weights
 
     def forward(self, x: torch.Tensor, eps: torch.Tensor) -> dict[str, torch.Tensor]:
-        if type(self.model).__name__ == "AutoencoderKL":
+        if Autoencoder(self.model).kind == "kl":
             post = self.model.encode(x).latent_dist
             rec = self.model.decode(post.mean + post.std * eps.to(post.mean.dtype)).sample
             reg = post.kl().float().mean()           # summed over latent entries, mean over the batch
@@ -81,7 +88,7 @@ class AutoencoderTask:
         self.images, self.seed, self.loss_cfg = images, seed, loss_cfg
         self.model = build_autoencoder(model_cfg, images.shape[-1], sample_seed_int(seed, "init-autoencoder"))
         self.module = _AutoencoderLoss(self.model, loss_cfg)
-        factor = 2 ** (len(model_cfg["block_out_channels"]) - 1)
+        factor = Autoencoder(self.model).downsample
         self.latent_shape = (model_cfg["latent_channels"], images.shape[-1] // factor)
         self.latent_scale: float | None = None
 
@@ -108,7 +115,7 @@ class AutoencoderTask:
     def save(self, model: nn.Module, url: str, extra: dict) -> str:
         from .model_store import save_model
 
-        kind = "kl" if type(model).__name__ == "AutoencoderKL" else "vq"
+        kind = Autoencoder(model).kind
         return save_model(model, url, extra={"role": "autoencoder", "kind": kind,
                                              "latent_scale": self.latent_scale, **extra})
 
@@ -188,13 +195,13 @@ class _SeverityLoss(nn.Module):
     def forward(self, y: torch.Tensor, z0: torch.Tensor, x: torch.Tensor) -> dict[str, torch.Tensor]:
         from .severity import severity_loss
 
-        z_hat, s2 = self.encoder(y)
+        z_hat, log_var = self.encoder.heads(y)
         lam_img = float(self.cfg["lambda_img"])
-        out = severity_loss(z_hat.float(), s2.float(), z0, lambda_sigma=float(self.cfg["lambda_sigma"]),
+        out = severity_loss(z_hat.float(), log_var.float(), z0, lambda_sigma=float(self.cfg["lambda_sigma"]),
                             lambda_img=lam_img, x=x, decode=self._frozen[0].decode if lam_img else None,
-                            couple_variance=bool(self.cfg["couple_variance"]))
+                            variance_loss=self.cfg["variance_loss"], couple_variance=bool(self.cfg["couple_variance"]))
         return {"loss": out["total"], "latent": out["latent"], "variance": out["variance"],
-                "image": out["image"], "sigma2": s2.float().mean().detach()}
+                "image": out["image"], "sigma2": out["sigma2"]}
 
 
 class SeverityTask:
@@ -212,8 +219,9 @@ class SeverityTask:
         self.images, self.ae, self.seed = images, ae, seed
         self.operator, self.noise_sigma, self.operator_params = operator, float(noise_sigma), dict(operator_params)
         OPERATORS[operator].params_for(0.5, self.noise_sigma, 0, **self.operator_params)  # fail fast on bad params
-        self.model = SeverityEncoder.from_autoencoder(ae)
+        self.model = SeverityEncoder.from_autoencoder(ae, int(loss_cfg["head_channels"]), float(loss_cfg["init_sigma2"]))
         self.module = _SeverityLoss(self.model, ae, loss_cfg)
+        self.lr_scales = {"variance_head": float(loss_cfg["head_lr_scale"])}
 
     def inputs(self, step: int, index: torch.Tensor, flip: torch.Tensor, rows: slice, device) -> dict:
         from .operators import OPERATORS, build_operator, measure, to_model_domain

@@ -46,6 +46,15 @@ def tiny_kl(seed: int = 0, image_size: int = 16, dtype=torch.float32) -> Autoenc
     )), dtype)
 
 
+def tiny_s2d(seed: int = 0, image_size: int = 16, dtype=torch.float32):
+    """A random SpaceToDepthAutoencoder, f=4, 3 latent channels (the shipped design, tiny)."""
+    from pipeline.space_to_depth_autoencoder import SpaceToDepthAutoencoder
+
+    return _cast(_seeded(seed, lambda: SpaceToDepthAutoencoder(
+        block_out_channels=(8, 16), layers_per_block=(1, 1), latent_channels=3, norm_num_groups=GROUPS,
+        sample_size=image_size)), dtype)
+
+
 def tiny_unet(seed: int = 0, latent_size: int = 4, channels: int = 3, dtype=torch.float32) -> UNet2DModel:
     """A random ε-UNet on (channels, latent_size, latent_size) latents, with one attention block."""
     return _cast(_seeded(seed, lambda: UNet2DModel(
@@ -57,9 +66,10 @@ def tiny_unet(seed: int = 0, latent_size: int = 4, channels: int = 3, dtype=torc
 
 def tiny_autoencoder(kind: str = "vq", seed: int = 0, image_size: int = 16, scale: float = 1.0,
                      dtype=torch.float64) -> Autoencoder:
-    if kind not in ("vq", "kl"):
-        raise ValueError(f"kind must be 'vq' or 'kl', got {kind!r}")
-    model = (tiny_vq if kind == "vq" else tiny_kl)(seed, image_size, dtype)
+    builders = {"vq": tiny_vq, "kl": tiny_kl, "s2d": tiny_s2d}
+    if kind not in builders:
+        raise ValueError(f"kind must be one of {sorted(builders)}, got {kind!r}")
+    model = builders[kind](seed, image_size, dtype)
     return Autoencoder(model, scale)
 
 

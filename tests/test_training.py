@@ -16,7 +16,8 @@ from jobs.cli import app
 from jobs.train import build_config
 from pipeline.model_store import load_latent_diffusion, load_meta, load_model
 
-TINY_AE = ["model.block_out_channels=[8, 16, 16]", "model.norm_num_groups=4", "loss.latent_scale_samples=32"]
+TINY_AE = ["model.block_out_channels=[8, 16]", "model.stage_layers=[1, 1]", "model.latent_channels=3",
+           "model.norm_num_groups=4", "loss.latent_scale_samples=32"]
 TINY_UNET = ["model.block_out_channels=[8, 16]", "model.norm_num_groups=4", "model.attention_resolutions=[2]",
              "model.attention_head_dim=8", "optim.ema_decay=0.9"]
 SEVERITY_PARAMS = {"gaussian_blur": ["operator_params.kernel_size=7"], "inpainting": [],
@@ -78,7 +79,11 @@ def autoencoder(corpus, tmp_path_factory) -> str:
 
 def test_train_autoencoder_writes_loadable_model_and_card(autoencoder):
     model = load_model(autoencoder)
-    assert type(model).__name__ == "AutoencoderKL"
+    assert type(model).__name__ == "SpaceToDepthAutoencoder"
+    from pipeline.space_to_depth_autoencoder import SpaceToDepthAutoencoder
+
+    again = SpaceToDepthAutoencoder.from_pretrained(autoencoder)  # its own class loads the folder too
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
     meta = load_meta(autoencoder)
     assert meta["role"] == "autoencoder" and meta["kind"] == "kl" and meta["latent_scale"] > 0
     card = open(os.path.join(autoencoder, "MODEL_CARD.md")).read()
@@ -94,7 +99,7 @@ def test_train_vq_autoencoder_from_shards(corpus, tmp_path):
     shard = tmp_path / "clean-000000.tar"
     write_shard(str(shard), [{"__key__": f"c{i:02d}", "png": torch.from_numpy(c).permute(2, 0, 1).float() / 255}
                              for i, c in enumerate(crops)])
-    out = _train("autoencoder", str(tmp_path), tmp_path / "vq", sets=TINY_AE + ["model.kind=vq",
+    out = _train("autoencoder", str(tmp_path), tmp_path / "vq", sets=TINY_AE + ["model.kind=vq", "model.block_out_channels=[8, 16, 16]",
                                                                                  "model.num_vq_embeddings=16"])
     assert type(load_model(out)).__name__ == "VQModel"
     assert load_meta(out)["kind"] == "vq"
@@ -158,7 +163,7 @@ def test_ray_train_two_workers(corpus, tmp_path):
         os.environ.pop("RAY_TMPDIR")
         os.environ.pop("FLASH_RAY_STORAGE")
         shutil.rmtree(temp, ignore_errors=True)
-    assert type(load_model(out)).__name__ == "AutoencoderKL"
+    assert type(load_model(out)).__name__ == "SpaceToDepthAutoencoder"
     assert "over 2 worker(s)" in open(os.path.join(out, "MODEL_CARD.md")).read()
     # Each rank trains on half of every global batch, so the all-reduced losses equal a local run's.
     local = _train("autoencoder", corpus, tmp_path / "local", sets=TINY_AE)
