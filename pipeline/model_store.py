@@ -8,6 +8,8 @@ jobs a content hash of every model to write into each output row.
 Folder layout: `config.json` (diffusers config with `_class_name`),
 `diffusion_pytorch_model.safetensors`, and optionally `flash_model.json` (our metadata:
 kind, latent scale, schedule, fingerprints of the models this one depends on).
+Diffusers pipeline folders (unet/ + vqvae/|vae/ + scheduler/) are handled by
+`pipeline_folder`, component by component through the same checks (see `load_latent_diffusion`).
 """
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
 META_NAME = "flash_model.json"
 PICKLE_SUFFIXES = (".bin", ".pt", ".ckpt", ".pth", ".pkl", ".pickle")
-ALLOWED_CLASSES = ("VQModel", "AutoencoderKL", "UNet2DModel", "SeverityEncoder")
+ALLOWED_CLASSES = ("VQModel", "AutoencoderKL", "SpaceToDepthAutoencoder", "UNet2DModel", "SeverityEncoder")
 
 # torch dtype -> safetensors dtype tag, so in-memory and on-disk fingerprints agree.
 _ST_DTYPES = {
@@ -39,11 +41,14 @@ _ST_DTYPES = {
 }
 
 
-def _allowed_class(name: str):
+def allowed_class(name: str):
     """The class for a config `_class_name`; anything outside the allow-list is refused."""
     if name == "SeverityEncoder":
         from .severity import SeverityEncoder
         return SeverityEncoder
+    if name == "SpaceToDepthAutoencoder":
+        from .space_to_depth_autoencoder import SpaceToDepthAutoencoder
+        return SpaceToDepthAutoencoder
     if name in ("VQModel", "AutoencoderKL", "UNet2DModel"):
         import diffusers
         return getattr(diffusers, name)
@@ -193,7 +198,14 @@ def _fingerprint_local(folder: str, url: str | None = None) -> str:
 
 
 def fingerprint(url: str) -> str:
-    """sha256 (16 hex) over the canonical config and every tensor's name, dtype, shape and bytes."""
+    """sha256 (16 hex) over the canonical config and every tensor's name, dtype, shape and bytes.
+
+    A pipeline folder hashes as a whole (autoencoder, UNet and scheduler config).
+    """
+    from .pipeline_folder import is_pipeline_folder, pipeline_fingerprint
+
+    if is_pipeline_folder(url):
+        return pipeline_fingerprint(url)
     with tempfile.TemporaryDirectory(prefix="flash-fp-") as tmp:
         return _fingerprint_local(_download(url, tmp), url)
 
@@ -216,7 +228,7 @@ def _build(folder: str, url: str, cls=None):
     config, wfile, meta = _local_files(folder, url)
     _check_safetensors(wfile, url)
     name = config.get("_class_name")
-    klass = _allowed_class(name)
+    klass = allowed_class(name)
     if cls is not None and cls is not klass:
         raise ValueError(f"{url} holds a {name}, not a {cls.__name__}")
     model = klass.from_config(config)
@@ -306,13 +318,25 @@ def load_latent_diffusion(autoencoder_url: str, unet_url: str, device="cpu", dty
 
     The UNet was trained on one autoencoder's latents; a different autoencoder gives garbage,
     so a fingerprint mismatch is an error (`on_mismatch="warn"` downgrades it).
+
+    Pipeline folders: wherever an autoencoder URL is expected, a pipeline folder means its
+    vqvae/ (or vae/). When `unet_url` is a pipeline folder, the whole prior comes from it
+    (UNet, ᾱ of its scheduler, autoencoder and latent scale), and `autoencoder_url` must name
+    the same autoencoder: the same folder, or one with the same fingerprint (e.g. PIPELINE/vqvae).
     """
     if on_mismatch not in ("error", "warn"):
         raise ValueError("on_mismatch must be 'error' or 'warn'")
+    from . import pipeline_folder as pf
+
+    if pf.is_pipeline_folder(unet_url):
+        return _load_pipeline_prior(autoencoder_url, unet_url, device, dtype, on_mismatch)
+    ae_src = pf.resolve_autoencoder_url(autoencoder_url)
     with tempfile.TemporaryDirectory(prefix="flash-ldm-") as tmp:
-        folder = _download(autoencoder_url, tmp)
+        folder = _download(ae_src, tmp)
         ae_fp = _fingerprint_local(folder, autoencoder_url)
         ae_model, ae_meta = _build(folder, autoencoder_url)
+    if ae_src != autoencoder_url:  # a pipeline's autoencoder: compare as loaded (see autoencoder_fingerprint)
+        ae_fp = model_fingerprint(ae_model)
     unet, meta = load_model(unet_url, device=device, dtype=dtype, return_meta=True)
     if type(unet).__name__ != "UNet2DModel":
         raise ValueError(f"{unet_url} holds a {type(unet).__name__}, not a UNet2DModel")
@@ -328,3 +352,28 @@ def load_latent_diffusion(autoencoder_url: str, unet_url: str, device="cpu", dty
     scale = float(meta.get("latent_scale", ae_meta.get("latent_scale", 1.0)))
     ae = Autoencoder(_cast(ae_model, device, dtype), scale)
     return LatentDiffusion(ae, unet, _schedule_from_meta(meta.get("schedule"))).eval()
+
+
+def _load_pipeline_prior(autoencoder_url: str, pipe_url: str, device, dtype, on_mismatch: str) -> LatentDiffusion:
+    """`load_latent_diffusion` for a pipeline folder; with "warn" a mismatched autoencoder is used at the pipeline's scale."""
+    from . import pipeline_folder as pf
+
+    ae, pipe_fp, _ = pf.load_pipeline_autoencoder(pipe_url, device, dtype)
+    same = {pipe_url.rstrip("/"), pf.resolve_autoencoder_url(pipe_url).rstrip("/")}
+    if autoencoder_url and autoencoder_url.rstrip("/") not in same:
+        given = pf.autoencoder_fingerprint(autoencoder_url)
+        if given != pipe_fp:
+            msg = (f"models.denoiser {pipe_url} is a pipeline folder whose autoencoder has fingerprint {pipe_fp}, "
+                   f"but models.autoencoder {autoencoder_url} has {given}: set models.autoencoder to the same folder")
+            if on_mismatch == "error":
+                raise ValueError(msg)
+            warnings.warn(msg)
+            ae = Autoencoder(load_model(pf.resolve_autoencoder_url(autoencoder_url), device=device, dtype=dtype), ae.scale)
+    return pf.load_pipeline_folder(pipe_url, device, dtype, autoencoder=ae)
+
+
+def load_pipeline_folder(url: str, device="cpu", dtype=None) -> LatentDiffusion:
+    """The LatentDiffusion of a diffusers pipeline folder (see `pipeline.pipeline_folder`)."""
+    from .pipeline_folder import load_pipeline_folder as load
+
+    return load(url, device, dtype)

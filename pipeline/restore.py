@@ -20,7 +20,9 @@ from .model_store import fingerprint, load_latent_diffusion, load_model
 from .operators import OPERATORS, build_operator
 from .operators.noise import to_model_domain, to_unit_domain
 from .outputs import error_row
+from .pipeline_folder import autoencoder_fingerprint
 from .samples import Sample, SampleError, encode_png
+from .solver_settings import resolve
 from .solvers import default_sampler, make_solver
 from .schedules import make_sampler
 
@@ -79,10 +81,11 @@ class Restorer:
             sampler = make_sampler(sc.sampler, self.ldm.schedule, **kwargs)
         else:
             sampler = default_sampler(sc.name, self.ldm.schedule)
+        self.sampler = sampler
         self.solver = make_solver(sc.name, self.ldm, sampler, **sc.params)
         self._flash: dict[str, Flash] = {}
         self._lpips = metrics.lpips_metric(cfg.metrics.lpips_weights)
-        self.ae_fingerprint = fingerprint(cfg.models.autoencoder)
+        self.ae_fingerprint = autoencoder_fingerprint(cfg.models.autoencoder)  # a pipeline folder: its vqvae/
         self.model_hash = "+".join([self.ae_fingerprint, fingerprint(cfg.models.denoiser)])
         self._family_hash: dict[str, str] = {}
         for family in (cfg.models.severity if cfg.flash.enabled else ()):
@@ -126,7 +129,11 @@ class Restorer:
                 encoder.eval()
             self._family_hash[family] = self.model_hash + (
                 f"+{fingerprint(self.cfg.models.severity[family])}" if encoder is not None else "")
-            self._flash[family] = Flash(encoder, self.solver, self.cfg.flash.noise_correction, self.cfg.flash.init)
+            sc = self.cfg.solver
+            params, c = resolve(sc.name, family, self.cfg.flash.enabled, sc.params, self.cfg.flash.noise_correction,
+                                sc.settings == "tuned")
+            solver = make_solver(sc.name, self.ldm, self.sampler, **params)
+            self._flash[family] = Flash(encoder, solver, c, self.cfg.flash.init)
         return self._flash[family]
 
     def estimate(self, items: list[Prepared]) -> list[Estimated]:
