@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import typer
 
-from jobs import bench_cmd, corpus, estimate_cmd, restore_cmd
+from jobs import bench_cmd, corpus, estimate_cmd, restore_cmd, tune_cmd
 from jobs import train
 from jobs import report_models
 
@@ -23,6 +23,7 @@ app.command("make-shards")(corpus.make_shards)
 app.command("degrade")(corpus.degrade)
 app.command("export-corpus")(corpus.export_corpus)
 app.command("report-models")(report_models.report_models)
+app.command("tune")(tune_cmd.tune)
 
 if __name__ == "__main__":
     app()

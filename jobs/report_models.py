@@ -20,7 +20,6 @@ import typer
 REPO = Path(__file__).resolve().parent.parent
 FAMILIES = ("gaussian_blur", "inpainting", "nonlinear_blur")
 SECTIONS = ("autoencoder", "severity", "ldm", "step", "e2e")
-NOISE = 0.05   # [0,1] units, as the severity encoders are trained
 
 
 def _missing(reason: str) -> dict:
@@ -58,15 +57,9 @@ def load_eval_crops(url: str, size: int):
 
 
 def _degrade(family: str, x01, severities, params: dict, seed: int, prefix: str):
-    """(y in [−1,1], operator, keys): each crop at its severity with noise σ = 0.05, seeded per key."""
-    from pipeline.operators import OPERATORS, build_operator, measure, to_model_domain
-    from pipeline.seeding import DEGRADATION, generators
+    from pipeline.crop_restore import degrade_crops
 
-    keys = [f"{prefix}-{i:05d}" for i in range(len(x01))]
-    dicts = [OPERATORS[family].params_for(float(t), NOISE, 1000 + i, **params) for i, t in enumerate(severities)]
-    op = build_operator(dicts, keys)
-    y01 = measure(op, x01, generators(seed, keys, DEGRADATION))
-    return to_model_domain(y01), op, keys
+    return degrade_crops(family, x01, severities, params, seed, prefix)
 
 
 # ------------------------------------------------------------------ measurements
@@ -217,29 +210,19 @@ def measure_e2e(models: Path, crops01, params: dict, device, seed: int, n: int, 
     import torch
 
     from pipeline.config import load_config
-    from pipeline.operators.noise import to_unit_domain
-    from pipeline.restore import Restorer
-    from pipeline.samples import Sample
+    from pipeline.crop_restore import degraded_samples, restore_samples
 
     idx = spread(len(crops01), n)
-    x = crops01[idx]
-    ts = np.linspace(0.0, 1.0, len(idx))
-    y, op, keys = _degrade("gaussian_blur", x, ts, params, seed, "e2e")
-    y01 = (to_unit_domain(y).clamp(0, 1) * 255).round() / 255   # what a degraded PNG holds
-    samples = [Sample(k, "report", y01[i], x[i], p, "") for i, (k, p) in enumerate(zip(keys, op.to_dicts()))]
+    samples = degraded_samples("gaussian_blur", crops01[idx], np.linspace(0.0, 1.0, len(idx)), params, seed, "e2e")
     sets = [f"models.autoencoder={models / 'autoencoder'}", f"models.denoiser={models / 'ldm'}", f"models.device={device}",
-            "execution.engine=local", f"execution.batch_size={batch}", f"solver.params.step_size={step_size}",
-            f"seed={seed}"]
+            "execution.engine=local", f"execution.batch_size={batch}", f"seed={seed}"]
+    if step_size is not None:
+        sets.append(f"solver.params.step_size={step_size}")
 
     def run(flash: bool, chosen: list[int]) -> list[dict]:
         cfg = load_config(None, sets + [f"flash.enabled={str(flash).lower()}"])
         cfg.models.severity = {"gaussian_blur": str(models / "severity-gaussian_blur")}  # the only one used here
-        r = Restorer(cfg)
-        est = sorted(r.estimate([r.prepare(samples[i]) for i in chosen]), key=lambda e: e.start_step)
-        rows = []
-        for i in range(0, len(est), batch):
-            rows += [row for row, _, _ in r.solve(est[i:i + batch])]
-        return sorted(rows, key=lambda row: row["key"])
+        return restore_samples(cfg, [samples[i] for i in chosen], batch)
 
     t0 = time.perf_counter()
     flash = run(True, list(range(len(samples))))
@@ -255,7 +238,8 @@ def measure_e2e(models: Path, crops01, params: dict, device, seed: int, n: int, 
             "baseline_crops": len(base), "baseline_mean_nfe": mean(base, "nfe") if base else _missing("--baseline-crops 0"),
             "baseline_psnr_db": mean(base, "psnr") if base else _missing("--baseline-crops 0"),
             "flash_psnr_on_baseline_crops_db": mean(sub, "psnr") if sub else None, "baseline_seconds": t_base,
-            "step_size": step_size, "severities": "linspace(0,1,n), noise 0.05"}
+            "step_size": step_size if step_size is not None else "tuned settings",
+            "severities": "linspace(0,1,n), noise 0.05"}
 
 
 def _model_info(models: Path) -> dict:
@@ -296,7 +280,7 @@ def report_models(
     baseline_crops: int = typer.Option(2, "--baseline-crops", help="Of those, restored by the 1000-step baseline"),
     step_batch: int = typer.Option(32, "--step-batch", help="Batch of the timed Latent-DPS step"),
     step_repeats: int = typer.Option(3, "--step-repeats"),
-    step_size: float = typer.Option(1.0, "--step-size", help="Latent-DPS ζ"),
+    step_size: Optional[float] = typer.Option(None, "--step-size", help="Latent-DPS ζ (default: the tuned settings)"),
     batch_size: int = typer.Option(64, "--batch-size", help="Batch for evaluation forwards and restoration"),
     sample_batch: int = typer.Option(512, "--sample-batch", help="Batch for unconditional sampling"),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
@@ -384,7 +368,7 @@ def report_models(
             steps = dict(figures.get("step") or {}) if "missing" not in (figures.get("step") or {}) else {}
             label = machine_name(dev)
             _guard(steps, label, lambda: measure_step(ldm, crops01, gparams, dev, step_batch, step_repeats,
-                                                      step_size, seed))
+                                                      step_size or 1.0, seed))
             figures["step"] = steps
         if "e2e" in wanted:
             _guard(figures, "e2e", lambda: measure_e2e(root, crops01, gparams, dev, seed, e2e_crops, baseline_crops,

@@ -39,6 +39,7 @@ class SolverConfig:
     steps: int | None = None
     eta: float | None = None
     params: dict[str, Any] = field(default_factory=dict)
+    settings: str | None = "tuned"   # tuned = pipeline/solver_settings.yaml per family; null = built-in defaults
 
 
 @dataclass
@@ -46,7 +47,7 @@ class FlashConfig:
     """Severity-adaptive start (flash-spec §3). enabled=False runs the baseline from noise."""
 
     enabled: bool = True
-    noise_correction: float | None = 1.2
+    noise_correction: float | str | None = "tuned"   # c; "tuned" = the solver settings table (else 1.2)
     init: str = "noise_correction"   # noise_correction | encoder_mean | ddim_inversion
 
 
@@ -102,6 +103,10 @@ class RestoreConfig:
         d = self.to_dict()
         d.pop("execution")
         d["models"].pop("device")
+        if self.solver.settings == "tuned":
+            from .solver_settings import table_hash
+
+            d["solver_settings_table"] = table_hash()
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -182,8 +187,10 @@ def validate(cfg: RestoreConfig) -> None:
     if cfg.flash.init not in ("noise_correction", "encoder_mean", "ddim_inversion"):
         raise ValueError(f"flash.init must be noise_correction|encoder_mean|ddim_inversion, got {cfg.flash.init!r}")
     c = cfg.flash.noise_correction
-    if c is not None and (not isinstance(c, (int, float)) or c < 0):
-        raise ValueError(f"flash.noise_correction must be a non-negative number or null, got {c!r}")
+    if c is not None and c != "tuned" and (isinstance(c, bool) or not isinstance(c, (int, float)) or c < 0):
+        raise ValueError(f"flash.noise_correction must be a non-negative number, 'tuned' or null, got {c!r}")
+    if cfg.solver.settings not in (None, "tuned"):
+        raise ValueError(f"solver.settings must be 'tuned' or null, got {cfg.solver.settings!r}")
     if cfg.models.dtype not in ("float32", "float64", "bfloat16"):
         raise ValueError(f"models.dtype must be float32|float64|bfloat16, got {cfg.models.dtype!r}")
     if not isinstance(cfg.seed, int):

@@ -1,0 +1,62 @@
+"""Versioned solver settings (ζ, noise correction c, …) per solver, operator family and mode.
+
+Why: a solver's step size and Flash's noise correction decide its quality, and the right
+values depend on the task. They are tuned on validation crops of the *training* photos
+(never on dev photos) by `flash-restore tune`, for Flash and the full-schedule baseline
+alike, and shipped in `solver_settings.yaml`. Jobs read the table when
+`solver.settings: tuned` (the default); what a user sets explicitly (`solver.params.*`, a
+number for `flash.noise_correction`) wins. The table's content enters the config hash, so
+retuning changes the hash of every job that used it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from functools import lru_cache
+from pathlib import Path
+
+import yaml
+
+TABLE = Path(__file__).resolve().parent / "solver_settings.yaml"
+MODES = ("flash", "baseline")
+
+
+def load_table(path: str | None = None) -> dict:
+    path = str(path or TABLE)
+    st = os.stat(path)
+    return _load(path, st.st_mtime_ns, st.st_size)  # a rewritten table is read again
+
+
+@lru_cache(maxsize=8)
+def _load(path: str, _mtime_ns: int, _size: int) -> dict:
+    with open(path) as fh:
+        table = yaml.safe_load(fh) or {}
+    if not isinstance(table.get("settings"), dict) or "version" not in table:
+        raise ValueError(f"{path}: expected 'version' and a 'settings' mapping")
+    return table
+
+
+def table_hash(path: str | None = None) -> str:
+    return hashlib.sha256(json.dumps(load_table(path), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def tuned(solver: str, family: str, mode: str, path: str | None = None) -> dict:
+    """The tuned settings for (solver, family, mode): {'params': {...}, 'noise_correction': c}; {} when untuned."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    entry = load_table(path)["settings"].get(solver, {}).get(family, {}).get(mode, {})
+    return {"params": dict(entry.get("params", {})),
+            **({"noise_correction": entry["noise_correction"]} if "noise_correction" in entry else {})}
+
+
+def resolve(solver: str, family: str, flash: bool, user_params: dict, user_c, use_table: bool,
+            default_c: float = 1.2) -> tuple[dict, float | None]:
+    """(solver params, noise correction) for one family: user settings over the table over built-ins."""
+    entry = tuned(solver, family, "flash" if flash else "baseline") if use_table else {}
+    params = {**entry.get("params", {}), **user_params}
+    if user_c == "tuned":
+        c = entry.get("noise_correction", default_c)
+    else:
+        c = user_c
+    return params, c

@@ -1,0 +1,44 @@
+"""Tuned solver settings: the table feeds jobs, user settings win, and the table enters the config hash."""
+from __future__ import annotations
+
+import pytest
+
+from pipeline import solver_settings as ss
+from pipeline.config import load_config
+from pipeline.tuning import write_table
+
+RESULT = {"flash": {"best": {"step_size": 2.0, "noise_correction": 0.6, "psnr": 25.0, "nfe": 40.0}, "crops": 8},
+          "baseline": {"best": {"step_size": 0.5, "psnr": 23.0, "nfe": 1000.0}, "crops": 2}}
+
+
+@pytest.fixture()
+def table(tmp_path, monkeypatch):
+    path = tmp_path / "settings.yaml"
+    write_table(path, "ldps", "gaussian_blur", RESULT, "test")
+    monkeypatch.setattr(ss, "TABLE", path)
+    return path
+
+
+def test_written_table_resolves_per_mode(table):
+    assert ss.load_table()["version"] == 1
+    assert ss.resolve("ldps", "gaussian_blur", True, {}, "tuned", True) == ({"step_size": 2.0}, 0.6)
+    assert ss.resolve("ldps", "gaussian_blur", False, {}, "tuned", True)[0] == {"step_size": 0.5}
+    # explicit user settings win; an untuned family or solver.settings=null falls back to built-ins
+    assert ss.resolve("ldps", "gaussian_blur", True, {"step_size": 3.0}, 1.0, True) == ({"step_size": 3.0}, 1.0)
+    assert ss.resolve("ldps", "inpainting", True, {}, "tuned", True) == ({}, 1.2)
+    assert ss.resolve("ldps", "gaussian_blur", True, {}, "tuned", False) == ({}, 1.2)
+
+
+def test_table_content_enters_the_config_hash(table):
+    before = load_config().output_hash()
+    untuned = load_config(None, ["solver.settings=null"]).output_hash()
+    write_table(table, "ldps", "gaussian_blur", {"flash": {**RESULT["flash"], "best": {**RESULT["flash"]["best"],
+                                                                                      "step_size": 1.0}}}, "retuned")
+    assert load_config().output_hash() != before
+    assert load_config(None, ["solver.settings=null"]).output_hash() == untuned
+
+
+@pytest.mark.parametrize("bad", ["solver.settings=best", "flash.noise_correction=fast", "flash.noise_correction=-1"])
+def test_bad_settings_fail_fast(bad):
+    with pytest.raises(ValueError):
+        load_config(None, [bad])
