@@ -17,6 +17,15 @@ import torch
 torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Back to one thread for every test module (a training run may have set more)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def s3_server():
     server_mod = pytest.importorskip("moto.server")

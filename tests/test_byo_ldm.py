@@ -33,13 +33,6 @@ COMPVIS_SCHEDULER = {"beta_schedule": "scaled_linear", "beta_start": 0.0015, "be
 OLD_ATTENTION = {"to_q": "query", "to_k": "key", "to_v": "value", "to_out.0": "proj_attn"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: the box is shared, and two threads spin against each other."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _old_attention_names(folder) -> None:

@@ -7,7 +7,7 @@ from pipeline.schedules import DDIMSampler, DDPMSampler
 from pipeline.seeding import generators
 from pipeline.severity import SeverityEncoder
 from pipeline.solvers import make_solver
-from tests.test_solvers import DT, counting, one_thread, problem, tiny_model  # noqa: F401  (fixture)
+from tests.test_solvers import DT, counting, problem, tiny_model
 
 
 def flash_setup(name="ldps", sampler="ddim", init="noise_correction", model=None):

@@ -21,15 +21,9 @@ LOSS = {"lambda_sigma": 1.0, "lambda_img": 0.0, "variance_loss": "log", "couple_
         "head_channels": 64, "init_sigma2": 0.03, "head_lr_scale": 10.0}
 
 
-@pytest.fixture(scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
-def test_short_training_orders_gaussian_blur_severities(one_thread, tmp_path):
+def test_short_training_orders_gaussian_blur_severities(tmp_path):
     ae, _ = load_frozen_autoencoder("models/autoencoder", "cpu")
     images, _ = load_crops("data/corpus/train", max_items=256)
     task = SeverityTask(images, ae, "gaussian_blur", 0.05, {}, LOSS, seed=0)

@@ -16,13 +16,6 @@ GUIDED = ("ldps", "gml_dps", "psld", "resample")
 DT = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models on a shared 2-core box: one intra-op thread is fastest and avoids oversubscription."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @lru_cache(maxsize=4)

@@ -37,13 +37,6 @@ def _textures(n: int = 64, size: int = 16, seed: int = 0) -> np.ndarray:
     return np.stack(out)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared 2-core box two threads spin against each other (~50× slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
