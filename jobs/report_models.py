@@ -235,6 +235,7 @@ def measure_e2e(models: Path, crops01, params: dict, device, seed: int, n: int, 
     sub = [flash[i] for i in base_idx]
     return {"crops": len(flash), "flash_mean_nfe": mean(flash, "nfe"), "flash_psnr_db": mean(flash, "psnr"),
             "input_psnr_db": mean(flash, "psnr_input"), "flash_seconds": t_flash,
+            "flash_colour_shift": mean(flash, "colour_shift"), "input_colour_shift": mean(flash, "colour_shift_input"),
             "baseline_crops": len(base), "baseline_mean_nfe": mean(base, "nfe") if base else _missing("--baseline-crops 0"),
             "baseline_psnr_db": mean(base, "psnr") if base else _missing("--baseline-crops 0"),
             "flash_psnr_on_baseline_crops_db": mean(sub, "psnr") if sub else None, "baseline_seconds": t_base,

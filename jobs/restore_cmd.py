@@ -67,6 +67,41 @@ def print_summary(summary: dict, output: str) -> None:
                   f"{output}/_manifest.json, {output}/stats.json")
 
 
+def quality_by_family(output: str) -> list[dict]:
+    """Mean restored vs input PSNR and colour shift per operator family, from the output's metrics."""
+    import fsspec
+    import pyarrow.parquet as pq
+
+    fs, root = fsspec.core.url_to_fs(output.rstrip("/"))
+    files = sorted(fs.glob(f"{root}/metrics/part-*.parquet"))
+    if not files:
+        return []
+    rows = [r for f in files for r in pq.read_table(f, filesystem=fs).to_pylist()
+            if r["status"] == "ok" and r.get("psnr") is not None]
+    out = []
+    for fam in sorted({r["operator"] for r in rows}):
+        sub = [r for r in rows if r["operator"] == fam]
+        mean = lambda k: sum(r[k] for r in sub) / len(sub)  # noqa: E731
+        out.append({"operator": fam, "n": len(sub), "psnr": mean("psnr"), "psnr_input": mean("psnr_input"),
+                    "colour_shift": mean("colour_shift"), "colour_shift_input": mean("colour_shift_input"),
+                    "nfe": mean("nfe")})
+    return out
+
+
+def print_quality(output: str) -> None:
+    stats = quality_by_family(output)
+    if not stats:
+        return
+    table = Table(title="quality against the references (mean per family)")
+    for col in ("operator", "samples", "PSNR restored", "PSNR input", "colour shift restored", "colour shift input",
+                "mean NFE"):
+        table.add_column(col, justify="right")
+    for s in stats:
+        table.add_row(s["operator"], str(s["n"]), f"{s['psnr']:.2f}", f"{s['psnr_input']:.2f}",
+                      f"{s['colour_shift']:.4f}", f"{s['colour_shift_input']:.4f}", f"{s['nfe']:.1f}")
+    console.print(table)
+
+
 def execute(cfg, input_url: str, output: str, overwrite: bool) -> dict:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -135,4 +170,5 @@ def demo(
     except ValueError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(code=1)
+    print_quality(output)
     finish(cfg, summary, output)

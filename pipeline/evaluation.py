@@ -231,6 +231,8 @@ def figure_rows(fig: dict) -> list[tuple[str, object, str]]:
                       f"Gaussian blur {e2e['severities']}"),
                      ("Flash(Latent-DPS) PSNR (dB)", e2e["flash_psnr_db"], f"ζ = {e2e['step_size']}"),
                      ("degraded input PSNR (dB)", e2e["input_psnr_db"], "same crops"),
+                     ("colour shift Flash / input", f"{e2e.get('flash_colour_shift', float('nan')):.4f} / "
+                      f"{e2e.get('input_colour_shift', float('nan')):.4f}", "max over RGB of |mean error|, [0,1]"),
                      (f"baseline Latent-DPS NFE ({e2e['baseline_crops']} crops)", e2e["baseline_mean_nfe"],
                       "full DDPM schedule from noise"),
                      ("baseline Latent-DPS PSNR (dB)", e2e["baseline_psnr_db"], "baseline crops only"),

@@ -33,6 +33,16 @@ def _check_pair(pred01: torch.Tensor, target01: torch.Tensor) -> tuple[torch.Ten
     return pred01.float().clamp(0, 1), target01.float().clamp(0, 1)
 
 
+def colour_shift(pred01: torch.Tensor, target01: torch.Tensor) -> torch.Tensor:
+    """Per-image colour cast: the largest |mean over pixels of (pred − target)| over the channels (B,).
+
+    PSNR hides a small uniform tint that the eye sees at once (orange turning yellow); this
+    does not, and it needs no perceptual model.
+    """
+    p, t = _check_pair(pred01, target01)
+    return (p.double() - t.double()).flatten(2).mean(2).abs().amax(1).float()
+
+
 def psnr(pred01: torch.Tensor, target01: torch.Tensor) -> torch.Tensor:
     """Per-image PSNR in dB, `20·log10(1/√MSE)` with the MSE over C×H×W (shape (B,)).
 

@@ -222,7 +222,9 @@ class Restorer:
         if clean.shape[-2:] != x01.shape[-2:]:
             return {"metrics_missing": f"reference size {tuple(clean.shape[-2:])} != output {tuple(x01.shape[-2:])}"}
         out = {"psnr": float(metrics.psnr(x01[None], clean)[0]), "ssim": float(metrics.ssim(x01[None], clean)[0]),
-               "psnr_input": float(metrics.psnr(to_unit_domain(p.y)[None].clamp(0, 1), clean)[0])}
+               "psnr_input": float(metrics.psnr(to_unit_domain(p.y)[None].clamp(0, 1), clean)[0]),
+               "colour_shift": float(metrics.colour_shift(x01[None], clean)[0]),
+               "colour_shift_input": float(metrics.colour_shift(to_unit_domain(p.y)[None].clamp(0, 1), clean)[0])}
         if isinstance(self._lpips, metrics.Missing):
             out["metrics_missing"] = f"lpips: {self._lpips.reason}"
         else:

@@ -149,3 +149,15 @@ def test_lpips_missing_and_bad_weights(tmp_path, weights):
     (tmp_path / "junk.safetensors").write_bytes(b"not safetensors")
     with pytest.raises(ValueError, match="safetensors"):
         LPIPS.from_safetensors(str(tmp_path / "junk.safetensors"))
+
+
+def test_colour_shift_sees_a_uniform_tint_that_noise_does_not_make():
+    from pipeline.metrics import colour_shift
+
+    g = torch.Generator().manual_seed(0)
+    clean = torch.rand(2, 3, 16, 16, generator=g) * 0.8 + 0.1
+    tinted = clean.clone()
+    tinted[:, 1] += 0.02
+    noisy = clean + 0.05 * torch.randn(clean.shape, generator=g)
+    assert torch.allclose(colour_shift(tinted, clean), torch.tensor([0.02, 0.02]), atol=1e-6)
+    assert bool((colour_shift(noisy, clean) < 0.01).all())
