@@ -248,7 +248,8 @@ def write_docs(report: dict, doc: Path) -> None:
     fig = report["figures"]
     lines = ["# Trained models: measured figures", "",
              f"Written by `report-models` on {report['date']} on {report['machine']} (device `{report['device']}`).",
-             "", "Commands (the last one wrote this file; `--only` runs redo single sections):", "", "```",
+             "Why the models are built as they are, and the experiments behind them: "
+             "[model-design.md](model-design.md).", "", "Commands (the last one wrote this file; `--only` runs redo single sections):", "", "```",
              *report.get("commands", [report["command"]]), "```", "", "## Models", "",
              "| model | path | fingerprint | training steps |", "|---|---|---|---|"]
     for name, m in report["models"].items():
