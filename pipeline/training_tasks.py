@@ -219,7 +219,8 @@ class SeverityTask:
         self.images, self.ae, self.seed = images, ae, seed
         self.operator, self.noise_sigma, self.operator_params = operator, float(noise_sigma), dict(operator_params)
         OPERATORS[operator].params_for(0.5, self.noise_sigma, 0, **self.operator_params)  # fail fast on bad params
-        self.model = SeverityEncoder.from_autoencoder(ae, int(loss_cfg["head_channels"]), float(loss_cfg["init_sigma2"]))
+        self.model = _seeded(sample_seed_int(seed, "init-severity"), lambda: SeverityEncoder.from_autoencoder(
+            ae, int(loss_cfg["head_channels"]), float(loss_cfg["init_sigma2"])))
         self.module = _SeverityLoss(self.model, ae, loss_cfg)
         self.lr_scales = {"variance_head": float(loss_cfg["head_lr_scale"])}
 
