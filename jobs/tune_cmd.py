@@ -51,8 +51,17 @@ def tune(
     sets = [f"models.autoencoder={root / 'autoencoder'}", f"models.denoiser={root / 'ldm'}",
             f"models.severity.{family}={root / f'severity-{family}'}", "execution.engine=local",
             f"execution.batch_size={batch_size}", f"seed={seed}"]
-    x01 = validation_crops(data, crops)
-    result = run_tune(sets, solver, family, x01, flash_grid, base_grid, baseline_crops, batch_size, seed,
+    from pipeline.model_store import load_meta
+    from pipeline.training import load_frozen_autoencoder
+
+    try:
+        ae, _ = load_frozen_autoencoder(str(root / "autoencoder"), "cpu")
+        params = load_meta(str(root / f"severity-{family}")).get("operator_params", {})
+    except (ValueError, OSError) as exc:
+        console.print(f"[red]error:[/red] models under {root}: {exc}")
+        raise typer.Exit(2)
+    x01 = validation_crops(data, crops, int(ae.model.config.sample_size))
+    result = run_tune(sets, solver, family, x01, flash_grid, base_grid, baseline_crops, batch_size, seed, params,
                       progress=lambda mode, r: console.print(f"{mode}: {r}"))
     note = f"{len(x01)} validation crops of {data} (every 7th crop, training photos only), t ~ linspace(0,1), noise 0.05"
     write_table(Path(table), solver, family, result, note)

@@ -30,7 +30,9 @@ def validation_crops(train_url: str, n: int, size: int = 64) -> torch.Tensor:
     pick = pool[np.linspace(0, len(pool) - 1, min(n, len(pool))).round().astype(int)]
     x = torch.from_numpy(arr[pick]).permute(0, 3, 1, 2).float().div(255.0)
     if x.shape[-1] != size:
-        raise ValueError(f"validation crops are {x.shape[-1]} px, the models take {size}")
+        import torch.nn.functional as F
+
+        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
     return x
 
 
@@ -56,9 +58,11 @@ def grid(spec: dict[str, list]) -> list[dict]:
 
 
 def tune(base_sets: list[str], solver: str, family: str, x01: torch.Tensor, flash_grid: dict, baseline_grid: dict,
-         baseline_crops: int, batch: int, seed: int = 0, progress=None) -> dict:
-    """{'flash': {best, trials}, 'baseline': {best, trials}} by mean PSNR; t ~ linspace(0,1,n)."""
-    samples = degraded_samples(family, x01, np.linspace(0.0, 1.0, len(x01)), {}, seed, f"tune-{family}")
+         baseline_crops: int, batch: int, seed: int = 0, params: dict | None = None, progress=None) -> dict:
+    """{'flash': {best, trials}, 'baseline': {best, trials}} by mean PSNR; t ~ linspace(0,1,n).
+
+    `params` are the operator overrides the family's severity encoder was trained with."""
+    samples = degraded_samples(family, x01, np.linspace(0.0, 1.0, len(x01)), params or {}, seed, f"tune-{family}")
     base_idx = np.linspace(0, len(samples) - 1, min(baseline_crops, len(samples))).round().astype(int)
     out = {}
     for mode, spec, chosen in (("flash", flash_grid, samples), ("baseline", baseline_grid,

@@ -6,6 +6,7 @@ import pytest
 from pipeline import solver_settings as ss
 from pipeline.config import load_config
 from pipeline.tuning import write_table
+from tests.test_report_models import tiny_models  # noqa: F401  (fixture)
 
 RESULT = {"flash": {"best": {"step_size": 2.0, "noise_correction": 0.6, "psnr": 25.0, "nfe": 40.0}, "crops": 8},
           "baseline": {"best": {"step_size": 0.5, "psnr": 23.0, "nfe": 1000.0}, "crops": 2}}
@@ -42,3 +43,27 @@ def test_table_content_enters_the_config_hash(table):
 def test_bad_settings_fail_fast(bad):
     with pytest.raises(ValueError):
         load_config(None, [bad])
+
+
+def test_tune_command_picks_the_best_trial_and_writes_table_and_report(tiny_models, tmp_path):
+    import yaml
+    from typer.testing import CliRunner
+
+    from jobs.cli import app
+
+    table, doc = tmp_path / "settings.yaml", tmp_path / "tuning.md"
+    result = CliRunner().invoke(app, [
+        "tune", "--models", str(tiny_models), "--crops", "2", "--baseline-crops", "1", "--step-sizes", "0.5,2",
+        "--noise-corrections", "1.2", "--baseline-step-sizes", "1", "--batch-size", "2",
+        "--table", str(table), "--doc", str(doc)])
+    assert result.exit_code == 0, result.output
+    got = yaml.safe_load(table.read_text())
+    entry = got["settings"]["ldps"]["gaussian_blur"]
+    assert got["version"] == 1 and entry["baseline"]["params"] == {"step_size": 1.0}
+    assert entry["flash"]["noise_correction"] == 1.2 and entry["flash"]["params"]["step_size"] in (0.5, 2.0)
+    rows = [ln for ln in doc.read_text().splitlines() if ln.startswith("| flash") or ln.startswith("| baseline")]
+    assert len(rows) == 3 and sum(ln.endswith("| yes |") for ln in rows) == 2
+    best = max((r for r in rows if r.startswith("| flash")), key=lambda r: float(r.split("|")[4]))
+    assert best.endswith("| yes |") and f"| {entry['flash']['params']['step_size']} |" in best
+    bad = CliRunner().invoke(app, ["tune", "--models", str(tiny_models), "--step-sizes", "fast", "--table", str(table)])
+    assert bad.exit_code != 0
