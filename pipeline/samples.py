@@ -30,7 +30,7 @@ DEFAULT_MAX_PIXELS = 4096 * 4096
 
 # What went wrong; a reader's error rows and counters group by these.
 ERROR_KINDS = ("empty", "undecodable", "mode", "size", "pixel_bomb", "params", "nan", "duplicate",
-               "missing_image", "corrupt_tar", "key", "too_large")
+               "missing_image", "corrupt_tar", "key", "too_large", "unsafe_key", "link")
 
 __all__ = ["Sample", "SampleError", "decode_image", "parse_sample", "encode_png", "ERROR_KINDS",
            "IMAGE_EXTS", "CLEAN_EXTS", "DEFAULT_MAX_PIXELS"]
@@ -153,14 +153,43 @@ def _check_finite(obj: Any, path: str) -> str | None:
     return None
 
 
+MAX_JSON_DEPTH = 32   # operator dicts nest two or three levels; deeper is hostile
+
+
+def json_depth(text: str) -> int:
+    """Deepest nesting of arrays/objects in JSON text (strings skipped), without recursion."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
+
+
 def parse_params(data: bytes, key: str) -> dict[str, Any]:
-    """The <key>.json object: valid UTF-8 JSON, an object, every number finite."""
+    """The <key>.json object: valid UTF-8 JSON, an object nested at most MAX_JSON_DEPTH, every number finite."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise SampleError("params", key, f"{PARAMS_EXT} is not UTF-8 ({exc})") from None
+    if (depth := json_depth(text)) > MAX_JSON_DEPTH:
+        raise SampleError("params", key, f"{PARAMS_EXT} nests {depth} levels deep, limit {MAX_JSON_DEPTH}")
     try:
         obj = json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:
+        raise SampleError("params", key, f"{PARAMS_EXT} nests too deeply to parse") from None
     except ValueError as exc:
         if str(exc) in ("NaN", "Infinity", "-Infinity"):
             raise SampleError("nan", key, f"{PARAMS_EXT} contains {exc}") from None

@@ -67,6 +67,25 @@ def split_member_name(name: str) -> tuple[str, str] | None:
     return (f"{folder}/{stem}" if folder else stem), ext
 
 
+MAX_KEY_CHARS = 512
+
+
+def unsafe_key_reason(key: str) -> str | None:
+    """Why `key` cannot name an output file (None when it can): outputs are written as
+    `<key>.png` inside tars that users extract, so a key must stay a relative path below the
+    output folder and readable."""
+    if len(key) > MAX_KEY_CHARS:
+        return f"longer than {MAX_KEY_CHARS} characters"
+    if key.startswith("/") or key.startswith("~"):
+        return "absolute path"
+    if "\\" in key or any(ord(c) < 32 or ord(c) == 127 for c in key):
+        return "backslash or control character"
+    parts = key.split("/")
+    if any(p in ("", ".", "..") for p in parts):
+        return "empty, '.' or '..' path component"
+    return None
+
+
 def iter_samples(shard_url: str, *, expected_size: tuple[int, int] | None = None,
                  max_pixels: int = DEFAULT_MAX_PIXELS, allow_convert: bool = False,
                  max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES) -> Iterator[Sample | SampleError]:
@@ -110,7 +129,8 @@ def _read_groups(f, shard_url: str, max_member_bytes: int) -> Iterator[tuple[str
     try:
         with tarfile.open(fileobj=f, mode="r|*") as tar:
             for member in tar:
-                if not member.isfile():
+                link = member.issym() or member.islnk()
+                if not (member.isfile() or link):
                     continue
                 parts = split_member_name(member.name)
                 if parts is None:
@@ -121,6 +141,14 @@ def _read_groups(f, shard_url: str, max_member_bytes: int) -> Iterator[tuple[str
                     if key is not None:
                         yield key, group, problem
                     key, group, problem = mkey, {"__key__": mkey, "__url__": shard_url}, None
+                    reason = unsafe_key_reason(mkey)
+                    if reason:
+                        problem = SampleError("unsafe_key", mkey, f"key {mkey!r} is refused: {reason}", shard_url)
+                if link:
+                    problem = problem or SampleError(
+                        "link", mkey, f"member {member.name!r} is a {'symbolic' if member.issym() else 'hard'} link; "
+                        "links are never followed", shard_url)
+                    continue
                 if member.size > max_member_bytes:
                     problem = problem or SampleError(
                         "too_large", mkey, f"member .{ext} is {member.size} bytes, limit {max_member_bytes}",

@@ -130,3 +130,14 @@ def test_parse_sample_errors_name_the_key(raw, kind):
     assert err.kind == kind and err.key == "bad-7" and err.shard == "shard-3.tar"
     assert "bad-7" in str(err)
     assert isinstance(err, ValueError)
+
+
+@pytest.mark.parametrize("depth", [33, 200_000])
+def test_deeply_nested_json_is_a_params_error_naming_the_key(depth):
+    from pipeline.samples import parse_params
+
+    with pytest.raises(SampleError) as err:
+        parse_params(("[" * depth + "]" * depth).encode(), "deep-key")
+    assert err.value.kind == "params" and "deep-key" in str(err.value) and "nests" in str(err.value)
+    ok = parse_params(b'{"operator": "noise", "a": {"b": [1, "[[[[", {"c": 2}]}}', "fine")
+    assert ok["a"]["b"][1] == "[[[["

@@ -134,3 +134,45 @@ def test_list_shards_memory():
     assert list_shards("memory://lst") == ["memory:///lst/s-0.tar", "memory:///lst/s-1.tar"]
     assert list_shards("memory://lst/s-{0..1}.tar") == ["memory://lst/s-0.tar", "memory://lst/s-1.tar"]
     fs.rm("/lst", recursive=True)
+
+
+def _png() -> bytes:
+    return encode_png(torch.rand(3, 8, 8, generator=torch.Generator().manual_seed(0)))
+
+
+def _raw_tar(path, members) -> None:
+    """A tar written member by member: (name, bytes) files, or (name, ('sym'|'hard', target)) links."""
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            if isinstance(data, tuple):
+                info.type = tarfile.SYMTYPE if data[0] == "sym" else tarfile.LNKTYPE
+                info.linkname = data[1]
+                tar.addfile(info)
+            else:
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+
+
+@pytest.mark.parametrize("name, kind", [
+    ("../../x.png", "unsafe_key"), ("/abs/x.png", "unsafe_key"), ("a/./b.png", "unsafe_key"),
+    ("bad\\\\name.png", "unsafe_key"), ("ctl\\x01.png", "unsafe_key"), ("k" * 600 + ".png", "unsafe_key"),
+])
+def test_hostile_member_names_become_one_error_each(tmp_path, name, kind):
+    shard = tmp_path / "s.tar"
+    _raw_tar(shard, [("good.png", _png()), (name, _png()), ("after.png", _png())])
+    items = list(iter_samples(str(shard)))
+    assert [type(i).__name__ for i in items] == ["Sample", "SampleError", "Sample"]
+    assert items[1].kind == kind and items[1].key == name[:-4]
+
+
+@pytest.mark.parametrize("link", ["sym", "hard"])
+def test_a_key_made_only_of_a_link_is_an_error_row_not_lost(tmp_path, link):
+    shard = tmp_path / "s.tar"
+    _raw_tar(shard, [("good.png", _png()), ("lnk.png", (link, "good.png"))])
+    items = list(iter_samples(str(shard)))
+    assert isinstance(items[0], Sample) and isinstance(items[1], SampleError)
+    assert items[1].kind == "link" and items[1].key == "lnk" and "lnk" in str(items[1])
