@@ -18,7 +18,12 @@ from pipeline.stats import JobStats
 
 
 def sample_limits(cfg: RestoreConfig) -> dict:
-    size = cfg.input.expected_size
+    """Read-time limits. Without `input.expected_size` the models' image size is required, so a
+    sample the models cannot take (a 1×1 PNG, a 2048² photo for 64-px models) is an error row
+    at read time, before any compute."""
+    from pipeline.model_store import model_image_size
+
+    size = cfg.input.expected_size or model_image_size(cfg.models.autoencoder)
     return {"expected_size": (size, size) if isinstance(size, int) else size, "max_pixels": cfg.input.max_pixels,
             "allow_convert": cfg.input.allow_convert}
 

@@ -377,3 +377,18 @@ def load_pipeline_folder(url: str, device="cpu", dtype=None) -> LatentDiffusion:
     from .pipeline_folder import load_pipeline_folder as load
 
     return load(url, device, dtype)
+
+
+def model_image_size(autoencoder_url: str) -> int | None:
+    """The image side the autoencoder was built for (its config's `sample_size`), or None."""
+    from .pipeline_folder import resolve_autoencoder_url
+
+    fs, path = _fs(resolve_autoencoder_url(autoencoder_url))
+    try:
+        with fs.open(f"{path}/{CONFIG_NAME}", "r") as f:
+            size = json.load(f).get("sample_size")
+    except (OSError, ValueError):
+        return None
+    size = size[0] if isinstance(size, (list, tuple)) else size
+    return int(size) if isinstance(size, int) and size > 0 else None
+
