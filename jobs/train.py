@@ -265,13 +265,12 @@ def validate(kind: str, cfg) -> None:
         raise ValueError(f"train-{kind} needs --autoencoder URL")
     if kind == "severity":
         from pipeline.operators import OPERATORS
+        from pipeline.severity import VARIANCE_LOSSES
 
         if cfg.operator not in OPERATORS:
             raise ValueError(f"--operator must be one of {sorted(OPERATORS)}, got {cfg.operator!r}")
         if cfg.noise_sigma < 0:
             raise ValueError(f"noise_sigma must be ≥ 0, got {cfg.noise_sigma}")
-        from pipeline.severity import VARIANCE_LOSSES
-
         if cfg.loss.variance_loss not in VARIANCE_LOSSES:
             raise ValueError(f"loss.variance_loss must be one of {VARIANCE_LOSSES}, got {cfg.loss.variance_loss!r}")
         if not cfg.loss.init_sigma2 > 0 or cfg.loss.head_channels < 1 or not cfg.loss.head_lr_scale > 0:
@@ -282,38 +281,9 @@ def validate_autoencoder_model(m) -> None:
     if m.kind not in ("s2d", "kl", "vq"):
         raise ValueError(f"model.kind must be s2d, kl or vq, got {m.kind!r}")
     if not m.block_out_channels or any(c < 1 or c % m.norm_num_groups for c in m.block_out_channels):
-        raise ValueError(f"model.block_out_channels {m.block_out_channels} must be positive multiples of "
-                         f"model.norm_num_groups {m.norm_num_groups}")
+        raise ValueError(f"model.block_out_channels {m.block_out_channels}: multiples of {m.norm_num_groups} needed")
     if m.kind == "s2d" and (len(m.stage_layers) != len(m.block_out_channels) or min(m.stage_layers) < 0):
-        raise ValueError(f"model.stage_layers {m.stage_layers} needs one count ≥ 0 per entry of "
-                         f"model.block_out_channels {m.block_out_channels} (kind s2d)")
-
-
-# ------------------------------------------------------------------ running
-
-class RichProgress:
-    """A rich progress bar with the latest losses and the ETA."""
-
-    def __init__(self, title: str):
-        self.title, self.bar, self.task = title, None, None
-
-    def start(self, first_step: int, max_steps: int) -> None:
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                                   TimeRemainingColumn)
-
-        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TextColumn("{task.fields[losses]}"), TimeElapsedColumn(), TextColumn("ETA"),
-                            TimeRemainingColumn())
-        self.bar.start()
-        self.task = self.bar.add_task(self.title, total=max_steps, completed=first_step, losses="")
-
-    def update(self, step: int, logs: dict[str, float] | None) -> None:
-        fields = {"losses": "  ".join(f"{k} {v:.4g}" for k, v in sorted(logs.items()))} if logs else {}
-        self.bar.update(self.task, completed=step, **fields)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
+        raise ValueError(f"model.stage_layers {m.stage_layers}: one count ≥ 0 per block_out_channels entry")
 
 
 def command_line(ctx: typer.Context | None = None) -> str:
@@ -358,6 +328,8 @@ def run_job(kind: str, cfg, command: str | None = None, progress: bool = True) -
 
         return run_ray_training(kind, data, command, cfg.run.workers)
     from pipeline.training import run_training
+
+    from jobs.training_progress import RichProgress
 
     return run_training(kind, data, command, progress=RichProgress(f"train-{kind}") if progress else None)
 
