@@ -1,8 +1,8 @@
 """Pure helpers for `report-models`: rank statistics, PNG figures and model-card sections.
 
 Why here and not in the command: they need no model, so they are unit-tested on exact
-inputs (a perfect order scores 1.0, a reversed one 0.0), and the figures are drawn with
-PIL alone so the GPU image needs no plotting library.
+inputs (a perfect order scores 1.0, a reversed one 0.0). The scatter plot is matplotlib
+(imported only when a plot is drawn); contact sheets are plain PIL image tiling.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 
 SECTION = "## Measured figures"
 
@@ -92,60 +92,33 @@ def contact_sheet(images01: torch.Tensor, cols: int = 8, pad: int = 2, scale: in
     return sheet
 
 
-COLOURS = ((31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14))
-
-
-def _nice_max(v: float) -> float:
-    if not v > 0 or not math.isfinite(v):
-        return 1.0
-    e = 10 ** math.floor(math.log10(v))
-    for m in (1, 2, 2.5, 5, 10):
-        if m * e >= v:
-            return m * e
-    return 10 * e
-
-
 def scatter_plot(series: dict[str, tuple[Sequence[float], Sequence[float]]], title: str, xlabel: str,
                  ylabel: str, size: tuple[int, int] = (720, 560), identity: bool = True) -> Image.Image:
-    """A scatter plot of named (x, y) series on shared linear axes from 0, with y = x dashed."""
-    font = ImageFont.load_default()
-    W, H = size
-    left, right, top, bottom = 70, 20, 40, 60
-    img = Image.new("RGB", size, "white")
-    d = ImageDraw.Draw(img)
-    vals = [float(v) for xs, ys in series.values() for v in list(xs) + list(ys) if math.isfinite(float(v))]
-    vmax = _nice_max(max(vals) if vals else 1.0)
+    """A matplotlib scatter plot of named (x, y) series on shared axes from 0, with y = x dashed."""
+    import io
 
-    def px(x, y):
-        return (left + (W - left - right) * x / vmax, H - bottom - (H - top - bottom) * y / vmax)
+    import matplotlib
 
-    d.rectangle([left, top, W - right, H - bottom], outline="black")
-    for i in range(6):
-        v = vmax * i / 5
-        x0, y0 = px(v, 0)
-        d.line([x0, H - bottom, x0, H - bottom + 4], fill="black")
-        d.text((x0 - 12, H - bottom + 6), f"{v:.3g}", fill="black", font=font)
-        x1, y1 = px(0, v)
-        d.line([left - 4, y1, left, y1], fill="black")
-        d.text((8, y1 - 6), f"{v:.3g}", fill="black", font=font)
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(size[0] / 100, size[1] / 100), dpi=100)
+    finite = [(float(x), float(y)) for xs, ys in series.values() for x, y in zip(xs, ys)
+              if math.isfinite(float(x)) and math.isfinite(float(y))]
+    vmax = max([v for pair in finite for v in pair], default=1.0) * 1.05 or 1.0
+    for name, (xs, ys) in series.items():
+        ax.scatter(xs, ys, s=10, alpha=0.6, label=name)
     if identity:
-        (a, b), (c, e) = px(0, 0), px(vmax, vmax)
-        steps = 40
-        for k in range(0, steps, 2):
-            d.line([a + (c - a) * k / steps, b + (e - b) * k / steps, a + (c - a) * (k + 1) / steps,
-                    b + (e - b) * (k + 1) / steps], fill=(120, 120, 120))
-    for n, (name, (xs, ys)) in enumerate(series.items()):
-        col = COLOURS[n % len(COLOURS)]
-        for x, y in zip(xs, ys):
-            if math.isfinite(float(x)) and math.isfinite(float(y)):
-                cx, cy = px(min(float(x), vmax), min(float(y), vmax))
-                d.ellipse([cx - 2, cy - 2, cx + 2, cy + 2], outline=col)
-        d.rectangle([left + 10, top + 10 + 16 * n, left + 20, top + 20 + 16 * n], fill=col)
-        d.text((left + 26, top + 9 + 16 * n), name, fill="black", font=font)
-    d.text((left, 4), title, fill="black", font=font)
-    d.text(((W - len(xlabel) * 6) / 2, H - 24), xlabel, fill="black", font=font)
-    d.text((8, top - 18), ylabel, fill="black", font=font)
-    return img
+        ax.plot([0, vmax], [0, vmax], "--", color="grey", linewidth=1, label="y = x")
+    ax.set(xlim=(0, vmax), ylim=(0, vmax), title=title, xlabel=xlabel, ylabel=ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    buf.seek(0)
+    return Image.open(buf).convert("RGB")
 
 
 # ------------------------------------------------------------------ markdown
