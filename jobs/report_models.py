@@ -56,12 +56,6 @@ def load_eval_crops(url: str, size: int):
     return x
 
 
-def _degrade(family: str, x01, severities, params: dict, seed: int, prefix: str):
-    from pipeline.crop_restore import degrade_crops
-
-    return degrade_crops(family, x01, severities, params, seed, prefix)
-
-
 # ------------------------------------------------------------------ measurements
 
 def measure_autoencoder(ae, crops01, device, batch: int) -> dict:
@@ -86,6 +80,7 @@ def measure_severity(encoder, ae, family: str, crops01, params: dict, device, se
     import numpy as np
     import torch
 
+    from pipeline.crop_restore import degrade_crops
     from pipeline.evaluation import ordering_accuracy, pearson, spearman
 
     K = 10
@@ -97,7 +92,7 @@ def measure_severity(encoder, ae, family: str, crops01, params: dict, device, se
     with torch.no_grad():
         for i in range(0, len(x01), batch):
             xb = x01[i:i + batch]
-            y, _, _ = _degrade(family, xb, t_all[i:i + batch], params, seed, f"sev-{family}-{i}")
+            y, _, _ = degrade_crops(family, xb, t_all[i:i + batch], params, seed, f"sev-{family}-{i}")
             z_hat, sig = encoder(y.to(device))
             z0 = ae.encode(xb.to(device) * 2 - 1)
             s2.append(sig.float().cpu())
@@ -178,13 +173,14 @@ def measure_step(ldm, crops01, params: dict, device, batch: int, repeats: int, s
 
     import torch
 
+    from pipeline.crop_restore import degrade_crops
     from pipeline.schedules import DDPMSampler
     from pipeline.seeding import generators, randn_per_sample
     from pipeline.solvers import ACCOUNT_KEYS, make_solver
 
     solver = make_solver("ldps", ldm, DDPMSampler(ldm.schedule), step_size=step_size)
     x = crops01[torch.arange(batch) % len(crops01)]
-    y, op, keys = _degrade("gaussian_blur", x, [0.5] * batch, params, seed, "step")
+    y, op, keys = degrade_crops("gaussian_blur", x, [0.5] * batch, params, seed, "step")
     dtype = next(ldm.unet.parameters()).dtype
     y = y.to(device, dtype)
     z = randn_per_sample(ldm.latent_shape, generators(seed, keys, "baseline_init"), dtype=dtype, device=device)

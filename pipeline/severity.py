@@ -1,22 +1,23 @@
-"""The severity encoder S_θ(y) = (ẑ, σ̂²) and its training loss (docs/method.md, "Severity encoder").
+"""The severity encoder S_θ(y) = (ẑ, σ̂²) and its training loss (docs/model-design.md).
 
 Why: the predicted latent-error variance σ̂² picks the reverse-diffusion step a sample
 starts from (`Sampler.start_index`), so easy images run few denoiser steps.
   * Mean head: a fine-tuned copy of the autoencoder's encoder side (E0: encoder, plus
     quant_conv where the first stage has one; for a KL first stage its mean half).
     Before training ẑ = scale · E0(y) exactly.
-  * Variance head: a small convolutional network on (ẑ, the degraded image folded to the
-    latent grid by space-to-depth) giving a per-element log-variance map v; σ̂² = mean of
-    exp(v) over C·H·W. It sees the pixels, so it can tell a textured crop from a flat one
-    (whose latent error differs at the same blur), and its last layer starts at zero with
-    its bias at log(init_sigma2), so σ̂² starts near the target level. Reading the
-    autoencoder's own log-variance channels as the std map (the reference's KL head)
-    starts σ̂² some 600× too high, and pulling it down destroyed the ordering
-    (docs/models.md, "Severity head").
+  * Variance head (`VarianceHead`): two 3×3 convolutions on (ẑ, the encoder's last hidden
+    features, the degraded image folded to the latent grid by space-to-depth), the log of
+    each map's mean energy, then a linear layer: one log σ̂² per image, broadcast over ẑ's
+    shape as the log-variance map the loss takes. It sees the pixels, so it can tell a
+    textured crop from a flat one (whose latent error differs at the same blur). Its last
+    layer starts at zero with bias log(init_sigma2), so σ̂² starts at the target level.
+    Reading the autoencoder's own log-variance channels as the std map (the reference's KL
+    head) starts σ̂² some 600× too high, and pulling it down destroyed the ordering
+    (docs/model-design.md, "Severity encoder").
   * The head's inputs are detached: its loss trains the head only and never moves ẑ.
 σ̂² is measured in scaled latent units, those of the sampler's SNR grid.
 
-Cost: one encoder forward per image plus three small convolutions at latent resolution.
+Cost: one encoder forward per image plus two small convolutions at latent resolution.
 """
 from __future__ import annotations
 
@@ -125,7 +126,7 @@ class SeverityEncoder(ModelMixin, ConfigMixin):
         return float(self.config.scale)
 
     def heads(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(ẑ in scaled latent space, per-element log-variance map v) for y in [−1,1]."""
+        """(ẑ in scaled latent space, log σ̂² broadcast to ẑ's shape) for y in [−1,1]."""
         self._features.clear()
         h = self.encoder(y)
         features = self._features.pop()
@@ -138,7 +139,7 @@ class SeverityEncoder(ModelMixin, ConfigMixin):
         return z_hat, log_s2.view(-1, 1, 1, 1).expand_as(z_hat)
 
     def forward(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(ẑ (B,C,h,w), σ̂² (B,)) with σ̂² = mean of exp(v) over C·H·W (> 0 by construction)."""
+        """(ẑ (B,C,h,w), σ̂² (B,)), σ̂² > 0 by construction."""
         z_hat, log_var = self.heads(y)
         return z_hat, log_var.exp().flatten(1).mean(dim=1)
 
