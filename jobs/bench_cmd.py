@@ -71,15 +71,16 @@ def bench_pipeline(
     """Reference loop vs Flash one-by-one vs Flash through the pipeline, side by side."""
     import torch
 
-    from jobs.local_engine import run_local, sample_limits
     from pipeline.restore import Restorer
     from pipeline.shards import iter_samples, list_shards
+    from pipeline.validation import read_limits
+    from workers.execute import execute
 
     cfg = build_config(config, None, False, batch_size, None, None, engine, None, set_)
     base_cfg = build_config(config, None, True, 1, None, None, engine, None, set_)
     tmp = Path(tempfile.mkdtemp(prefix="flash-bench-"))
     archive = make_archive(str(SAMPLE_ARCHIVE), samples, tmp / "archive")
-    items = [s for sh in list_shards(archive) for s in iter_samples(sh, **sample_limits(cfg))]
+    items = [s for sh in list_shards(archive) for s in iter_samples(sh, **read_limits(cfg))]
     console.print(f"benchmark archive: {samples} samples in {archive}")
 
     reference = Restorer(base_cfg)
@@ -93,13 +94,9 @@ def bench_pipeline(
     if engine == "ray":
         import ray
 
-        from jobs.ray_engine import run_ray
-
         if not ray.is_initialized():
             ray.init(include_dashboard=False, log_to_driver=False)
-        summary = run_ray(cfg, archive, str(tmp / "out"))
-    else:
-        summary = run_local(cfg, archive, str(tmp / "out"))
+    summary = execute(cfg, archive, str(tmp / "out"))
     pipe_rate = summary["ok"] / summary["wall_seconds"]
     solve = summary.get("stages", {}).get("solve") or {}
     solve_busy = solve.get("busy_fraction")

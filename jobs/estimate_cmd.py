@@ -41,10 +41,10 @@ def estimate(
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from jobs.local_engine import sample_limits
     from pipeline.restore import Restorer
     from pipeline.samples import SampleError
     from pipeline.shards import iter_samples
+    from pipeline.validation import read_limits
 
     try:
         cfg = build_config(config, solver, False, None, None, None, "local", None, set_)
@@ -55,7 +55,7 @@ def estimate(
     restorer = Restorer(cfg)
     prepared, errors, t0 = [], Counter(), time.perf_counter()
     for shard in shards:
-        for item in iter_samples(shard, **sample_limits(cfg)):
+        for item in iter_samples(shard, **read_limits(cfg)):
             if limit is not None and len(prepared) + sum(errors.values()) >= limit:
                 break
             try:

@@ -116,13 +116,9 @@ def execute(cfg, input_url: str, output: str, overwrite: bool) -> dict:
             progress.update(task, completed=d["samples"],
                             detail=f"ok {d['ok']} · errors {d['errors']} · {d['images_per_s'] or 0:.2f} img/s")
 
-        if cfg.execution.engine == "local":
-            from jobs.local_engine import run_local
+        from workers.execute import execute as run_job
 
-            return run_local(cfg, input_url, output, overwrite=overwrite, on_progress=on_progress)
-        from jobs.ray_engine import run_ray
-
-        return run_ray(cfg, input_url, output, overwrite=overwrite, on_progress=on_progress)
+        return run_job(cfg, input_url, output, overwrite=overwrite, on_progress=on_progress)
 
 
 def finish(cfg, summary: dict, output: str) -> None:

@@ -55,6 +55,14 @@ def error_row(key: str, shard: str, message: str, kind: str, **extra: Any) -> di
     return {"key": key, "shard": shard, "status": "error", "error": message, "error_kind": kind, **extra}
 
 
+def error_for(key: str, shard: str, exc: Exception) -> dict:
+    """The error row of a failed sample: its kind (a SampleError's, else the exception type)
+    and a message that names the key."""
+    kind = getattr(exc, "kind", type(exc).__name__)
+    msg = str(exc) if key in str(exc) else f"sample {key}: {exc}"
+    return error_row(key, shard, msg, kind)
+
+
 def rows_to_table(rows: list[dict]) -> pa.Table:
     cols = {name: [r.get(name) for r in rows] for name in METRICS_SCHEMA.names}
     return pa.Table.from_pydict(cols, schema=METRICS_SCHEMA)

@@ -2,13 +2,13 @@
 
 `Restorer` loads the models once, turns validated samples into measurements with their
 true operator (`prepare`), estimates severity in batches (`estimate`: ẑ, σ̂², start step)
-and restores one exact, staggered batch (`solve`) into output rows. The Ray actors and the
-local engine both call it, so their outputs are the same for the same seeds.
+and restores one exact, staggered batch (`solve`) into output rows. The stage functions
+(`pipeline.stages`) call it in whichever backend runs them, so outputs are the same for
+the same seeds.
 """
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -17,46 +17,16 @@ from . import metrics
 from .config import RestoreConfig
 from .flash import Flash
 from .model_store import fingerprint, load_latent_diffusion, load_model
-from .operators import OPERATORS, build_operator
-from .operators.noise import to_model_domain, to_unit_domain
-from .outputs import error_row
+from .operators import build_operator
+from .operators.noise import to_unit_domain
+from .outputs import error_for
 from .pipeline_folder import autoencoder_fingerprint
-from .samples import Sample, SampleError, encode_png
+from .records import Estimated, Prepared
+from .samples import Sample, encode_png
 from .solver_settings import resolve
 from .solvers import default_sampler, make_solver
 from .schedules import make_sampler
-
-
-@dataclass
-class Prepared:
-    """A sample ready for the models: measurement y ∈ [−1,1] and its operator dict."""
-
-    key: str
-    shard: str
-    y: torch.Tensor
-    clean01: torch.Tensor | None
-    params: dict
-    input_sha256: str | None = None
-
-    @property
-    def group(self) -> tuple:
-        """What must be equal inside one batch: operator family and image size."""
-        return (self.params["operator"], tuple(self.y.shape[-2:]))
-
-
-@dataclass
-class Estimated:
-    """A prepared sample with its severity estimate (the severity stage's output)."""
-
-    prepared: Prepared
-    z_hat: torch.Tensor | None
-    sigma2: float
-    start_step: int
-    seconds_severity: float
-
-    @property
-    def key(self) -> str:
-        return self.prepared.key
+from .validation import SampleValidator
 
 
 def pick_device(name: str) -> torch.device:
@@ -84,6 +54,7 @@ class Restorer:
         self.sampler = sampler
         self.solver = make_solver(sc.name, self.ldm, sampler, **sc.params)
         self._flash: dict[str, Flash] = {}
+        self.validator = SampleValidator(cfg)
         self._lpips = metrics.lpips_metric(cfg.metrics.lpips_weights)
         self.ae_fingerprint = autoencoder_fingerprint(cfg.models.autoencoder)  # a pipeline folder: its vqvae/
         self.model_hash = "+".join([self.ae_fingerprint, fingerprint(cfg.models.denoiser)])
@@ -93,27 +64,8 @@ class Restorer:
 
     # --- stage 0: a decoded sample → measurement + true operator ---------------------
     def prepare(self, sample: Sample) -> Prepared:
-        # the sample's json is its operator dict, plus optional lineage under "provenance"
-        params = {k: v for k, v in sample.params.items() if k != "provenance"} if sample.params else None
-        if not params or "operator" not in params:
-            params = dict(self.cfg.input.operator) if self.cfg.input.operator else None
-        if not params:
-            raise SampleError("params", sample.key, f"no operator parameters (no {sample.key}.json and no "
-                              "input.operator in the config)", sample.shard)
-        family = params.get("operator")
-        if family not in OPERATORS:
-            raise SampleError("params", sample.key, f"unknown operator {family!r}; known {sorted(OPERATORS)}",
-                              sample.shard)
-        if family not in self.cfg.models.severity and self.cfg.flash.enabled:
-            raise SampleError("params", sample.key, f"no severity encoder configured for {family!r}",
-                              sample.shard)
-        try:
-            op = build_operator([params], [sample.key])
-        except ValueError as exc:
-            raise SampleError("params", sample.key, str(exc), sample.shard) from exc
-        y = to_model_domain(sample.image01.to(torch.float32))
-        return Prepared(sample.key, sample.shard, y, sample.clean01, op.to_dicts()[0],
-                        sample.image_sha256)
+        """Read-time validation (`pipeline.validation`), for callers that restore in one place."""
+        return self.validator.prepare(sample)
 
     # --- stage 1: severity ---------------------------------------------------------
     def flash_for(self, family: str) -> Flash:
@@ -191,7 +143,7 @@ class Restorer:
                 try:
                     results += self.solve([e])
                 except Exception as exc:  # noqa: BLE001 - becomes an error row
-                    results.append((Restorer.error(e.key, e.prepared.shard, exc), None, None))
+                    results.append((error_for(e.key, e.prepared.shard, exc), None, None))
             return results
 
     def _row(self, e: Estimated, x01: torch.Tensor, res, i: int, seconds: float):
@@ -230,9 +182,3 @@ class Restorer:
         else:
             out["lpips"] = float(self._lpips(x01[None].to(self.device), clean.to(self.device))[0])
         return out
-
-    @staticmethod
-    def error(key: str, shard: str, exc: Exception) -> dict:
-        kind = getattr(exc, "kind", type(exc).__name__)
-        msg = str(exc) if key in str(exc) else f"sample {key}: {exc}"
-        return error_row(key, shard, msg, kind)

@@ -20,6 +20,7 @@ class JobStats:
     nfe: Counter = field(default_factory=Counter)              # NFE histogram (bins of 10)
     nfe_total: int = 0
     skipped: int = 0
+    driver_bytes: int = 0   # what the scheduler received: records, not images
 
     def stage(self, name: str, seconds: float, items: int) -> None:
         self.stage_seconds[name] += seconds
@@ -53,4 +54,6 @@ class JobStats:
                 "skipped_already_done": self.skipped, "error_rate": round(self.error_rate, 4),
                 "errors_by_kind": dict(self.error_kinds), "images_per_s": round(ok / wall, 4) if wall > 0 else None,
                 "mean_nfe": round(self.nfe_total / ok, 3) if ok else None,
-                "nfe_histogram": {f"{b}-{b + 9}": n for b, n in sorted(self.nfe.items())}, "stages": stages}
+                "nfe_histogram": {f"{b}-{b + 9}": n for b, n in sorted(self.nfe.items())}, "stages": stages,
+                "driver_bytes_received": self.driver_bytes,
+                "driver_bytes_per_sample": round(self.driver_bytes / self.processed, 1) if self.processed else None}

@@ -2,7 +2,7 @@
 import pyarrow.parquet as pq
 import pytest
 
-from jobs.local_engine import run_local
+from workers.execute import execute
 from pipeline.outputs import OutputStore
 from tests.pipeline_fixtures import engine_setup, tiny_config
 
@@ -28,7 +28,7 @@ def test_restores_every_sample_once_and_reruns_as_noop(setup, tmp_path):
     root, models, archive = setup
     cfg = tiny_config(models)
     out = str(tmp_path / "out")
-    summary = run_local(cfg, archive, out)
+    summary = execute(cfg, archive, out)
     assert summary["ok"] == 9 and summary["errors"] == 0
     table = OutputStore(out).read_metrics()
     keys = table.column("key").to_pylist()
@@ -39,7 +39,7 @@ def test_restores_every_sample_once_and_reruns_as_noop(setup, tmp_path):
         assert r["psnr"] is not None and r["ssim"] is not None and r["lpips"] is None
         assert "lpips" in r["metrics_missing"]
         assert r["config_hash"] == cfg.output_hash() and r["model_hash"]
-    again = run_local(cfg, archive, out)
+    again = execute(cfg, archive, out)
     assert again["samples"] == 0 and again["skipped_already_done"] == 9
     assert len(OutputStore(out).read_metrics()) == 9
 
@@ -47,8 +47,8 @@ def test_restores_every_sample_once_and_reruns_as_noop(setup, tmp_path):
 def test_batch_size_does_not_change_outputs(setup, tmp_path):
     root, models, archive = setup
     # float64: batch shapes change float32 convolution rounding (~3e-6), enough to flip an 8-bit pixel
-    a = run_local(tiny_config(models, "execution.batch_size=1", "models.dtype=float64"), archive, str(tmp_path / "a"))
-    b = run_local(tiny_config(models, "execution.batch_size=5", "execution.bucket_width=100", "models.dtype=float64"),
+    a = execute(tiny_config(models, "execution.batch_size=1", "models.dtype=float64"), archive, str(tmp_path / "a"))
+    b = execute(tiny_config(models, "execution.batch_size=5", "execution.bucket_width=100", "models.dtype=float64"),
                   archive, str(tmp_path / "b"))
     assert a["ok"] == b["ok"] == 9
     assert _images(str(tmp_path / "a")) == _images(str(tmp_path / "b"))
@@ -56,7 +56,7 @@ def test_batch_size_does_not_change_outputs(setup, tmp_path):
 
 def test_baseline_runs_full_schedule(setup, tmp_path):
     root, models, archive = setup
-    run_local(tiny_config(models, "flash.enabled=false", "solver.name=unconditional"), archive, str(tmp_path / "o"))
+    execute(tiny_config(models, "flash.enabled=false", "solver.name=unconditional"), archive, str(tmp_path / "o"))
     rows = OutputStore(str(tmp_path / "o")).read_metrics().to_pylist()
     assert {r["nfe"] for r in rows} == {50} and all(r["sigma2_hat"] is None for r in rows)
 
@@ -69,7 +69,7 @@ def test_severity_encoder_of_another_autoencoder_fails_before_compute(setup, tmp
     save_model(enc, str(tmp_path / "sev"), extra={"autoencoder_fingerprint": "0123456789abcdef"})
     cfg = tiny_config(models, f"models.severity.inpainting={tmp_path / 'sev'}")
     with pytest.raises(ValueError, match="trained on autoencoder 0123456789abcdef"):
-        run_local(cfg, archive, str(tmp_path / "out"))
+        execute(cfg, archive, str(tmp_path / "out"))
     assert not (tmp_path / "out").exists()
 
 
@@ -108,7 +108,7 @@ def test_hostile_samples_are_one_error_row_each_and_the_job_completes(setup, tmp
         add("deep.png", png)
         add("deep.json", b"[" * 200_000 + b"]" * 200_000)
     out = str(tmp_path / "out")
-    summary = run_local(tiny_config(models), str(archive), out)
+    summary = execute(tiny_config(models), str(archive), out)
     rows = {r["key"]: r for r in OutputStore(out).read_metrics().to_pylist()}
     want = {"tiny": "size", "huge": "size", "../../escape": "unsafe_key", "lnk": "link", "deep": "params"}
     assert {k: rows[k]["error_kind"] for k in want} == want
@@ -116,5 +116,5 @@ def test_hostile_samples_are_one_error_row_each_and_the_job_completes(setup, tmp
     assert rows["ok0000"]["status"] == rows["ok0001"]["status"] == "ok"
     assert summary["ok"] == 2 and summary["errors"] == 5 and len(rows) == 7
     assert not any(name.startswith(("/", "..")) for name in _images(out))
-    again = run_local(tiny_config(models), str(archive), out)
+    again = execute(tiny_config(models), str(archive), out)
     assert again["samples"] == 0 and len(OutputStore(out).read_metrics()) == 7

@@ -5,7 +5,7 @@ import tempfile
 
 import pytest
 
-from jobs.ray_engine import run_ray
+from workers.execute import execute
 from pipeline.outputs import OutputStore
 from tests.pipeline_fixtures import build_tiny_models, tiny_config, write_archive
 
@@ -38,7 +38,7 @@ def test_two_nodes(cluster, tmp_path):
     archive = write_archive(tmp_path / "archive", n=6, shards=2)
     cfg = tiny_config(models, "execution.engine=ray", "execution.solver_actors=2", "execution.readers=2")
     assert len([n for n in ray.nodes() if n["Alive"]]) == 2
-    summary = run_ray(cfg, archive, str(tmp_path / "out"))
+    summary = execute(cfg, archive, str(tmp_path / "out"))
     rows = OutputStore(str(tmp_path / "out")).read_metrics().to_pylist()
     assert summary["ok"] == 6 and sorted(r["key"] for r in rows) == [f"s{i:04d}" for i in range(6)]
     assert summary["actors"]["solve"] == 2

@@ -1,9 +1,9 @@
 """The actors of one stage, with bounded calls in flight and resubmission when one dies.
 
 Why: a dead actor must never hang the job or lose its work (ray#62746). Each call is
-remembered with its payload; when it fails with `RayActorError` the pool waits for Ray to
+remembered with its arguments; when it fails with `RayActorError` the pool waits for Ray to
 restart the actor (its `ping` returns a new incarnation id, counted as a restart), then
-resubmits the payload to a live actor. After `max_attempts` the payload is given back as
+resubmits them to a live actor. After `max_attempts` the arguments are given back as
 lost, and the caller turns it into error rows rather than looping forever.
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ from ray.exceptions import GetTimeoutError, RayActorError
 @dataclass
 class Call:
     actor: int
-    payload: Any
+    args: tuple
     attempts: int
     extra: list = field(default_factory=list)  # further return refs (num_returns > 1)
 
@@ -69,8 +69,9 @@ class StagePool:
     def owns(self, ref) -> bool:
         return ref in self.calls
 
-    def submit(self, payload: Any, prefer: int | None = None, attempts: int = 0, force: bool = False) -> int:
-        """Send `payload` to the preferred actor if alive, else the least loaded; returns its index."""
+    def submit(self, args: tuple, prefer: int | None = None, attempts: int = 0, force: bool = False) -> int:
+        """Call the stage method with `args` (object refs among them are resolved by Ray in the
+        actor) on the preferred actor if alive, else the least loaded; returns its index."""
         self.ensure()
         if not self.handles:
             raise RuntimeError(f"every {self.stage} actor is dead; the job cannot go on (rerun to resume); "
@@ -80,29 +81,29 @@ class StagePool:
             raise RuntimeError(f"{self.stage} actor {idx} is full")
         method = getattr(self.handles[idx], self.method)
         if self.num_returns > 1:
-            refs = method.options(num_returns=self.num_returns).remote(payload)
+            refs = method.options(num_returns=self.num_returns).remote(*args)
             ref, extra = refs[0], list(refs[1:])
         else:
-            ref, extra = method.remote(payload), []
-        self.calls[ref] = Call(idx, payload, attempts, extra)
+            ref, extra = method.remote(*args), []
+        self.calls[ref] = Call(idx, args, attempts, extra)
         self.load[idx] += 1
         return idx
 
     # --- completing -----------------------------------------------------------------
     def finish(self, ref) -> tuple[str, Any, Any, list]:
-        """('ok', payload, value, extra refs) | ('retried', …) | ('lost', payload, None, [])."""
+        """('ok', args, value, extra refs) | ('retried', …) | ('lost', args, None, [])."""
         call = self.calls.pop(ref)
         self.load[call.actor] -= 1
         try:
-            return "ok", call.payload, ray.get(ref), call.extra
+            return "ok", call.args, ray.get(ref), call.extra
         except RayActorError as exc:
             self.last_error = exc
             self._actor_failed(call.actor)
             if call.attempts + 1 >= self.max_attempts:
-                return "lost", call.payload, None, []
+                return "lost", call.args, None, []
             self.resubmitted += 1
-            self.submit(call.payload, prefer=call.actor, attempts=call.attempts + 1, force=True)
-            return "retried", call.payload, None, []
+            self.submit(call.args, prefer=call.actor, attempts=call.attempts + 1, force=True)
+            return "retried", call.args, None, []
 
     def _actor_failed(self, idx: int) -> None:
         """Wait for Ray to restart actor `idx`; count a restart once per new incarnation."""

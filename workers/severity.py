@@ -1,16 +1,15 @@
-"""Severity actor: prepares samples and estimates ẑ, σ̂² and the start step per sample.
+"""Severity actor: ẑ, σ̂² and the start step per sample (`pipeline.stages.severity_stage`).
 
-One model load per actor (`Restorer`). A sample whose operator parameters are bad becomes
-an error row; a chunk whose estimate fails is retried one sample at a time so only the
-offending sample turns into an error row, as in the solver stage.
+One model load per actor. It receives records plus the readers' payloads (Ray resolves the
+references), and returns the records with their start steps for the scheduler and the
+estimates, which stay in the object store for the solvers.
 """
 from __future__ import annotations
 
-import time
-
 from pipeline.config import RestoreConfig
+from pipeline.records import SampleRecord
 from pipeline.restore import Restorer
-from pipeline.samples import Sample, SampleError
+from pipeline.stages import severity_stage
 
 from .placement import new_incarnation, set_threads
 
@@ -24,22 +23,5 @@ class SeverityStage:
     def ping(self) -> str:
         return self.incarnation
 
-    def run(self, samples: list[Sample]) -> dict:
-        """→ {"estimates": [Estimated], "rows": [error rows], "seconds"}."""
-        t0 = time.perf_counter()
-        prepared, rows = [], []
-        for s in samples:
-            try:
-                prepared.append(self.restorer.prepare(s))
-            except SampleError as exc:
-                rows.append(Restorer.error(s.key, s.shard, exc))
-        try:
-            estimates = self.restorer.estimate(prepared) if prepared else []
-        except Exception:  # isolate the bad sample
-            estimates = []
-            for p in prepared:
-                try:
-                    estimates += self.restorer.estimate([p])
-                except Exception as exc:  # noqa: BLE001 - becomes an error row, the job goes on
-                    rows.append(Restorer.error(p.key, p.shard, exc))
-        return {"estimates": estimates, "rows": rows, "seconds": time.perf_counter() - t0}
+    def run(self, records: list[SampleRecord], *payloads: dict) -> tuple[dict, dict]:
+        return severity_stage(self.restorer, records, *payloads)

@@ -1,16 +1,16 @@
-"""Solver actor: restores one exact batch (one operator family and size) per call.
+"""Solver actor: restores one exact batch (one family and image size) per call.
 
-`solve` returns two objects (Ray num_returns=2): a small summary the coordinator reads and
-the results (rows + PNGs) it hands to the writer by reference, so images never pass
-through the driver. A failing batch is retried one by one, as in the local engine.
+It returns two objects: a small summary the scheduler reads and the results (rows + PNGs),
+which the writer fetches by reference, so images never pass through the driver.
 """
 from __future__ import annotations
 
 import os
-import time
 
 from pipeline.config import RestoreConfig
-from pipeline.restore import Estimated, Restorer
+from pipeline.records import SampleRecord
+from pipeline.restore import Restorer
+from pipeline.stages import solve_stage
 
 from .placement import new_incarnation, set_threads
 
@@ -24,26 +24,9 @@ class SolverStage:
                     ex.solver_threads or max(1, (os.cpu_count() or 1) // ex.solver_actors))
         self.restorer = Restorer(cfg, device=device)
         self.incarnation = new_incarnation()
-        self.calls = 0
 
     def ping(self) -> str:
         return self.incarnation
 
-    def solve(self, batch: list[Estimated]) -> tuple[dict, list]:
-        self.calls += 1
-        crash_once(self.calls)
-        t0 = time.perf_counter()
-        results = self.restorer.solve_isolating(batch)
-        return {"n": len(batch), "seconds": time.perf_counter() - t0, "incarnation": self.incarnation}, results
-
-
-def crash_once(calls: int) -> None:
-    """Fault injection for tests: FLASH_FAULT_SOLVER_CRASH="N:/path/marker" kills the process
-    on its (N+1)-th batch, once per marker file, as a lost node or OOM kill would."""
-    spec = os.environ.get("FLASH_FAULT_SOLVER_CRASH")
-    if not spec:
-        return
-    after, marker = spec.split(":", 1)
-    if calls > int(after) and not os.path.exists(marker):
-        open(marker, "w").close()
-        os._exit(1)
+    def solve(self, records: list[SampleRecord], *payloads: dict) -> tuple[dict, list]:
+        return solve_stage(self.restorer, records, *payloads)

@@ -65,6 +65,17 @@ class Operator:
         idx = [int(i) for i in (index.tolist() if isinstance(index, torch.Tensor) else index)]
         return type(self)([self.params[i] for i in idx], [self.keys[i] for i in idx])
 
+    def check_fits(self, height: int, width: int) -> None:
+        """Raise ValueError (naming the keys) when these parameters cannot act on an image of
+        this size; a dry forward on zeros, so every family's own shape rules are applied."""
+        with torch.no_grad():
+            try:
+                self.forward(torch.zeros(len(self), 3, height, width))
+            except (RuntimeError, ValueError) as exc:
+                msg = str(exc)
+                raise ValueError(msg if any(k in msg for k in self.keys) else
+                                 f"sample(s) {self.keys}: parameters do not fit a {height}×{width} image: {msg}") from exc
+
     def check_input(self, x: torch.Tensor) -> None:
         if x.dim() != 4 or x.shape[0] != len(self):
             raise ValueError(f"{self.name}: expected a batch of {len(self)} images (B,C,H,W), got shape "

@@ -1,37 +1,36 @@
-"""The scheduling loop of a Ray restore job, run in the driver.
+"""The scheduling loop of a restore job, the same for every backend.
 
-Why in the driver: it holds only keys, small severity results and a bounded number of
-batches; images travel actor to actor through the object store. The loop:
+It holds only small records (keys, groups, start steps), a bounded number of batches and
+references to payloads; images and latents travel stage to stage as references the
+backend resolves (Ray object refs, or plain objects in process). The loop:
 
-  readers ──chunks──▶ dedupe (shard order) ──samples──▶ severity ──estimates──▶ Bucketer
+  readers ──records──▶ dedupe (shard order) ──▶ severity ──records──▶ Bucketer
   Bucketer ──exact batches, longest first──▶ solvers ──results by reference──▶ writer
 
 Backpressure: a reader gets its next chunk only while the samples buffered between the
-readers and the solvers stay under a cap; each severity and solver actor has at most
-`depth` calls in flight; solvers get no new batch while the writer lags. Chunks are
-consumed in shard order (later shards prefetch one chunk), so which duplicate key is
-kept does not depend on timing. When nothing is in flight, partial buckets are flushed,
-so the loop can never wait on itself.
+readers and the solvers stay under a cap; each stage actor has at most `depth` calls in
+flight; solvers get no new batch while the writer lags. Chunks are consumed in shard
+order (later shards prefetch one chunk), so which duplicate key is kept does not depend on
+timing. When nothing is in flight, partial buckets are flushed, so the loop can never wait
+on itself. A backend supplies the stage pools (`submit`/`finish`, with its own retries),
+`wait`, and the writer; see `workers.inline_backend` and `workers.ray_backend`.
 """
 from __future__ import annotations
 
 import heapq
 import itertools
+import pickle
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
 
-import ray
-
-from pipeline.bucketing import Bucketer
-from pipeline.config import RestoreConfig
-from pipeline.outputs import error_row
-from pipeline.restore import Restorer
-from pipeline.samples import SampleError
-from pipeline.stats import JobStats
-
-from .pool import StagePool
-from .reader import wire_key
+from .bucketing import Bucketer
+from .config import RestoreConfig
+from .outputs import error_for, error_row
+from .records import SampleRecord
+from .samples import SampleError
+from .stages import record_key
+from .stats import JobStats
 
 
 @dataclass
@@ -44,21 +43,30 @@ class ShardSlot:
     chunks: deque = field(default_factory=deque)
 
 
-class Coordinator:
-    def __init__(self, cfg: RestoreConfig, shards: list[str], done: set[str], readers: StagePool,
-                 severity: StagePool, solvers: StagePool, writer, stats: JobStats,
+def unique(refs) -> list:
+    """Payload references without repeats (by identity: plain dicts are not hashable)."""
+    return list({id(r): r for r in refs}.values())
+
+
+def nbytes(value) -> int:
+    """What the scheduler received, as it would cross a process boundary."""
+    return len(pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+class Scheduler:
+    def __init__(self, cfg: RestoreConfig, shards: list[str], done: set[str], backend, stats: JobStats,
                  on_progress: Callable[[JobStats], None] | None = None):
         ex = cfg.execution
-        self.bs, self.stats, self.on_progress, self.writer = ex.batch_size, stats, on_progress, writer
-        self.readers, self.severity, self.solvers = readers, severity, solvers
+        self.bs, self.stats, self.on_progress, self.backend = ex.batch_size, stats, on_progress, backend
+        self.readers, self.severity, self.solvers = (backend.pools[s] for s in ("reader", "severity", "solver"))
         self.shards, self.next_shard, self.open = list(shards), 0, deque()
         self.done, self.seen = done, set()
-        self.bucketer = Bucketer(ex.batch_size, ex.bucket_width, ex.max_wait_s)
+        self.bucketer = Bucketer(ex.batch_size, ex.bucket_width, backend.max_wait_s)
         self.pending, self.rows_out, self.ready, self.writes = [], [], [], []
         self.sev_items, self.seq = 0, itertools.count()
         self.chunk = 2 * self.bs
-        self.cap = self.bs * (4 * severity.size + 2 * solvers.depth * solvers.size + 4)
-        self.max_writes = solvers.depth * solvers.size + 2
+        self.cap = self.bs * (4 * self.severity.size + 2 * self.solvers.depth * self.solvers.size + 4)
+        self.max_writes = self.solvers.depth * self.solvers.size + 2
         self.tick = min(0.5, max(0.05, float(ex.max_wait_s)))
 
     # --- the loop -------------------------------------------------------------------
@@ -70,10 +78,9 @@ class Coordinator:
                 if self._unblock():
                     continue
                 break
-            ready, _ = ray.wait(waitable, num_returns=1, timeout=self.tick)
-            for ref in ready:
+            for ref in self.backend.wait(waitable, self.tick):
                 self._handle(ref)
-        final = ray.get(self.writer.finish.remote())
+        final = self.backend.finish_writes()
         self.stats.stage("write", final["seconds"], 0)
         return final
 
@@ -87,7 +94,7 @@ class Coordinator:
         # 1. readers: one open shard per reader, one chunk in flight or buffered per shard
         self.readers.ensure()
         if not self.readers.handles and not self.reading_done():
-            raise RuntimeError(f"every reader actor is dead; the job cannot go on (rerun to resume); "
+            raise RuntimeError(f"every reader is dead; the job cannot go on (rerun to resume); "
                                f"last error: {self.readers.last_error}")
         busy = {s.reader for s in self.open}
         for idx in list(self.readers.handles):
@@ -96,12 +103,13 @@ class Coordinator:
                 self.next_shard += 1
         for slot in self.open:
             if not (slot.done or slot.pending or slot.chunks) and self.buffered() < self.cap:
-                slot.reader = self.readers.submit((slot.shard, slot.pos, self.chunk), prefer=slot.reader, force=True)
                 slot.pending = True
+                slot.reader = self.readers.submit(((slot.shard, slot.pos, self.chunk),), prefer=slot.reader,
+                                                  force=True)
         # 2. consume chunks in shard order
         while self.open and self.open[0].chunks:
             head = self.open[0]
-            self._consume(head.shard, head.chunks.popleft())
+            self._consume(head.shard, *head.chunks.popleft())
             if head.done and not head.chunks:
                 self.open.popleft()
                 self.stats.stage("read", 0.0, 1)
@@ -114,11 +122,11 @@ class Coordinator:
             self._release(self.bucketer.flush())
         # 5. solvers, longest batch first, while the writer keeps up
         while self.ready and self.solvers.free() and len(self.writes) < self.max_writes:
-            self.solvers.submit(heapq.heappop(self.ready)[2])
+            batch = heapq.heappop(self.ready)[2]
+            self.solvers.submit(([r for r, _ in batch], *unique(ref for _, ref in batch)))
         # 6. error rows to the writer
         if self.rows_out and (len(self.rows_out) >= self.bs or self.reading_done()):
-            self._write(list(self.rows_out))
-            self.rows_out.clear()
+            self._write_rows()
 
     def _unblock(self) -> bool:
         """Nothing in flight: push what is buffered onward (never wait on ourselves)."""
@@ -127,73 +135,82 @@ class Coordinator:
         elif len(self.bucketer):
             self._release(self.bucketer.flush())
         elif self.rows_out:
-            self._write(list(self.rows_out))
-            self.rows_out.clear()
+            self._write_rows()
         else:
             return bool(self.ready) or not self.reading_done()
         return True
 
     # --- stage hand-offs ------------------------------------------------------------
-    def _consume(self, shard: str, items: list) -> None:
-        for item in items:
-            key = wire_key(item)
+    def _consume(self, shard: str, records: list, payload_ref) -> None:
+        for rec in records:
+            key = record_key(rec)
             if key in self.done:
                 self.stats.skipped += 1
                 continue
             if key in self.seen:
-                self.rows_out.append(Restorer.error(key, shard, SampleError(
+                self.rows_out.append(error_for(key, shard, SampleError(
                     "duplicate", key, "key already read from another shard; the first occurrence is kept", shard)))
                 continue
             self.seen.add(key)
-            (self.rows_out if isinstance(item, dict) else self.pending).append(item)
+            if isinstance(rec, SampleRecord):
+                self.pending.append((rec, payload_ref))
+            else:
+                self.rows_out.append(rec)
 
     def _submit_severity(self, force: bool = False) -> None:
         take, self.pending = self.pending[:self.chunk], self.pending[self.chunk:]
-        self.severity.submit(take, force=force)
+        self.severity.submit(([r for r, _ in take], *unique(ref for _, ref in take)), force=force)
         self.sev_items += len(take)
 
     def _release(self, batches: list) -> None:
         for batch in batches:
-            start = max(e.start_step for e in batch)
+            start = max(rec.start_step for rec, _ in batch)
             heapq.heappush(self.ready, (-start, next(self.seq), batch))
 
-    def _write(self, results_or_ref) -> None:
-        if isinstance(results_or_ref, list):
-            results_or_ref = [(r, None, None) for r in results_or_ref]
-        self.writes.append(self.writer.add.remote(results_or_ref))
+    def _write_rows(self) -> None:
+        self.writes.append(self.backend.write([(r, None, None) for r in self.rows_out]))
+        self.rows_out = []
+
+    def _received(self, value) -> None:
+        self.stats.driver_bytes += nbytes(value)
 
     def _handle(self, ref) -> None:
         if self.readers.owns(ref):
-            status, (shard, pos, _), res, _ = self.readers.finish(ref)
+            status, ((shard, _, _),), res, extra = self.readers.finish(ref)
             if status == "lost":
-                raise RuntimeError(f"reading {shard} failed {self.readers.max_attempts} times (reader actors died)")
+                raise RuntimeError(f"reading {shard} failed {self.readers.max_attempts} times (readers died)")
             if status == "ok":
+                self._received(res)
                 slot = next(s for s in self.open if s.shard == shard)
                 slot.pending, slot.done = False, res["done"]
-                slot.pos += len(res["items"])
-                slot.chunks.append(res["items"])
+                slot.pos += res["n"]
+                slot.chunks.append((res["records"], extra[0]))
                 self.stats.stage("read", res["seconds"], 0)
         elif self.severity.owns(ref):
-            status, samples, res, _ = self.severity.finish(ref)
+            status, (records, *_), res, extra = self.severity.finish(ref)
             if status == "retried":
                 return
-            self.sev_items -= len(samples)
+            self.sev_items -= len(records)
             if status == "lost":
-                self.rows_out += [lost_row(s.key, s.shard, "severity") for s in samples]
+                self.rows_out += [lost_row(r.key, r.shard, "severity") for r in records]
                 return
+            self._received(res)
             self.rows_out += res["rows"]
-            self.stats.stage("severity", res["seconds"], len(samples))
-            self._release(self.bucketer.add_many((e, e.prepared.group, e.start_step) for e in res["estimates"]))
+            self.stats.stage("severity", res["seconds"], len(records))
+            payload = extra[0]
+            self._release(self.bucketer.add_many(((r, payload), r.group, r.start_step) for r in res["records"]))
         elif self.solvers.owns(ref):
-            status, batch, res, extra = self.solvers.finish(ref)
+            status, (records, *_), res, extra = self.solvers.finish(ref)
             if status == "lost":
-                self.rows_out += [lost_row(e.key, e.prepared.shard, "solver") for e in batch]
+                self.rows_out += [lost_row(r.key, r.shard, "solver") for r in records]
             elif status == "ok":
+                self._received(res)
                 self.stats.stage("solve", res["seconds"], res["n"])
-                self._write(extra[0])  # the results stay in the object store; the writer fetches them
+                self.writes.append(self.backend.write(extra[0]))  # results go to the writer by reference
         else:
             self.writes.remove(ref)
-            res = ray.get(ref)  # a dead writer fails the job: committed parts stay, a rerun resumes
+            res = self.backend.get_write(ref)  # a dead writer fails the job: committed parts stay
+            self._received(res)
             for row in res["rows"]:
                 self.stats.row(row)
             self.stats.stage("write", res["seconds"], len(res["rows"]))
@@ -202,4 +219,4 @@ class Coordinator:
 
 
 def lost_row(key: str, shard: str, stage: str) -> dict:
-    return error_row(key, shard, f"sample {key}: the {stage} actor died on every attempt", "worker_lost")
+    return error_row(key, shard, f"sample {key}: the {stage} worker died on every attempt", "worker_lost")

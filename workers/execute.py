@@ -1,0 +1,51 @@
+"""`execute(config, input, output)`: one restore job, on the backend the config names.
+
+The frame every backend shares: list the shards (fail fast), load the models (before
+anything is written), prepare or resume the output (its manifest, the resolved config,
+the keys already done), run `pipeline.scheduler` over the backend's stages, and write
+OUTPUT/stats.json.
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+from pipeline.config import RestoreConfig
+from pipeline.part_writer import open_output
+from pipeline.scheduler import Scheduler
+from pipeline.shards import list_shards
+from pipeline.stats import JobStats
+
+BACKENDS = ("local", "ray")
+
+
+def make_backend(cfg: RestoreConfig):
+    if cfg.execution.engine == "ray":
+        from .ray_backend import RayBackend
+
+        return RayBackend(cfg)
+    from .local_backend import LocalBackend
+
+    return LocalBackend(cfg)
+
+
+def execute(cfg: RestoreConfig, input_url: str, output_url: str, overwrite: bool = False,
+            on_progress: Callable[[JobStats], None] | None = None) -> dict:
+    """Restore every not-yet-committed sample of `input_url` into `output_url`; returns stats."""
+    shards = list_shards(input_url)
+    backend = make_backend(cfg)
+    stats = JobStats()
+    try:
+        backend.start()
+        store, manifest, done = open_output(cfg, output_url, overwrite)
+        backend.open_writer(output_url)
+        final = Scheduler(cfg, shards, done, backend, stats, on_progress).run()
+    finally:
+        backend.close()
+    wall = time.time() - stats.started
+    summary = stats.to_dict(wall)
+    summary.update({"engine": backend.engine, "input": input_url, "output": output_url,
+                    "config_hash": cfg.output_hash(), "committed": final["counts"],
+                    "parts_committed": final["parts"], **backend.describe(stats, wall)})
+    store.write_json("stats.json", summary)
+    return summary
