@@ -147,7 +147,7 @@ def restore(
     try:
         cfg = build_config(config, solver, baseline, batch_size, bucket_width, max_error_rate, engine, seed, set_)
         summary = execute(cfg, input, output, overwrite)
-    except ValueError as exc:
+    except (ValueError, OSError) as exc:  # OSError: storage failed mid-job; committed parts stay
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(code=1)
     finish(cfg, summary, output)

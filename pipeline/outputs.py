@@ -45,6 +45,7 @@ METRICS_SCHEMA = pa.schema([
     ("seconds_severity", pa.float64()), ("seconds_solve", pa.float64()),
     ("denoiser_calls", pa.int64()), ("decoder_forward", pa.int64()), ("decoder_backward", pa.int64()),
     ("encoder_forward", pa.int64()), ("inner_steps", pa.int64()), ("severity_forward", pa.int64()),
+    ("inversion_calls", pa.int64()),
     ("seed", pa.int64()), ("input_sha256", pa.string()),
     ("config_hash", pa.string()), ("model_hash", pa.string()), ("image_url", pa.string()), ("part", pa.string()),
 ])
@@ -64,6 +65,10 @@ def error_for(key: str, shard: str, exc: Exception) -> dict:
 
 
 def rows_to_table(rows: list[dict]) -> pa.Table:
+    """Rows → the metrics table; a field the schema lacks is a bug, never silently dropped."""
+    unknown = sorted({k for r in rows for k in r} - set(METRICS_SCHEMA.names))
+    if unknown:
+        raise ValueError(f"metrics rows carry fields not in METRICS_SCHEMA: {unknown}")
     cols = {name: [r.get(name) for r in rows] for name in METRICS_SCHEMA.names}
     return pa.Table.from_pydict(cols, schema=METRICS_SCHEMA)
 
@@ -154,6 +159,23 @@ class OutputStore:
         with self.fs.open(tmp, "w") as fh:
             json.dump(manifest, fh, indent=1, sort_keys=True)
         self.fs.mv(tmp, self.path(MANIFEST))
+
+    def check_writable(self) -> None:
+        """Fail fast, before any compute, when the output cannot be written (a read-only
+        folder, missing credentials): ValueError with the reason."""
+        probe = self.path(f"_tmp/write-probe-{uuid.uuid4().hex}")
+        existed = self.fs.exists(self.root)
+        try:
+            self.fs.makedirs(self.path("_tmp"), exist_ok=True)
+            self.fs.pipe_file(probe, b"")
+            self.fs.rm(probe)
+        except OSError as exc:
+            raise ValueError(f"output {self.url} is not writable: {type(exc).__name__}: {exc}") from exc
+        if not existed:  # a job that then fails before compute leaves no folder behind
+            try:
+                self.fs.rm(self.root, recursive=True)
+            except FileNotFoundError:
+                pass
 
     def prepare(self, config_hash: str, overwrite: bool = False) -> dict:
         """Start or resume: refuse a different config, clear debris, return the manifest."""

@@ -158,10 +158,8 @@ class Restorer:
             "input_sha256": p.input_sha256, "config_hash": self.config_hash,
             "model_hash": self._family_hash[p.params["operator"]],
         }
-        for name in ("denoiser_calls", "decoder_forward", "decoder_backward", "encoder_forward", "inner_steps",
-                     "severity_forward"):
-            if name in res.account:
-                row[name] = int(res.account[name][i])
+        for name, counts in res.account.items():  # every counter lands in its column (rows_to_table checks)
+            row[name] = int(counts[i])
         row.update(self.quality(x01, p))
         meta = {k: row[k] for k in ("key", "sigma2_hat", "start_step", "nfe", "solver", "flash", "config_hash")}
         return row, encode_png(x01), meta

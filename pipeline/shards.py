@@ -23,6 +23,7 @@ __all__ = ["list_shards", "iter_samples", "write_shard", "split_member_name", "D
 
 DEFAULT_MAX_MEMBER_BYTES = 256 * 2**20
 _GLOB_CHARS = re.compile(r"[*?\[]")
+SHARD_PATTERNS = ("*.tar", "*.tar.gz", "*.tgz")  # a folder's shards; compressed ones stream through tarfile "r|*"
 
 
 def _join(url: str, fs, path: str) -> str:
@@ -31,7 +32,7 @@ def _join(url: str, fs, path: str) -> str:
 
 
 def list_shards(url: str) -> list[str]:
-    """Shard URLs, sorted: a folder (its *.tar), a glob, a brace pattern, or one file.
+    """Shard URLs, sorted: a folder (its *.tar, *.tar.gz and *.tgz), a glob, a brace pattern, or one file.
 
     A brace pattern (`data-{000..009}.tar`) names shards that must all exist: a missing
     one is an error rather than a silently smaller job.
@@ -48,7 +49,7 @@ def list_shards(url: str) -> list[str]:
     if _GLOB_CHARS.search(path):
         found = [p for p in fs.glob(path) if fs.isfile(p)]
     elif fs.isdir(path):
-        found = [p for p in fs.glob(path.rstrip("/") + "/*.tar") if fs.isfile(p)]
+        found = [p for pattern in SHARD_PATTERNS for p in fs.glob(path.rstrip("/") + "/" + pattern) if fs.isfile(p)]
     elif fs.isfile(path):
         found = [path]
     else:

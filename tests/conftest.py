@@ -1,4 +1,5 @@
-"""Shared test setup. Fixtures: a real S3 API server on loopback (moto) for object-storage tests.
+"""Shared test setup. Fixtures: a real S3 API server on loopback (moto) for object-storage
+tests, and a local Ray per test module (`ray_local`).
 
 `s3_server` starts moto's ThreadedMotoServer once per session, sets fake AWS credentials,
 region and `AWS_ENDPOINT_URL` (botocore, boto3 and s3fs all honour it), and yields the
@@ -57,3 +58,18 @@ def s3_bucket(s3_server):
     except ImportError:
         pass
     yield name
+
+
+@pytest.fixture(scope="module")
+def ray_local(s3_server):
+    """A local Ray for one test module. It starts after the moto server so the actors inherit
+    its endpoint and fake credentials."""
+    import shutil
+    import tempfile
+
+    ray = pytest.importorskip("ray")
+    temp = tempfile.mkdtemp(prefix="fr", dir="/tmp")  # short: Ray's socket paths have a length limit
+    ray.init(num_cpus=4, include_dashboard=False, _temp_dir=temp, log_to_driver=False)
+    yield
+    ray.shutdown()
+    shutil.rmtree(temp, ignore_errors=True)

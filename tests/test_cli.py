@@ -65,3 +65,21 @@ def test_estimate_predicts_cost_without_restoring(models, tmp_path):
     assert "mean predicted NFE" in res.output
     table = pq.read_table(report).to_pylist()
     assert len(table) == 5 and all(r["nfe"] == r["start_step"] + 1 for r in table)
+
+
+def test_unwritable_output_is_one_error_line_before_compute(models, tmp_path):
+    import os
+
+    write_shard(str(tmp_path / "in" / "a.tar"), archive_samples(2))
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    targets = [blocker / "out"]  # below a file: not writable, even for root
+    if os.getuid() != 0:
+        (tmp_path / "ro").mkdir(mode=0o500)
+        targets.append(tmp_path / "ro" / "out")
+    for out in targets:
+        res = runner.invoke(app, ["restore", "--input", str(tmp_path / "in"), "--output", str(out),
+                                  "--engine", "local", *_sets(models)])
+        text = " ".join(res.output.split())  # rich wraps long lines
+        assert res.exit_code == 1 and "error:" in text and "is not writable" in text, res.output
+        assert "Traceback" not in res.output

@@ -1,15 +1,14 @@
 """The Ray engine end to end on tiny real models: equal to the local engine, S3 in and out,
 a solver killed mid-job, an interrupted job resumed, and every kind of bad input as its row.
 
-One local Ray instance serves the module (starting Ray costs ~20 s on the 2-core box).
-It starts after the moto server so the actors inherit its endpoint and fake credentials.
+One local Ray instance serves the module (`ray_local` in conftest; starting Ray costs ~20 s
+on the 2-core box).
 """
 import collections
 import io
 import os
 import shutil
 import tarfile
-import tempfile
 from dataclasses import replace
 
 import numpy as np
@@ -37,15 +36,6 @@ BAD = {  # key → (members, expected error kind)
                 "nan"),
 }
 LIMITS = ("input.expected_size=16", "input.max_pixels=300")
-
-
-@pytest.fixture(scope="module")
-def ray_local(s3_server):
-    temp = tempfile.mkdtemp(prefix="fr", dir="/tmp")  # short: Ray's socket paths have a length limit
-    ray.init(num_cpus=4, include_dashboard=False, _temp_dir=temp, log_to_driver=False)
-    yield
-    ray.shutdown()
-    shutil.rmtree(temp, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -120,6 +110,7 @@ def test_matches_local_engine_with_every_bad_input(ray_local, setup, tmp_path):
     assert summary["committed"] == local["committed"] and progress and progress[-1] == summary["samples"]
     assert set(summary["busy_fraction"]) == {"read", "severity", "solve", "write"}
     assert summary["busy_fraction"]["solve"] > 0 and summary["actor_restarts"]["solver"] == 0
+    assert summary["driver_bytes_per_sample"] < 1024  # records and references, not the 3 KiB images
     stats = OutputStore(str(tmp_path / "ray")).read_manifest()
     assert stats["counts"] == summary["committed"]
 

@@ -176,3 +176,18 @@ def test_a_key_made_only_of_a_link_is_an_error_row_not_lost(tmp_path, link):
     items = list(iter_samples(str(shard)))
     assert isinstance(items[0], Sample) and isinstance(items[1], SampleError)
     assert items[1].kind == "link" and items[1].key == "lnk" and "lnk" in str(items[1])
+
+
+def test_a_folder_of_gzipped_shards_is_read(tmp_path):
+    import gzip
+
+    from pipeline.shards import iter_samples, list_shards, write_shard
+    from tests.pipeline_fixtures import archive_samples
+
+    write_shard(str(tmp_path / "plain.tar"), archive_samples(2, prefix="p"))
+    for name in ("a.tar.gz", "b.tgz"):
+        (tmp_path / name).write_bytes(gzip.compress((tmp_path / "plain.tar").read_bytes()))
+    shards = list_shards(str(tmp_path))
+    assert [s.rsplit("/", 1)[1] for s in shards] == ["a.tar.gz", "b.tgz", "plain.tar"]
+    for shard in shards:
+        assert [s.key for s in iter_samples(shard)] == ["p0000", "p0001"]

@@ -1,6 +1,7 @@
 """`execute(config, input, output)`: one restore job, on the backend the config names.
 
-The frame every backend shares: list the shards (fail fast), load the models (before
+The frame every backend shares: list the shards and check the output is writable (fail
+fast), load the models (before
 anything is written), prepare or resume the output (its manifest, the resolved config,
 the keys already done), run `pipeline.scheduler` over the backend's stages, and write
 OUTPUT/stats.json.
@@ -11,6 +12,7 @@ import time
 from typing import Callable
 
 from pipeline.config import RestoreConfig
+from pipeline.outputs import OutputStore
 from pipeline.part_writer import open_output
 from pipeline.scheduler import Scheduler
 from pipeline.shards import list_shards
@@ -33,6 +35,7 @@ def execute(cfg: RestoreConfig, input_url: str, output_url: str, overwrite: bool
             on_progress: Callable[[JobStats], None] | None = None) -> dict:
     """Restore every not-yet-committed sample of `input_url` into `output_url`; returns stats."""
     shards = list_shards(input_url)
+    OutputStore(output_url).check_writable()
     backend = make_backend(cfg)
     stats = JobStats()
     try:
