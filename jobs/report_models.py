@@ -203,7 +203,6 @@ def measure_e2e(models: Path, crops01, params: dict, device, seed: int, n: int, 
                 step_size: float, batch: int) -> dict:
     """Flash(Latent-DPS) vs the full-schedule Latent-DPS baseline through the in-process `Restorer`."""
     import numpy as np
-    import torch
 
     from pipeline.config import load_config
     from pipeline.crop_restore import degraded_samples, restore_samples

@@ -1,6 +1,7 @@
-"""`flash-restore train-autoencoder | train-ldm | train-severity`: typed configs and the commands.
+"""`flash-restore train-autoencoder | train-ldm | train-severity`: the commands and their presets.
 
-Each job is a dataclass config. Its values come from, in order: the dataclass defaults (the
+Each job is a dataclass config (`pipeline.training_config`), loaded by the project's one
+config loader (`pipeline.typed_config`). Its values come from, in order: the dataclass defaults (the
 tiny CPU model), a preset (`cpu`, or `gpu` = the feasibility-probe models with large batches
 and bf16), a YAML file (`--config`), `--set a.b=value` overrides, then the dedicated flags
 (`--data`, `--max-steps`, …). Everything is validated before any data or model is loaded.
@@ -11,119 +12,13 @@ from __future__ import annotations
 import dataclasses
 import shlex
 import sys
-import typing
-from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import typer
 
+from pipeline.training_config import JOBS
+from pipeline.typed_config import load
 
-@dataclass
-class RunConfig:
-    seed: int = 0
-    max_steps: int = 200
-    batch_size: int = 16
-    workers: int = 1              # 1 = this process; > 1 = Ray Train data parallel
-    device: str = "auto"          # auto | cpu | cuda | cuda:N (local runs)
-    precision: str = "auto"       # auto (bf16 autocast on GPU, fp32 on CPU) | fp32 | bf16
-    threads: Optional[int] = None  # torch CPU threads (None = torch's default); 1 is faster on a busy shared box
-    checkpoint_every: int = 100
-    log_every: int = 10
-
-
-@dataclass
-class DataConfig:
-    url: Optional[str] = None     # corpus export folder or clean-crop shards (any fsspec URL)
-    hflip: bool = True
-    max_items: Optional[int] = None
-
-
-@dataclass
-class OptimConfig:
-    lr: float = 2e-4
-    beta1: float = 0.9
-    beta2: float = 0.999
-    weight_decay: float = 0.0
-    warmup_steps: int = 0
-    grad_clip: float = 1.0
-    ema_decay: float = 0.0        # 0 = save the raw weights
-
-
-@dataclass
-class AutoencoderModelConfig:
-    kind: str = "s2d"             # s2d (SpaceToDepthAutoencoder) | kl (AutoencoderKL) | vq (VQModel)
-    block_out_channels: list[int] = field(default_factory=lambda: [64, 128])  # s2d: f = 2^levels; kl/vq: 2^(levels-1)
-    layers_per_block: int = 1     # kl/vq: ResNet layers per block
-    stage_layers: list[int] = field(default_factory=lambda: [1, 2])  # s2d: ResBlocks per stage
-    latent_channels: int = 8
-    norm_num_groups: int = 16
-    num_vq_embeddings: int = 1024
-
-
-@dataclass
-class AutoencoderLossConfig:
-    l1: float = 1.0
-    mse: float = 0.5
-    kl: float = 1e-6
-    vq: float = 1.0               # weight of VQModel's codebook + commitment loss
-    latent_scale_samples: int = 2048
-
-
-@dataclass
-class AutoencoderJob:
-    output: Optional[str] = None
-    run: RunConfig = field(default_factory=RunConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    model: AutoencoderModelConfig = field(default_factory=AutoencoderModelConfig)
-    loss: AutoencoderLossConfig = field(default_factory=AutoencoderLossConfig)
-
-
-@dataclass
-class UNetConfig:
-    block_out_channels: list[int] = field(default_factory=lambda: [32, 64, 128])
-    layers_per_block: int = 1
-    attention_resolutions: list[int] = field(default_factory=lambda: [4])   # latent sizes with attention
-    norm_num_groups: int = 16
-    attention_head_dim: int = 8
-    num_timesteps: int = 1000
-
-
-@dataclass
-class LDMJob:
-    output: Optional[str] = None
-    autoencoder: Optional[str] = None
-    run: RunConfig = field(default_factory=lambda: RunConfig(batch_size=32))
-    data: DataConfig = field(default_factory=DataConfig)
-    optim: OptimConfig = field(default_factory=lambda: OptimConfig(ema_decay=0.999))
-    model: UNetConfig = field(default_factory=UNetConfig)
-
-
-@dataclass
-class SeverityLossConfig:
-    lambda_sigma: float = 1.0
-    lambda_img: float = 0.0
-    variance_loss: str = "log"      # log | mse (the reference's) | nll (see pipeline.severity.severity_loss)
-    couple_variance: bool = False   # True = the reference's non-detached variance target
-    head_channels: int = 64         # width of the variance head
-    init_sigma2: float = 0.03       # σ̂² at initialisation (near the realised latent error level)
-    head_lr_scale: float = 10.0     # the new variance head's learning rate, × optim.lr
-
-
-@dataclass
-class SeverityJob:
-    output: Optional[str] = None
-    autoencoder: Optional[str] = None
-    operator: str = "gaussian_blur"
-    noise_sigma: float = 0.05       # in [0,1] units
-    operator_params: dict[str, Any] = field(default_factory=dict)   # params_for overrides
-    run: RunConfig = field(default_factory=RunConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-4))
-    loss: SeverityLossConfig = field(default_factory=SeverityLossConfig)
-
-
-JOBS = {"autoencoder": AutoencoderJob, "ldm": LDMJob, "severity": SeverityJob}
 
 # GPU presets: the feasibility probe's models (H100), large batches, bf16 autocast.
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
@@ -144,146 +39,13 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 
 # ------------------------------------------------------------------ config building
 
-def _coerce(value, hint, path: str):
-    """Check (and gently convert) a YAML value against a dataclass field's type."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin is typing.Union:
-        if value is None and type(None) in args:
-            return None
-        return _coerce(value, next(a for a in args if a is not type(None)), path)
-    if hint is Any:
-        return value
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-    elif hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif hint is float:
-        if isinstance(value, (int, float, str)) and not isinstance(value, bool):
-            try:
-                return float(value)   # YAML reads "1e-4" as a string
-            except ValueError:
-                pass
-    elif hint is str:
-        if isinstance(value, str):
-            return value
-    elif origin is list:
-        if isinstance(value, (list, tuple)):
-            return [_coerce(v, args[0], f"{path}[{i}]") for i, v in enumerate(value)]
-    elif origin is dict:
-        if isinstance(value, dict):
-            return dict(value)
-    raise ValueError(f"config {path}: expected {getattr(hint, '__name__', hint)}, got {value!r}")
-
-
-def _build(cls, data: dict, path: str = ""):
-    if not isinstance(data, dict):
-        raise ValueError(f"config {path or 'root'}: expected a mapping, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ValueError(f"config {path or 'root'}: unknown key(s) {unknown}; known: {sorted(names)}")
-    kwargs = {}
-    for name, value in data.items():
-        where = f"{path}.{name}".lstrip(".")
-        hint = hints[name]
-        kwargs[name] = _build(hint, value, where) if dataclasses.is_dataclass(hint) else _coerce(value, hint, where)
-    return cls(**kwargs)
-
-
-def _set(data: dict, dotted: str, value) -> None:
-    keys = dotted.split(".")
-    node = data
-    for k in keys[:-1]:
-        if not isinstance(node.get(k), dict):
-            raise ValueError(f"config override {dotted}: {k!r} is not a section")
-        node = node[k]
-    node[keys[-1]] = value
-
-
-def _merge(base: dict, update: dict) -> None:
-    for k, v in update.items():
-        if isinstance(v, dict) and isinstance(base.get(k), dict) and k != "operator_params":
-            _merge(base[k], v)
-        else:
-            base[k] = v
-
-
 def build_config(kind: str, preset: str = "cpu", path: str | None = None, overrides: list[str] | None = None,
                  flags: dict[str, Any] | None = None):
     """Defaults ← preset ← YAML file ← `--set a.b=v` ← CLI flags; validated; ValueError on anything wrong."""
-    import yaml
-
     if preset not in PRESETS:
         raise ValueError(f"--preset must be one of {sorted(PRESETS)}, got {preset!r}")
-    cls = JOBS[kind]
-    data = dataclasses.asdict(cls())
-    for dotted, value in PRESETS[preset][kind].items():
-        _set(data, dotted, value)
-    if path:
-        import fsspec
-
-        with fsspec.open(path, "r") as fh:
-            loaded = yaml.safe_load(fh) or {}
-        if not isinstance(loaded, dict):
-            raise ValueError(f"config file {path}: expected a mapping at the top level")
-        _merge(data, loaded)
-    for text in overrides or []:
-        if "=" not in text:
-            raise ValueError(f"--set {text!r} must look like section.key=value")
-        dotted, raw = text.split("=", 1)
-        _set(data, dotted.strip(), yaml.safe_load(raw))
-    for dotted, value in (flags or {}).items():
-        if value is not None:
-            _set(data, dotted, value)
-    cfg = _build(cls, data)
-    validate(kind, cfg)
-    return cfg
-
-
-def validate(kind: str, cfg) -> None:
-    """Checks that need no data or model; they fail before anything is loaded."""
-    run = cfg.run
-    for name in ("max_steps", "batch_size", "workers", "checkpoint_every", "log_every"):
-        if getattr(run, name) < 1:
-            raise ValueError(f"run.{name} must be ≥ 1, got {getattr(run, name)}")
-    if run.batch_size % run.workers:
-        raise ValueError(f"run.batch_size {run.batch_size} must be a multiple of run.workers {run.workers}")
-    if run.precision not in ("auto", "fp32", "bf16"):
-        raise ValueError(f"run.precision must be auto|fp32|bf16, got {run.precision!r}")
-    if not cfg.output:
-        raise ValueError("no output: pass --output URL")
-    if not cfg.data.url:
-        raise ValueError("no training data: pass --data URL (corpus export folder or clean-crop shards)")
-    if cfg.optim.lr <= 0 or not 0 <= cfg.optim.ema_decay < 1:
-        raise ValueError("optim.lr must be > 0 and optim.ema_decay in [0, 1)")
-    if kind == "autoencoder":
-        validate_autoencoder_model(cfg.model)
-    if kind in ("ldm", "severity") and not cfg.autoencoder:
-        raise ValueError(f"train-{kind} needs --autoencoder URL")
-    if kind == "severity":
-        from pipeline.operators import OPERATORS
-        from pipeline.severity import VARIANCE_LOSSES
-
-        if cfg.operator not in OPERATORS:
-            raise ValueError(f"--operator must be one of {sorted(OPERATORS)}, got {cfg.operator!r}")
-        if cfg.noise_sigma < 0:
-            raise ValueError(f"noise_sigma must be ≥ 0, got {cfg.noise_sigma}")
-        if cfg.loss.variance_loss not in VARIANCE_LOSSES:
-            raise ValueError(f"loss.variance_loss must be one of {VARIANCE_LOSSES}, got {cfg.loss.variance_loss!r}")
-        if not cfg.loss.init_sigma2 > 0 or cfg.loss.head_channels < 1 or not cfg.loss.head_lr_scale > 0:
-            raise ValueError("loss.init_sigma2 and loss.head_lr_scale must be > 0, loss.head_channels ≥ 1")
-
-
-def validate_autoencoder_model(m) -> None:
-    if m.kind not in ("s2d", "kl", "vq"):
-        raise ValueError(f"model.kind must be s2d, kl or vq, got {m.kind!r}")
-    if not m.block_out_channels or any(c < 1 or c % m.norm_num_groups for c in m.block_out_channels):
-        raise ValueError(f"model.block_out_channels {m.block_out_channels}: multiples of {m.norm_num_groups} needed")
-    if m.kind == "s2d" and (len(m.stage_layers) != len(m.block_out_channels) or min(m.stage_layers) < 0):
-        raise ValueError(f"model.stage_layers {m.stage_layers}: one count ≥ 0 per block_out_channels entry")
+    return load(JOBS[kind], path, overrides or (), layers=[PRESETS[preset][kind]], flags=flags,
+                whole=("operator_params",))
 
 
 def command_line(ctx: typer.Context | None = None) -> str:
@@ -311,9 +73,9 @@ def preflight(kind: str, cfg) -> None:
 def run_job(kind: str, cfg, command: str | None = None, progress: bool = True) -> dict:
     """Validate inputs, write the config beside the outputs, and train locally or with Ray Train."""
     import fsspec
-    import yaml
 
     from pipeline.training_data import check_data
+    from pipeline.typed_config import save
 
     command = command or command_line()
     check_data(cfg.data.url)
@@ -321,8 +83,7 @@ def run_job(kind: str, cfg, command: str | None = None, progress: bool = True) -
     data = dataclasses.asdict(cfg)
     fs, root = fsspec.core.url_to_fs(cfg.output)
     fs.makedirs(root, exist_ok=True)
-    with fsspec.open(cfg.output.rstrip("/") + "/train_config.yaml", "w") as fh:
-        yaml.safe_dump(data, fh, sort_keys=False)
+    save(cfg, cfg.output.rstrip("/") + "/train_config.yaml")
     if cfg.run.workers > 1:
         from workers.train_ray import run_ray_training
 

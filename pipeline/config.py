@@ -1,6 +1,6 @@
-"""The one typed config that drives every job: YAML file + dotted CLI overrides, hashed.
+"""The restore job's typed config: YAML file + dotted CLI overrides (`pipeline.typed_config`), hashed.
 
-The hash covers only what changes a sample's output (models, solver, flash, operator
+Each section validates itself when loaded. The hash covers only what changes a sample's output (models, solver, flash, operator
 defaults, seed, limits); execution settings (engine, batching, actor counts) are left
 out, so a job resumed with another batch size or on another cluster is the same job.
 """
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
+from .typed_config import load, save
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 
@@ -27,7 +27,14 @@ class ModelsConfig:
     severity: dict[str, str] = field(default_factory=lambda: {
         fam: str(MODELS_DIR / f"severity-{fam}") for fam in ("gaussian_blur", "inpainting", "nonlinear_blur")})
     device: str = "auto"          # auto | cpu | cuda | cuda:N
-    dtype: str = "float32"        # float32 | float64 | bfloat16 (autocast on GPU)
+    dtype: str = "float32"        # float32 | float64
+
+    def validate(self) -> None:
+        if self.dtype not in ("float32", "float64"):
+            raise ValueError(f"models.dtype must be float32|float64, got {self.dtype!r} (the solvers' data-"
+                             "consistency gradients need at least float32)")
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise ValueError(f"models.device must be auto|cpu|cuda|cuda:N, got {self.device!r}")
 
 
 @dataclass
@@ -41,6 +48,15 @@ class SolverConfig:
     params: dict[str, Any] = field(default_factory=dict)
     settings: str | None = "tuned"   # tuned = pipeline/solver_settings.yaml per family; null = built-in defaults
 
+    def validate(self) -> None:
+        if self.settings not in (None, "tuned"):
+            raise ValueError(f"solver.settings must be 'tuned' or null, got {self.settings!r}")
+        if self.sampler is None and (self.steps is not None or self.eta is not None):
+            raise ValueError("solver.steps and solver.eta configure solver.sampler: name the sampler too "
+                             "(ddpm | ddim), or leave them unset for the solver's default sampler")
+        if self.steps is not None and self.steps < 1:
+            raise ValueError(f"solver.steps must be ≥ 1, got {self.steps}")
+
 
 @dataclass
 class FlashConfig:
@@ -49,6 +65,13 @@ class FlashConfig:
     enabled: bool = True
     noise_correction: float | str | None = "tuned"   # c; "tuned" = the solver settings table (else 1.2)
     init: str = "noise_correction"   # noise_correction | encoder_mean | ddim_inversion
+
+    def validate(self) -> None:
+        if self.init not in ("noise_correction", "encoder_mean", "ddim_inversion"):
+            raise ValueError(f"flash.init must be noise_correction|encoder_mean|ddim_inversion, got {self.init!r}")
+        c = self.noise_correction
+        if c is not None and c != "tuned" and (isinstance(c, bool) or not isinstance(c, (int, float)) or c < 0):
+            raise ValueError(f"flash.noise_correction must be a non-negative number, 'tuned' or null, got {c!r}")
 
 
 @dataclass
@@ -60,11 +83,17 @@ class InputConfig:
     max_pixels: int = 4096 * 4096
     allow_convert: bool = False
 
+    def validate(self) -> None:
+        if (self.expected_size is not None and self.expected_size < 1) or self.max_pixels < 1:
+            raise ValueError(f"input.expected_size and input.max_pixels must be ≥ 1, got "
+                             f"{self.expected_size}, {self.max_pixels}")
+
 
 @dataclass
 class MetricsConfig:
-    lpips_weights: str | None = None
-    fid: bool = False
+    """Per-sample metrics. Set-level ones (FID, KID) belong to an evaluation, not a job."""
+
+    lpips_weights: str | None = None   # safetensors of the LPIPS heads; unset = lpips reported missing
 
 
 @dataclass
@@ -83,6 +112,24 @@ class ExecutionConfig:
     gpus_per_solver: float = 1.0
     cpus_per_actor: float = 0.5      # what an actor reserves (fractional: no deadlock on small nodes)
     solver_threads: int | None = None  # torch threads of a CPU solver; None = node cores / solver actors
+
+    def validate(self) -> None:
+        if self.engine not in ("ray", "local"):
+            raise ValueError(f"execution.engine must be 'ray' or 'local', got {self.engine!r}")
+        for name in ("batch_size", "bucket_width", "part_size", "severity_actors", "solver_actors", "readers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"execution.{name} must be a positive integer, got {getattr(self, name)!r}")
+        if self.engine == "local":
+            many = [n for n in ("severity_actors", "solver_actors", "readers") if getattr(self, n) != 1]
+            if many:
+                raise ValueError(f"execution.{many[0]} places Ray actors; the local engine runs one of each stage "
+                                 "in process (use execution.engine=ray)")
+        if not 0.0 <= self.max_error_rate <= 1.0:
+            raise ValueError(f"execution.max_error_rate must be in [0, 1], got {self.max_error_rate}")
+        if self.max_wait_s <= 0 or self.gpus_per_solver <= 0 or self.cpus_per_actor <= 0:
+            raise ValueError("execution.max_wait_s, gpus_per_solver and cpus_per_actor must be > 0")
+        if self.solver_threads is not None and self.solver_threads < 1:
+            raise ValueError(f"execution.solver_threads must be ≥ 1, got {self.solver_threads}")
 
 
 @dataclass
@@ -110,95 +157,13 @@ class RestoreConfig:
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _build(cls, data: dict, path: str):
-    """Construct a dataclass from a dict, refusing unknown keys (fail fast, before compute)."""
-    if not isinstance(data, dict):
-        raise ValueError(f"config {path or 'root'}: expected a mapping, got {type(data).__name__}")
-    names = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(names))
-    if unknown:
-        raise ValueError(f"config {path or 'root'}: unknown key(s) {unknown}; known: {sorted(names)}")
-    kwargs = {}
-    for name, value in data.items():
-        f = names[name]
-        sub = f.default_factory if f.default_factory is not dataclasses.MISSING else None
-        if dataclasses.is_dataclass(sub):
-            kwargs[name] = _build(sub, value, f"{path}.{name}".lstrip("."))
-        else:
-            kwargs[name] = value
-    return cls(**kwargs)
-
-
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """`solver.params.step_size=2.0` → (['solver','params','step_size'], 2.0); values parse as YAML."""
-    if "=" not in text:
-        raise ValueError(f"override {text!r} must look like section.key=value")
-    dotted, raw = text.split("=", 1)
-    return dotted.strip().split("."), yaml.safe_load(raw)
+WHOLE = ("params", "operator", "severity")  # free-form mappings: merged one level
 
 
 def load_config(path: str | None = None, overrides: list[str] | None = None) -> RestoreConfig:
     """Defaults ← YAML file ← `a.b=value` overrides; unknown keys and bad values raise ValueError."""
-    data: dict = RestoreConfig().to_dict()
-    if path:
-        import fsspec
-
-        with fsspec.open(path, "r") as fh:
-            loaded = yaml.safe_load(fh) or {}
-        if not isinstance(loaded, dict):
-            raise ValueError(f"config file {path}: expected a mapping at the top level")
-        _merge(data, loaded, "")
-    for text in overrides or []:
-        keys, value = parse_override(text)
-        _merge(data, _nest(keys, value), "")
-    cfg = _build(RestoreConfig, data, "")
-    validate(cfg)
-    return cfg
-
-
-def _nest(keys: list[str], value):
-    out = value
-    for k in reversed(keys):
-        out = {k: out}
-    return out
-
-
-def _merge(base: dict, update: dict, path: str) -> None:
-    for k, v in update.items():
-        where = f"{path}.{k}".lstrip(".")
-        if isinstance(v, dict) and isinstance(base.get(k), dict) and k not in ("params", "operator", "severity"):
-            _merge(base[k], v, where)
-        elif isinstance(v, dict) and isinstance(base.get(k), dict):
-            base[k] = {**base[k], **v}
-        else:
-            base[k] = v
-
-
-def validate(cfg: RestoreConfig) -> None:
-    """Checks that need no model or data: they fail the job before any compute."""
-    ex = cfg.execution
-    if ex.engine not in ("ray", "local"):
-        raise ValueError(f"execution.engine must be 'ray' or 'local', got {ex.engine!r}")
-    for name in ("batch_size", "bucket_width", "part_size", "severity_actors", "solver_actors", "readers"):
-        if not isinstance(getattr(ex, name), int) or getattr(ex, name) < 1:
-            raise ValueError(f"execution.{name} must be a positive integer, got {getattr(ex, name)!r}")
-    if not 0.0 <= float(ex.max_error_rate) <= 1.0:
-        raise ValueError(f"execution.max_error_rate must be in [0, 1], got {ex.max_error_rate}")
-    if cfg.flash.init not in ("noise_correction", "encoder_mean", "ddim_inversion"):
-        raise ValueError(f"flash.init must be noise_correction|encoder_mean|ddim_inversion, got {cfg.flash.init!r}")
-    c = cfg.flash.noise_correction
-    if c is not None and c != "tuned" and (isinstance(c, bool) or not isinstance(c, (int, float)) or c < 0):
-        raise ValueError(f"flash.noise_correction must be a non-negative number, 'tuned' or null, got {c!r}")
-    if cfg.solver.settings not in (None, "tuned"):
-        raise ValueError(f"solver.settings must be 'tuned' or null, got {cfg.solver.settings!r}")
-    if cfg.models.dtype not in ("float32", "float64", "bfloat16"):
-        raise ValueError(f"models.dtype must be float32|float64|bfloat16, got {cfg.models.dtype!r}")
-    if not isinstance(cfg.seed, int):
-        raise ValueError(f"seed must be an integer, got {cfg.seed!r}")
+    return load(RestoreConfig, path, overrides or (), whole=WHOLE)
 
 
 def save_config(cfg: RestoreConfig, url: str) -> None:
-    import fsspec
-
-    with fsspec.open(url, "w") as fh:
-        yaml.safe_dump(cfg.to_dict(), fh, sort_keys=False)
+    save(cfg, url)

@@ -41,7 +41,7 @@ class Restorer:
     def __init__(self, cfg: RestoreConfig, device: str | torch.device | None = None):
         self.cfg = cfg
         self.device = pick_device(str(device or cfg.models.device))
-        self.dtype = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.float32}[cfg.models.dtype]
+        self.dtype = {"float32": torch.float32, "float64": torch.float64}[cfg.models.dtype]
         self.config_hash = cfg.output_hash()
         self.ldm = load_latent_diffusion(cfg.models.autoencoder, cfg.models.denoiser, device=self.device,
                                          dtype=self.dtype)

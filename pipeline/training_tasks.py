@@ -14,7 +14,6 @@ is independent of process history and of the number of workers.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .latent import Autoencoder, LatentDiffusion

@@ -31,7 +31,30 @@ def test_round_trip(tmp_path):
     ("execution.batch_size=0", "batch_size"), ("flash.init=magic", "flash.init"),
     ("execution.max_error_rate=2", "max_error_rate"), ("flash.noise_correction=-1", "noise_correction"),
     ("justakey", "section.key=value"),
+    # options that used to be silently ignored are now refused
+    ("models.dtype=bfloat16", "models.dtype"), ("metrics.fid=true", "unknown key"),
+    ("solver.steps=100", "name the sampler"), ("execution.engine=local execution.solver_actors=2", "local engine"),
+    # wrong types are refused with the dotted path
+    ("execution.batch_size=four", "execution.batch_size: expected int"), ("seed=1.5", "seed: expected int"),
+    ("flash.enabled=maybe", "flash.enabled: expected bool"),
 ])
 def test_bad_config_fails_fast(override, needle):
     with pytest.raises(ValueError, match=needle):
-        load_config(None, [override])
+        load_config(None, override.split(" "))
+
+
+def test_restore_and_training_configs_share_one_loader(tmp_path):
+    """The same rules for both dialects: YAML ← overrides, unknown keys and bad types refused,
+    each section's own validation, and the resolved config saved as YAML that reloads."""
+    from jobs.train import build_config
+    from pipeline.typed_config import save
+
+    cfg = build_config("severity", "cpu", None, ["loss.head_channels=32", "optim.lr=1e-4"],
+                       {"output": str(tmp_path / "m"), "data.url": "data/corpus/train", "autoencoder": "models/ae"})
+    assert cfg.loss.head_channels == 32 and cfg.optim.lr == 1e-4
+    save(cfg, str(tmp_path / "t.yaml"))
+    assert build_config("severity", "cpu", str(tmp_path / "t.yaml")) == cfg
+    for bad, needle in (("run.nope=1", "unknown key"), ("run.batch_size=x", "run.batch_size: expected int"),
+                        ("loss.variance_loss=l7", "variance_loss"), ("optim.ema_decay=1.5", "ema_decay")):
+        with pytest.raises(ValueError, match=needle):
+            build_config("severity", "cpu", str(tmp_path / "t.yaml"), [bad])

@@ -1,5 +1,4 @@
 """The in-process engine end to end on tiny real models: outputs, resume, exactness, bad samples."""
-import pyarrow.parquet as pq
 import pytest
 
 from workers.execute import execute

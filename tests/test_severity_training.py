@@ -8,7 +8,6 @@ steps on 256 training crops already order a 10-severity Gaussian-blur ladder on 
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 
 from jobs.report_models import load_eval_crops, measure_severity, resolve_photos, spread

@@ -4,7 +4,7 @@ from functools import lru_cache
 import pytest
 import torch
 
-from pipeline.latent import Autoencoder, LatentDiffusion
+from pipeline.latent import LatentDiffusion
 from pipeline.operators import Inpainting
 from pipeline.operators.base import Operator
 from pipeline.schedules import DDIMSampler, DDPMSampler, NoiseSchedule
