@@ -43,6 +43,22 @@ class ShardSlot:
     chunks: deque = field(default_factory=deque)
 
 
+class CallPool:
+    """What a backend's stage pool shares: the calls in flight, keyed by their reference.
+    Subclasses add `submit(args, prefer, force)`, `finish(ref)`, `free()` and `ensure()`."""
+
+    calls: dict
+
+    def idle(self) -> bool:
+        return not self.calls
+
+    def refs(self) -> list:
+        return list(self.calls)
+
+    def owns(self, ref) -> bool:
+        return ref in self.calls
+
+
 def unique(refs) -> list:
     """Payload references without repeats (by identity: plain dicts are not hashable)."""
     return list({id(r): r for r in refs}.values())

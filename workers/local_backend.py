@@ -12,6 +12,7 @@ from typing import Any, Callable
 from pipeline.config import RestoreConfig
 from pipeline.part_writer import PartWriter
 from pipeline.restore import Restorer
+from pipeline.scheduler import CallPool
 from pipeline.stages import ShardCursor, read_stage, severity_stage, solve_stage
 from pipeline.validation import SampleValidator, read_limits
 
@@ -23,7 +24,7 @@ class Done:
         self.args, self.value = args, value
 
 
-class InlinePool:
+class InlinePool(CallPool):
     size, max_attempts, restarts, resubmitted, last_error = 1, 1, 0, 0, None
 
     def __init__(self, fn: Callable[..., tuple], depth: int):
@@ -36,15 +37,6 @@ class InlinePool:
 
     def free(self) -> bool:
         return len(self.calls) < self.depth
-
-    def idle(self) -> bool:
-        return not self.calls
-
-    def refs(self) -> list:
-        return list(self.calls)
-
-    def owns(self, ref) -> bool:
-        return ref in self.calls
 
     def submit(self, args: tuple, prefer: int | None = None, force: bool = False) -> int:
         self.calls[Done(args, self.fn(*args))] = None

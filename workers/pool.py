@@ -16,6 +16,8 @@ from typing import Any, Callable
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError
 
+from pipeline.scheduler import CallPool
+
 
 @dataclass
 class Call:
@@ -25,7 +27,7 @@ class Call:
     extra: list = field(default_factory=list)  # further return refs (num_returns > 1)
 
 
-class StagePool:
+class StagePool(CallPool):
     def __init__(self, stage: str, factory: Callable[[int], Any], size: int, method: str, depth: int = 2,
                  num_returns: int = 1, max_attempts: int = 3, restart_timeout_s: float = 300.0):
         self.stage, self.method, self.depth, self.num_returns = stage, method, depth, num_returns
@@ -59,15 +61,6 @@ class StagePool:
     def free(self) -> bool:
         self.ensure()
         return any(self.load[i] < self.depth for i in self.handles)
-
-    def idle(self) -> bool:
-        return not self.calls
-
-    def refs(self) -> list:
-        return list(self.calls)
-
-    def owns(self, ref) -> bool:
-        return ref in self.calls
 
     def submit(self, args: tuple, prefer: int | None = None, attempts: int = 0, force: bool = False) -> int:
         """Call the stage method with `args` (object refs among them are resolved by Ray in the
