@@ -17,6 +17,7 @@ from . import metrics
 from .config import RestoreConfig
 from .flash import Flash
 from .model_store import fingerprint, load_latent_diffusion, load_model
+from .no_reference import residuals, severity_ood
 from .operators import build_operator
 from .operators.noise import to_unit_domain
 from .outputs import error_for
@@ -54,6 +55,7 @@ class Restorer:
         self.sampler = sampler
         self.solver = make_solver(sc.name, self.ldm, sampler, **sc.params)
         self._flash: dict[str, Flash] = {}
+        self._sigma2_train: dict[str, dict | None] = {}
         self.validator = SampleValidator(cfg)
         self._lpips = metrics.lpips_metric(cfg.metrics.lpips_weights)
         self.ae_fingerprint = autoencoder_fingerprint(cfg.models.autoencoder)  # a pipeline folder: its vqvae/
@@ -79,6 +81,7 @@ class Restorer:
                     raise ValueError(f"severity encoder {url} was trained on autoencoder {trained_on}, but the job "
                                      f"uses {self.cfg.models.autoencoder} ({self.ae_fingerprint})")
                 encoder.eval()
+                self._sigma2_train[family] = meta.get("sigma2_train")
             self._family_hash[family] = self.model_hash + (
                 f"+{fingerprint(self.cfg.models.severity[family])}" if encoder is not None else "")
             sc = self.cfg.solver
@@ -131,7 +134,10 @@ class Restorer:
             res = flash.baseline(y, op, keys, self.cfg.seed)
         seconds = (time.perf_counter() - t0) / len(batch)
         x01 = to_unit_domain(res.x.detach().float().cpu()).clamp(0, 1)
-        return [self._row(e, x01[i], res, i, seconds) for i, e in enumerate(batch)]
+        written = (x01 * 255).round() / 255  # what the PNG holds
+        r, rz = residuals(to_unit_domain(y.float().cpu()), written, op, op.noise_sigmas)
+        return [self._row(e, x01[i], res, i, seconds, {"residual": float(r[i]), "residual_z": float(rz[i])})
+                for i, e in enumerate(batch)]
 
     def solve_isolating(self, batch: list[Estimated]) -> list[tuple[dict, bytes | None, dict | None]]:
         """`solve`, but a failing batch is retried one by one so only the bad sample becomes an error row."""
@@ -146,7 +152,7 @@ class Restorer:
                     results.append((error_for(e.key, e.prepared.shard, exc), None, None))
             return results
 
-    def _row(self, e: Estimated, x01: torch.Tensor, res, i: int, seconds: float):
+    def _row(self, e: Estimated, x01: torch.Tensor, res, i: int, seconds: float, no_reference: dict):
         p = e.prepared
         row: dict[str, Any] = {
             "key": p.key, "shard": p.shard, "status": "ok", "error": None, "error_kind": None,
@@ -160,7 +166,20 @@ class Restorer:
         }
         for name, counts in res.account.items():  # every counter lands in its column (rows_to_table checks)
             row[name] = int(counts[i])
-        row.update(self.quality(x01, p))
+        row.update(no_reference)
+        missing = []
+        q = self._sigma2_train.get(p.params["operator"])
+        if e.sigma2 != e.sigma2:
+            missing.append("severity_ood: no severity estimate (baseline)")
+        elif not q:
+            missing.append("severity_ood: the severity encoder records no training range (sigma2_train)")
+        else:
+            row["severity_ood"] = severity_ood(e.sigma2, q)
+        quality = self.quality(x01, p)
+        missing += [quality.pop("metrics_missing")] if "metrics_missing" in quality else []
+        row.update(quality)
+        if missing:
+            row["metrics_missing"] = "; ".join(missing)
         meta = {k: row[k] for k in ("key", "sigma2_hat", "start_step", "nfe", "solver", "flash", "config_hash")}
         return row, encode_png(x01), meta
 

@@ -242,10 +242,22 @@ class SeverityTask:
             z0 = self.ae.encode(x).float()
         return {"y": to_model_domain(y01), "z0": z0, "x": x}
 
+    def training_range(self, encoder: nn.Module, batch: int = 64, n_batches: int = 4) -> dict:
+        """σ̂² quantiles on training measurements (fixed draws), for `severity_ood` at restore time."""
+        from .no_reference import sigma2_quantiles
+
+        device = next(encoder.parameters()).device
+        index = torch.linspace(0, len(self.images) - 1, batch * n_batches).long()
+        flip = torch.zeros(len(index), dtype=torch.bool)
+        return sigma2_quantiles(encoder, lambda j: self.inputs(
+            10 ** 9 + j, index[j * batch:(j + 1) * batch], flip[j * batch:(j + 1) * batch], slice(None), device
+        )["y"], n_batches)
+
     def save(self, model: nn.Module, url: str, extra: dict) -> str:
         from .model_store import model_fingerprint, save_model
 
         return save_model(model, url, extra={
+            "sigma2_train": self.training_range(model),
             "role": "severity", "operator": self.operator, "noise_sigma": self.noise_sigma,
             "operator_params": self.operator_params, "latent_scale": self.ae.scale,
             "autoencoder_fingerprint": model_fingerprint(self.ae.model), "autoencoder_kind": self.ae.kind, **extra})

@@ -36,7 +36,8 @@ def test_restores_every_sample_once_and_reruns_as_noop(setup, tmp_path):
     for r in rows:
         assert r["status"] == "ok" and r["nfe"] == r["start_step"] + 1 == r["denoiser_calls"]
         assert r["psnr"] is not None and r["ssim"] is not None and r["lpips"] is None
-        assert "lpips" in r["metrics_missing"]
+        assert "lpips" in r["metrics_missing"] and "severity_ood" in r["metrics_missing"]  # tiny models: no range
+        assert r["residual"] > 0 and r["residual_z"] > 0  # no-reference quality on every ok row
         assert r["config_hash"] == cfg.output_hash() and r["model_hash"]
     again = execute(cfg, archive, out)
     assert again["samples"] == 0 and again["skipped_already_done"] == 9
