@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import typer
 
-from jobs import bench_cmd, corpus, estimate_cmd, restore_cmd, submit_cmd, tune_cmd
+from jobs import bench_cmd, corpus, estimate_cmd, inspect_cmd, reprocess_cmd, restore_cmd, submit_cmd, tune_cmd
 from jobs import train
 from jobs import report_models
 
@@ -15,6 +15,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 app.command("restore")(restore_cmd.restore)
 app.command("demo")(restore_cmd.demo)
 app.command("estimate")(estimate_cmd.estimate)
+app.command("inspect")(inspect_cmd.inspect)
+app.command("reprocess")(reprocess_cmd.reprocess)
+app.command("merge")(reprocess_cmd.merge)
 app.add_typer(bench_cmd.bench_app, name="bench")
 app.command("train-autoencoder")(train.train_autoencoder)
 app.command("train-ldm")(train.train_ldm)

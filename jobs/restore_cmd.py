@@ -167,4 +167,9 @@ def demo(
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(code=1)
     print_quality(output)
+    from jobs.inspect_cmd import write_pictures
+    from pipeline.outputs import OutputStore
+
+    store = OutputStore(output)
+    write_pictures(store, store.read_metrics().to_pylist())
     finish(cfg, summary, output)

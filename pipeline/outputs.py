@@ -49,6 +49,8 @@ METRICS_SCHEMA = pa.schema([
     ("inversion_calls", pa.int64()),
     ("seed", pa.int64()), ("input_sha256", pa.string()),
     ("config_hash", pa.string()), ("model_hash", pa.string()), ("image_url", pa.string()), ("part", pa.string()),
+    ("lineage_source", pa.string()), ("lineage_row", pa.string()), ("lineage_config_diff", pa.string()),
+    ("lineage_model_hash", pa.string()),
 ])
 
 

@@ -25,18 +25,19 @@ def open_output(cfg: RestoreConfig, output_url: str, overwrite: bool = False) ->
 
 
 class PartWriter:
-    def __init__(self, output_url: str, part_size: int):
+    def __init__(self, output_url: str, part_size: int, lineage: dict[str, dict] | None = None):
         self.store = OutputStore(output_url)
         self.manifest = self.store.read_manifest()
         if self.manifest is None:
             raise RuntimeError(f"{output_url}: no manifest; the job prepares the output before writing")
         self.part_size, self.part = part_size, PartBuffer()
         self.committed = 0
+        self.lineage = lineage or {}  # key → lineage_* columns (reprocessed samples)
 
     def add(self, results: list[tuple[dict, bytes | None, dict | None]]) -> dict:
         t0 = time.perf_counter()
         for row, png, meta in results:
-            self.part.add(row, png, meta)
+            self.part.add({**row, **self.lineage.get(row["key"], {})}, png, meta)
             if len(self.part) >= self.part_size:
                 self._commit()
         return {"rows": [{k: r.get(k) for k in LIGHT} for r, _, _ in results], "parts": self.committed,

@@ -83,3 +83,21 @@ def test_unwritable_output_is_one_error_line_before_compute(models, tmp_path):
         text = " ".join(res.output.split())  # rich wraps long lines
         assert res.exit_code == 1 and "error:" in text and "is not writable" in text, res.output
         assert "Traceback" not in res.output
+
+
+def test_inspect_reports_and_draws_the_best_median_and_worst(models, tmp_path):
+    from PIL import Image
+
+    write_shard(str(tmp_path / "in" / "a.tar"), archive_samples(5))
+    out = tmp_path / "out"
+    assert runner.invoke(app, ["restore", "--input", str(tmp_path / "in"), "--output", str(out), "--engine", "local",
+                               *_sets(models)]).exit_code == 0
+    res = runner.invoke(app, ["inspect", str(out)])
+    text = " ".join(res.output.split())
+    assert res.exit_code == 0 and "status ok" in text and "Spearman(residual_z, PSNR)" in text, res.output
+    sheet = Image.open(out / "preview.png")
+    assert sheet.size[1] == 3 * (16 * 3 + 14)  # three strips: best, median, worst
+    assert sheet.size[0] == 3 * 16 * 3  # degraded | restored | clean
+    assert Image.open(out / "plots.png").size[0] > 100
+    missing = runner.invoke(app, ["inspect", str(tmp_path / "nothing")])
+    assert missing.exit_code == 1 and "error:" in missing.output

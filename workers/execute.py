@@ -31,18 +31,22 @@ def make_backend(cfg: RestoreConfig):
     return LocalBackend(cfg)
 
 
-def execute(cfg: RestoreConfig, input_url: str, output_url: str, overwrite: bool = False,
-            on_progress: Callable[[JobStats], None] | None = None) -> dict:
-    """Restore every not-yet-committed sample of `input_url` into `output_url`; returns stats."""
-    shards = list_shards(input_url)
+def execute(cfg: RestoreConfig, input_url: str | list[str], output_url: str, overwrite: bool = False,
+            on_progress: Callable[[JobStats], None] | None = None, only: set[str] | None = None,
+            lineage: dict[str, dict] | None = None) -> dict:
+    """Restore every not-yet-committed sample of `input_url` (shards, or a list of shard URLs)
+    into `output_url`; returns stats. `only` restricts the job to some keys and `lineage` adds
+    per-key columns to their rows (`flash-restore reprocess`)."""
+    shards = sorted({u for url in input_url for u in list_shards(url)}) if isinstance(input_url, list) \
+        else list_shards(input_url)
     OutputStore(output_url).check_writable()
     backend = make_backend(cfg)
     stats = JobStats()
     try:
         backend.start()
         store, manifest, done = open_output(cfg, output_url, overwrite)
-        backend.open_writer(output_url)
-        final = Scheduler(cfg, shards, done, backend, stats, on_progress).run()
+        backend.open_writer(output_url, lineage)
+        final = Scheduler(cfg, shards, done, backend, stats, on_progress, only).run()
     finally:
         backend.close()
     wall = time.time() - stats.started

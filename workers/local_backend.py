@@ -66,8 +66,8 @@ class LocalBackend:
             "solver": InlinePool(lambda *a: solve_stage(restorer, *a), depth=2),
         }
 
-    def open_writer(self, output_url: str) -> None:
-        self.writer = PartWriter(output_url, self.cfg.execution.part_size)
+    def open_writer(self, output_url: str, lineage: dict | None = None) -> None:
+        self.writer = PartWriter(output_url, self.cfg.execution.part_size, lineage)
 
     def wait(self, refs: list, timeout: float) -> list:
         return refs[:1]  # every inline call is already done

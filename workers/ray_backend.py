@@ -84,10 +84,11 @@ class RayBackend:
         for pool in self.pools.values():
             pool.start()
 
-    def open_writer(self, output_url: str) -> None:
+    def open_writer(self, output_url: str, lineage: dict | None = None) -> None:
         from .writer import Writer
 
-        self.writer = self._actor(Writer, "writer", "flash-writer", 0, output_url, self.cfg.execution.part_size)
+        self.writer = self._actor(Writer, "writer", "flash-writer", 0, output_url, self.cfg.execution.part_size,
+                                  lineage)
 
     def wait(self, refs: list, timeout: float) -> list:
         import ray

@@ -11,8 +11,8 @@ from .placement import new_incarnation
 
 
 class Writer(PartWriter):
-    def __init__(self, output_url: str, part_size: int):
-        super().__init__(output_url, part_size)
+    def __init__(self, output_url: str, part_size: int, lineage: dict | None = None):
+        super().__init__(output_url, part_size, lineage)
         self.incarnation = new_incarnation()
 
     def ping(self) -> str:
