@@ -53,6 +53,16 @@ def timed_one_by_one(restorer, prepared) -> tuple[float, float]:
     return len(prepared) / (time.perf_counter() - t0), nfe / len(prepared)
 
 
+def write_section(path: Path, title: str, lines: list[str]) -> None:
+    """Replace (or append) the `## title` section of a markdown file, keeping the others."""
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    head = f"## {title}"
+    parts = text.split("\n## ")
+    kept = [p for p in parts[1:] if not p.startswith(title)]
+    body = "\n".join([head, ""] + lines).rstrip() + "\n"
+    path.write_text("\n## ".join([parts[0].rstrip() + "\n"] + kept).rstrip() + "\n\n" + body)
+
+
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -117,8 +127,7 @@ def bench_pipeline(
     console.print("  ".join(f"{k} = {v:.2f}×" for k, v in ratios.items()))
     device = "cuda: " + torch.cuda.get_device_name(0) if torch.cuda.is_available() else \
         f"CPU: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
-    lines = ["# Benchmarks", "", "## `flash-restore bench pipeline`", "",
-             f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {device}; solver "
+    lines = [f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {device}; solver "
              f"`{cfg.solver.name}`, models `{cfg.models.denoiser}`, all three side by side in one run.", "",
              "| method | images/s | mean NFE | images |", "|---|---|---|---|"]
     lines += [f"| {n} | {r:.4f} | {f:.1f} | {k} |" for n, r, f, k in rows]
@@ -130,5 +139,5 @@ def bench_pipeline(
               f"Command: `flash-restore bench pipeline --samples {samples} --reference-images {reference_images} "
               f"--single-images {single_images} --batch-size {batch_size} --engine {engine}`", ""]
     Path(write).parent.mkdir(parents=True, exist_ok=True)
-    Path(write).write_text("\n".join(lines))
+    write_section(Path(write), "`flash-restore bench pipeline`", lines)
     console.print(f"report written to {write}")

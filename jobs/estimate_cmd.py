@@ -1,15 +1,18 @@
 """`flash-restore estimate`: the cost of a restore job before running it.
 
-Runs only the severity stage (one encoder pass per sample, far cheaper than a solve), turns
-each predicted start step into its NFE, and prices it with a per-step cost measured here on
-one batch (or a given cost per image·step, e.g. measured on the target GPU). Prints the
-predicted NFE histogram, the saving against the baseline schedule, and compute hours.
+Runs only the read and severity stages (`pipeline.stages`, one encoder pass per sample, far
+cheaper than a solve) on all samples or a seeded fraction, turns each σ̂² into the start
+step every solver's sampler would take, forms the job's batches (`pipeline.cost_model`) and
+prices them with the calibration table `flash-restore bench calibrate` measured for the
+device. Prints a table and writes a JSON file; `predicted_solve_seconds` is comparable with
+`stages.solve.busy_seconds` in the job's stats.json.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from collections import Counter
-from dataclasses import replace
 from typing import List, Optional
 
 import typer
@@ -17,81 +20,124 @@ from rich.table import Table
 
 from jobs.restore_cmd import build_config, console, preflight
 
+ALL_SOLVERS = ("ldps", "gml_dps", "psld", "resample")
 
-def measure_step_seconds(restorer, prepared) -> float:
-    """Seconds per image·step: one batch solved from start step 0 (a single guided step)."""
-    batch = [replace(e, start_step=0) for e in restorer.estimate(prepared)]
-    restorer.solve(batch)  # warm-up (allocations, first-call overheads)
-    t0 = time.perf_counter()
-    restorer.solve(batch)
-    return (time.perf_counter() - t0) / len(batch)
+
+def sampled(key: str, fraction: float, seed: int) -> bool:
+    """A seeded, order-free choice: the same keys at any parallelism."""
+    h = int.from_bytes(hashlib.sha256(f"{seed}:{key}".encode()).digest()[:8], "big")
+    return h / 2 ** 64 < fraction
+
+
+def severity_records(cfg, shards, fraction: float, seed: int):
+    """(records with σ̂² and start steps, invalid kinds, samples seen, seconds) of the severity stage."""
+    from pipeline.restore import Restorer
+    from pipeline.stages import ShardCursor, read_stage, severity_stage
+    from pipeline.validation import SampleValidator, read_limits
+
+    restorer = Restorer(cfg)
+    cursor, validator = ShardCursor(read_limits(cfg)), SampleValidator(cfg)
+    records, invalid, seen, t0 = [], Counter(), 0, time.perf_counter()
+    chunk = 4 * cfg.execution.batch_size
+    for shard in shards:
+        pos, done = 0, False
+        while not done:
+            summary, payload = read_stage(cursor, validator, (shard, pos, chunk))
+            pos, done = pos + summary["n"], summary["done"]
+            keep = [r for r in summary["records"] if sampled(r.key if hasattr(r, "key") else r["key"], fraction, seed)]
+            seen += len(keep)
+            invalid.update(r["error_kind"] for r in keep if isinstance(r, dict))
+            good = [r for r in keep if not isinstance(r, dict)]
+            if good:
+                sev, _ = severity_stage(restorer, good, payload)
+                records += sev["records"]
+                invalid.update(r["error_kind"] for r in sev["rows"])
+    return restorer, records, invalid, seen, time.perf_counter() - t0
 
 
 def estimate(
     input: str = typer.Option(..., "--input", help="WebDataset shards: folder, glob, brace pattern; local or s3://"),
+    sample_fraction: float = typer.Option(1.0, "--sample-fraction", help="Seeded fraction of samples to look at"),
+    device: Optional[str] = typer.Option(None, "--device", help="Price for this device class (cpu, h100, a100, …)"),
+    price_per_hour: Optional[float] = typer.Option(None, "--price-per-hour", help="Device price, for cost"),
+    output: str = typer.Option("estimate.json", "--output", help="JSON report"),
     config: Optional[str] = typer.Option(None, "--config"),
     solver: Optional[str] = typer.Option(None, "--solver"),
-    step_seconds: Optional[float] = typer.Option(None, "--step-seconds",
-                                                 help="Cost of one image·step; default: measured here"),
-    limit: Optional[int] = typer.Option(None, "--limit", help="Only look at the first N samples"),
-    report: Optional[str] = typer.Option(None, "--report", help="Write per-sample predictions as Parquet here"),
     set_: Optional[List[str]] = typer.Option(None, "--set", help="Config override section.key=value"),
 ):
-    """Predict start steps, NFE and compute for an archive without restoring it."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from pipeline.restore import Restorer
-    from pipeline.samples import SampleError
-    from pipeline.shards import iter_samples
-    from pipeline.validation import read_limits
+    """Predict start steps, NFE, solve seconds and cost per solver without restoring anything."""
+    import fsspec
 
     try:
+        if not 0 < sample_fraction <= 1:
+            raise ValueError(f"--sample-fraction must be in (0, 1], got {sample_fraction}")
+        if price_per_hour is not None and price_per_hour < 0:
+            raise ValueError(f"--price-per-hour must be ≥ 0, got {price_per_hour}")
         cfg = build_config(config, solver, False, None, None, None, "local", None, set_)
         shards = preflight(cfg, input)
     except ValueError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(code=1)
-    restorer = Restorer(cfg)
-    prepared, errors, t0 = [], Counter(), time.perf_counter()
-    for shard in shards:
-        for item in iter_samples(shard, **read_limits(cfg)):
-            if limit is not None and len(prepared) + sum(errors.values()) >= limit:
-                break
-            try:
-                if isinstance(item, SampleError):
-                    raise item
-                prepared.append(restorer.prepare(item))
-            except SampleError as exc:
-                errors[exc.kind] += 1
-    estimates = restorer.estimate(prepared) if prepared else []
-    seconds_severity = time.perf_counter() - t0
-    full = restorer.solver.sampler.num_steps
-    nfe = [e.start_step + 1 for e in estimates]
-    per_step = step_seconds if step_seconds is not None else (
-        measure_step_seconds(restorer, prepared[: cfg.execution.batch_size]) if prepared else 0.0)
-    total = sum(nfe)
-    table = Table(title=f"flash-restore estimate: {cfg.solver.name} on {restorer.device}")
-    table.add_column("what")
-    table.add_column("value", justify="right")
-    rows = [("samples", len(estimates)), ("invalid samples", sum(errors.values())),
-            ("mean predicted NFE", f"{total / max(len(nfe), 1):.1f}"), ("baseline NFE per sample", full),
-            ("predicted saving vs baseline", f"{full * len(nfe) / max(total, 1):.1f}×"),
-            ("seconds per image·step", f"{per_step:.4f}" + ("" if step_seconds is not None else " (measured here)")),
-            ("predicted solve hours", f"{total * per_step / 3600:.3f}"),
-            ("baseline solve hours", f"{full * len(nfe) * per_step / 3600:.3f}"),
-            ("severity stage seconds (this run)", f"{seconds_severity:.1f}")]
-    for label, value in rows:
-        table.add_row(label, str(value))
-    hist = Counter((n // 10) * 10 for n in nfe)
-    for b in sorted(hist):
-        table.add_row(f"  NFE {b}-{b + 9}", str(hist[b]))
-    for kind, n in sorted(errors.items()):
-        table.add_row(f"  invalid: {kind}", str(n))
+    report = build_report(cfg, input, shards, sample_fraction, device, price_per_hour)
+    with fsspec.open(output, "w") as fh:
+        json.dump(report, fh, indent=1, default=str)
+    show(report, cfg.solver.name, output)
+
+
+def build_report(cfg, input: str, shards: list[str], sample_fraction: float = 1.0, device: str | None = None,
+                 price_per_hour: float | None = None) -> dict:
+    """The estimate as a dict (what `estimate` prints and writes, and `bench estimate` checks)."""
+    import torch
+
+    from pipeline.cost_model import device_class, find_entry, predict_solve_seconds, read_table
+    from pipeline.solvers import default_sampler
+    from jobs.calibrate_cmd import calibration_dir
+
+    restorer, records, invalid, seen, seconds = severity_records(cfg, shards, sample_fraction, cfg.seed)
+    target = device or device_class(restorer.device)
+    table_entries = read_table(calibration_dir(cfg))
+    ex, scale = cfg.execution, 1.0 / sample_fraction
+    sigma2 = torch.tensor([r.sigma2 for r in records], dtype=torch.float64)
+    report = {"input": input, "sample_fraction": sample_fraction, "samples_seen": seen,
+              "samples_predicted_total": round(seen * scale), "valid": len(records), "invalid": dict(invalid),
+              "severity_seconds": round(seconds, 3), "device": target, "price_per_hour": price_per_hour,
+              "config_hash": cfg.output_hash(), "config": cfg.to_dict(), "solvers": {}}
+    for name in dict.fromkeys([cfg.solver.name, *ALL_SOLVERS]):
+        sampler = restorer.sampler if name == cfg.solver.name else default_sampler(name, restorer.ldm.schedule)
+        starts = sampler.start_index(sigma2).tolist() if len(records) and cfg.flash.enabled else \
+            [sampler.num_steps - 1] * len(records)
+        nfe = [s + 1 for s in starts]
+        entry = find_entry(table_entries, target, name, restorer.model_hash)
+        out = {"start_step_histogram": dict(sorted(Counter((s // 10) * 10 for s in starts).items())),
+               "mean_nfe": round(sum(nfe) / len(nfe), 2) if nfe else None, "baseline_nfe": sampler.num_steps,
+               "predicted_nfe_total": round(sum(nfe) * scale)}
+        if entry is None:
+            out["predicted_solve_seconds"] = (f"missing: no calibration for {target} / {name} / models "
+                                              f"{restorer.model_hash}; run `flash-restore bench calibrate` there")
+        else:
+            secs = predict_solve_seconds([(r.group, s) for r, s in zip(records, starts)], ex.batch_size,
+                                         ex.bucket_width, entry) * scale
+            out["predicted_solve_seconds"] = round(secs, 2)
+            out["calibration"] = {"measured": entry["measured"], "machine": entry["machine"]}
+            if price_per_hour is not None:
+                out["predicted_cost"] = round(secs / 3600 * price_per_hour, 4)
+        report["solvers"][name] = out
+    return report
+
+
+def show(report: dict, main: str, output: str) -> None:
+    table = Table(title=f"flash-restore estimate on {report['device']}: {report['valid']} valid of "
+                        f"{report['samples_seen']} samples looked at (fraction {report['sample_fraction']})")
+    for col in ("solver", "mean NFE", "baseline NFE", "predicted solve s", "cost"):
+        table.add_column(col)
+    for name, s in report["solvers"].items():
+        secs = s["predicted_solve_seconds"]
+        table.add_row(name + (" (config)" if name == main else ""), str(s["mean_nfe"]), str(s["baseline_nfe"]),
+                      f"{secs:.1f}" if isinstance(secs, float) else "missing (no calibration)",
+                      str(s.get("predicted_cost", "–")))
     console.print(table)
-    if report:
-        pq.write_table(pa.table({"key": [e.key for e in estimates], "shard": [e.prepared.shard for e in estimates],
-                                 "operator": [e.prepared.params["operator"] for e in estimates],
-                                 "sigma2_hat": [e.sigma2 for e in estimates],
-                                 "start_step": [e.start_step for e in estimates], "nfe": nfe}), report)
-        console.print(f"per-sample predictions: {report}")
+    hist = report["solvers"][main]["start_step_histogram"]
+    console.print("start steps (" + main + "): " + ", ".join(f"{b}-{b + 9}: {n}" for b, n in hist.items()))
+    if report["invalid"]:
+        console.print(f"invalid samples by kind: {report['invalid']}")
+    console.print(f"written: {output}")

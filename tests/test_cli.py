@@ -54,17 +54,31 @@ def test_error_budget_exceeded_exits_nonzero_after_writing(models, tmp_path):
     assert rows["s0000"]["status"] == "ok"
 
 
-def test_estimate_predicts_cost_without_restoring(models, tmp_path):
-    import pyarrow.parquet as pq
+def test_calibrate_then_estimate_prices_the_archive_without_restoring(models, tmp_path):
+    import json
 
-    write_shard(str(tmp_path / "in" / "a.tar"), archive_samples(5) + [{"__key__": "bad", "png": b""}])
-    report = tmp_path / "pred.parquet"
-    res = runner.invoke(app, ["estimate", "--input", str(tmp_path / "in"), "--report", str(report),
-                              "--step-seconds", "0.5", *_sets(models)])
+    write_shard(str(tmp_path / "in" / "a.tar"), archive_samples(6) + [{"__key__": "bad", "png": b""}])
+    res = runner.invoke(app, ["bench", "calibrate", "--solvers", "ldps", "--batch-sizes", "1,2", "--steps", "3",
+                              "--repeats", "1", "--input", str(tmp_path / "in"), *_sets(models)])
     assert res.exit_code == 0, res.output
-    assert "mean predicted NFE" in res.output
-    table = pq.read_table(report).to_pylist()
-    assert len(table) == 5 and all(r["nfe"] == r["start_step"] + 1 for r in table)
+    out = tmp_path / "estimate.json"
+    res = runner.invoke(app, ["estimate", "--input", str(tmp_path / "in"), "--output", str(out),
+                              "--price-per-hour", "3.0", *_sets(models)])
+    assert res.exit_code == 0, res.output
+    report = json.loads(out.read_text())
+    assert report["valid"] == 6 and report["invalid"] == {"empty": 1} and report["samples_seen"] == 7
+    ldps = report["solvers"]["ldps"]
+    assert sum(ldps["start_step_histogram"].values()) == 6 and ldps["baseline_nfe"] == 50
+    assert ldps["predicted_solve_seconds"] > 0 and ldps["predicted_cost"] == pytest.approx(
+        ldps["predicted_solve_seconds"] / 3600 * 3.0, rel=1e-3, abs=1e-4)
+    assert report["solvers"]["psld"]["predicted_solve_seconds"].startswith("missing: no calibration")
+    assert not (tmp_path / "restored").exists()  # nothing was restored
+    half = runner.invoke(app, ["estimate", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "h.json"),
+                               "--sample-fraction", "0.5", *_sets(models)])
+    assert half.exit_code == 0
+    assert json.loads((tmp_path / "h.json").read_text())["samples_seen"] < 7
+    bad = runner.invoke(app, ["estimate", "--input", str(tmp_path / "in"), "--sample-fraction", "2", *_sets(models)])
+    assert bad.exit_code == 1 and "sample-fraction" in bad.output
 
 
 def test_unwritable_output_is_one_error_line_before_compute(models, tmp_path):

@@ -1,0 +1,66 @@
+"""`flash-restore bench estimate`: predicted against actual solve time, side by side.
+
+For each archive size it runs `estimate` (severity only, the calibration table) and then
+the restore job itself on the local engine, and compares `predicted_solve_seconds` with the
+job's `stages.solve.busy_seconds`. Writes its section of docs/benchmarks.md.
+"""
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.table import Table
+
+from jobs.bench_cmd import make_archive, write_section
+from jobs.restore_cmd import REPO, SAMPLE_ARCHIVE, build_config, console
+
+TARGET = 0.15
+
+
+def bench_estimate(
+    sizes: str = typer.Option("32,500", "--sizes", help="Archive sizes (32 = the committed sample archive)"),
+    batch_size: int = typer.Option(8, "--batch-size"),
+    config: Optional[str] = typer.Option(None, "--config"),
+    write: str = typer.Option(str(REPO / "docs" / "benchmarks.md"), "--write"),
+    set_: Optional[List[str]] = typer.Option(None, "--set"),
+):
+    """Estimate, then restore, each archive; report predicted / actual solve seconds (target ±15 %)."""
+    from jobs.estimate_cmd import build_report
+    from pipeline.shards import list_shards
+    from workers.execute import execute
+
+    cfg = build_config(config, None, False, batch_size, None, None, "local", None, set_)
+    tmp = Path(tempfile.mkdtemp(prefix="flash-bench-estimate-"))
+    rows = []
+    for n in [int(s) for s in sizes.split(",") if s.strip()]:
+        archive = str(SAMPLE_ARCHIVE) if n == 32 else make_archive(str(SAMPLE_ARCHIVE), n, tmp / f"a{n}")
+        report = build_report(cfg, archive, list_shards(archive))
+        predicted = report["solvers"][cfg.solver.name]["predicted_solve_seconds"]
+        if isinstance(predicted, str):
+            raise typer.BadParameter(predicted)
+        summary = execute(cfg, archive, str(tmp / f"out{n}"))
+        actual = summary["stages"]["solve"]["busy_seconds"]
+        rows.append((n, report["solvers"][cfg.solver.name]["mean_nfe"], summary["mean_nfe"], predicted, actual,
+                     predicted / actual - 1))
+        console.print(f"{n} samples: predicted {predicted:.1f} s, actual {actual:.1f} s")
+    table = Table(title="flash-restore bench estimate: predicted vs actual solve seconds")
+    for col in ("samples", "predicted NFE", "actual NFE", "predicted s", "actual s", "error"):
+        table.add_column(col)
+    for n, pn, an, p, a, e in rows:
+        table.add_row(str(n), f"{pn:.1f}", f"{an:.1f}", f"{p:.1f}", f"{a:.1f}", f"{e:+.1%}")
+    console.print(table)
+    lines = [f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: `flash-restore estimate` (severity "
+             f"stage + the calibration table in models/calibration.json) against the restore job's "
+             f"`stages.solve.busy_seconds`, local engine, solver `{cfg.solver.name}`, batch {batch_size}. "
+             f"Target: within ±{TARGET:.0%}.", "",
+             "| samples | predicted mean NFE | actual mean NFE | predicted solve s | actual solve s | error | verdict |",
+             "|---|---|---|---|---|---|---|"]
+    lines += [f"| {n} | {pn:.1f} | {an:.1f} | {p:.1f} | {a:.1f} | {e:+.1%} | {'met' if abs(e) <= TARGET else 'missed'} |"
+              for n, pn, an, p, a, e in rows]
+    lines += ["", f"Command: `flash-restore bench estimate --sizes {sizes} --batch-size {batch_size}` "
+              "(after `flash-restore bench calibrate`)."]
+    write_section(Path(write), "`flash-restore bench estimate`", lines)
+    console.print(f"report written to {write}")
