@@ -106,6 +106,8 @@ def build_report(cfg, input: str, shards: list[str], sample_fraction: float = 1.
         sampler = restorer.sampler if name == cfg.solver.name else default_sampler(name, restorer.ldm.schedule)
         starts = sampler.start_index(sigma2).tolist() if len(records) and cfg.flash.enabled else \
             [sampler.num_steps - 1] * len(records)
+        if cfg.flash.max_nfe is not None:
+            starts = [min(s, cfg.flash.max_nfe - 1) for s in starts]
         nfe = [s + 1 for s in starts]
         entry = find_entry(table_entries, target, name, restorer.model_hash)
         out = {"start_step_histogram": dict(sorted(Counter((s // 10) * 10 for s in starts).items())),

@@ -63,6 +63,10 @@ def print_summary(summary: dict, output: str) -> None:
     for stage, info in (summary.get("stages") or {}).items():
         table.add_row(f"  stage {stage} busy", f"{info.get('busy_seconds')} s ({info.get('busy_fraction')})")
     console.print(table)
+    budget = summary.get("budget")
+    if budget and budget["reached"]:
+        console.print(f"[yellow]budget of {budget['hours']} solve hours reached[/yellow]: samples not yet restored "
+                      "are not committed; rerun the same command to continue")
     console.print(f"outputs: {output}/images/part-*.tar, {output}/metrics/part-*.parquet, "
                   f"{output}/_manifest.json, {output}/stats.json")
 
@@ -141,9 +145,14 @@ def restore(
     engine: Optional[str] = typer.Option(None, "--engine", help="ray (default) | local"),
     seed: Optional[int] = typer.Option(None, "--seed"),
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo the job from scratch"),
+    max_nfe: Optional[int] = typer.Option(None, "--max-nfe", help="Cap reverse steps per sample (flash.max_nfe)"),
+    budget_hours: Optional[float] = typer.Option(None, "--budget-hours",
+                                                 help="Stop starting solves after this much solve time; rerun resumes"),
     set_: Optional[List[str]] = typer.Option(None, "--set", help="Config override section.key=value (repeatable)"),
 ):
     """Restore an archive of degraded images; rerunning the same command resumes."""
+    set_ = list(set_ or []) + [f"flash.max_nfe={max_nfe}"] * (max_nfe is not None) + \
+        [f"execution.budget_hours={budget_hours}"] * (budget_hours is not None)
     try:
         cfg = build_config(config, solver, baseline, batch_size, bucket_width, max_error_rate, engine, seed, set_)
         summary = execute(cfg, input, output, overwrite)

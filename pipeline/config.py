@@ -65,8 +65,11 @@ class FlashConfig:
     enabled: bool = True
     noise_correction: float | str | None = "tuned"   # c; "tuned" = the solver settings table (else 1.2)
     init: str = "noise_correction"   # noise_correction | encoder_mean | ddim_inversion
+    max_nfe: int | None = None       # cap on reverse steps per sample (a budget); rows say when it cut
 
     def validate(self) -> None:
+        if self.max_nfe is not None and self.max_nfe < 1:
+            raise ValueError(f"flash.max_nfe must be ≥ 1, got {self.max_nfe}")
         if self.init not in ("noise_correction", "encoder_mean", "ddim_inversion"):
             raise ValueError(f"flash.init must be noise_correction|encoder_mean|ddim_inversion, got {self.init!r}")
         c = self.noise_correction
@@ -112,8 +115,11 @@ class ExecutionConfig:
     gpus_per_solver: float = 1.0
     cpus_per_actor: float = 0.5      # what an actor reserves (fractional: no deadlock on small nodes)
     solver_threads: int | None = None  # torch threads of a CPU solver; None = node cores / solver actors
+    budget_hours: float | None = None  # stop starting solver batches once this much solve time is spent
 
     def validate(self) -> None:
+        if self.budget_hours is not None and not self.budget_hours > 0:
+            raise ValueError(f"execution.budget_hours must be > 0, got {self.budget_hours}")
         if self.engine not in ("ray", "local"):
             raise ValueError(f"execution.engine must be 'ray' or 'local', got {self.engine!r}")
         for name in ("batch_size", "bucket_width", "part_size", "severity_actors", "solver_actors", "readers"):
@@ -141,6 +147,11 @@ class RestoreConfig:
     input: InputConfig = field(default_factory=InputConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     execution: ExecutionConfig = field(default_factory=ExecutionConfig)
+
+    def validate(self) -> None:
+        if self.flash.max_nfe is not None and not self.flash.enabled:
+            raise ValueError("flash.max_nfe caps Flash's start steps; the baseline runs its whole schedule (for a "
+                             "shorter baseline set solver.sampler and solver.steps)")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -43,6 +43,7 @@ METRICS_SCHEMA = pa.schema([
     ("psnr", pa.float64()), ("ssim", pa.float64()), ("lpips", pa.float64()), ("psnr_input", pa.float64()),
     ("colour_shift", pa.float64()), ("colour_shift_input", pa.float64()), ("metrics_missing", pa.string()),
     ("residual", pa.float64()), ("residual_z", pa.float64()), ("severity_ood", pa.float64()),
+    ("budget_action", pa.string()),
     ("seconds_severity", pa.float64()), ("seconds_solve", pa.float64()),
     ("denoiser_calls", pa.int64()), ("decoder_forward", pa.int64()), ("decoder_backward", pa.int64()),
     ("encoder_forward", pa.int64()), ("inner_steps", pa.int64()), ("severity_forward", pa.int64()),

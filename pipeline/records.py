@@ -41,6 +41,7 @@ class Estimated:
     sigma2: float
     start_step: int
     seconds_severity: float
+    nfe_uncapped: int | None = None  # the start step's NFE before flash.max_nfe cut it (None: not cut)
 
     @property
     def key(self) -> str:

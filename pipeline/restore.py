@@ -111,8 +111,15 @@ class Restorer:
                 z_hat, sigma2, k = self.flash_for(group[0]).estimate(y)
                 dt = (time.perf_counter() - t0) / len(chunk)
                 for j, p in enumerate(chunk):
-                    out[p.key] = Estimated(p, z_hat[j].detach().cpu(), float(sigma2[j]), int(k[j]), dt)
+                    out[p.key] = self._capped(Estimated(p, z_hat[j].detach().cpu(), float(sigma2[j]), int(k[j]), dt))
         return [out[p.key] for p in items]
+
+    def _capped(self, e: Estimated) -> Estimated:
+        """flash.max_nfe: start no higher than max_nfe − 1 steps; remember what was cut."""
+        cap = self.cfg.flash.max_nfe
+        if cap is not None and e.start_step + 1 > cap:
+            e.nfe_uncapped, e.start_step = e.start_step + 1, cap - 1
+        return e
 
     # --- stage 2: one exact, staggered batch -----------------------------------------
     def solve(self, batch: list[Estimated]) -> list[tuple[dict, bytes | None, dict | None]]:
@@ -167,6 +174,7 @@ class Restorer:
         for name, counts in res.account.items():  # every counter lands in its column (rows_to_table checks)
             row[name] = int(counts[i])
         row.update(no_reference)
+        row["budget_action"] = f"nfe_capped_from_{e.nfe_uncapped}" if e.nfe_uncapped else "none"
         missing = []
         q = self._sigma2_train.get(p.params["operator"])
         if e.sigma2 != e.sigma2:

@@ -84,6 +84,8 @@ class Scheduler:
         self.cap = self.bs * (4 * self.severity.size + 2 * self.solvers.depth * self.solvers.size + 4)
         self.max_writes = self.solvers.depth * self.solvers.size + 2
         self.tick = min(0.5, max(0.05, float(ex.max_wait_s)))
+        self.budget_s = ex.budget_hours * 3600 if ex.budget_hours else None
+        self.budget_reached = False  # then no new solver batch starts; what is left waits for a rerun
 
     # --- the loop -------------------------------------------------------------------
     def run(self) -> dict:
@@ -91,6 +93,11 @@ class Scheduler:
             self._schedule()
             waitable = self.readers.refs() + self.severity.refs() + self.solvers.refs() + self.writes
             if not waitable:
+                if self.budget_reached:
+                    if self.rows_out:
+                        self._write_rows()
+                        continue
+                    break
                 if self._unblock():
                     continue
                 break
@@ -107,6 +114,8 @@ class Scheduler:
         return self.next_shard >= len(self.shards) and not self.open
 
     def _schedule(self) -> None:
+        if self.budget_s is not None and self.stats.stage_seconds["solve"] >= self.budget_s:
+            self.budget_reached = True
         # 1. readers: one open shard per reader, one chunk in flight or buffered per shard
         self.readers.ensure()
         if not self.readers.handles and not self.reading_done():
@@ -118,7 +127,7 @@ class Scheduler:
                 self.open.append(ShardSlot(self.shards[self.next_shard], idx))
                 self.next_shard += 1
         for slot in self.open:
-            if not (slot.done or slot.pending or slot.chunks) and self.buffered() < self.cap:
+            if not (slot.done or slot.pending or slot.chunks or self.budget_reached) and self.buffered() < self.cap:
                 slot.pending = True
                 slot.reader = self.readers.submit(((slot.shard, slot.pos, self.chunk),), prefer=slot.reader,
                                                   force=True)
@@ -130,14 +139,15 @@ class Scheduler:
                 self.open.popleft()
                 self.stats.stage("read", 0.0, 1)
         # 3. severity
-        while self.pending and self.severity.free() and (len(self.pending) >= self.bs or self.reading_done()):
+        while self.pending and self.severity.free() and (len(self.pending) >= self.bs or self.reading_done()) \
+                and not self.budget_reached:
             self._submit_severity()
         # 4. buckets: expired ones, and everything once input has ended
         self._release(self.bucketer.expired())
         if self.reading_done() and not self.pending and self.severity.idle():
             self._release(self.bucketer.flush())
         # 5. solvers, longest batch first, while the writer keeps up
-        while self.ready and self.solvers.free() and len(self.writes) < self.max_writes:
+        while self.ready and self.solvers.free() and len(self.writes) < self.max_writes and not self.budget_reached:
             batch = heapq.heappop(self.ready)[2]
             self.solvers.submit(([r for r, _ in batch], *unique(ref for _, ref in batch)))
         # 6. error rows to the writer

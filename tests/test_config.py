@@ -37,6 +37,8 @@ def test_round_trip(tmp_path):
     # wrong types are refused with the dotted path
     ("execution.batch_size=four", "execution.batch_size: expected int"), ("seed=1.5", "seed: expected int"),
     ("flash.enabled=maybe", "flash.enabled: expected bool"),
+    ("flash.enabled=false flash.max_nfe=10", "baseline runs its whole schedule"), ("flash.max_nfe=0", "max_nfe"),
+    ("execution.budget_hours=-1", "budget_hours"),
 ])
 def test_bad_config_fails_fast(override, needle):
     with pytest.raises(ValueError, match=needle):

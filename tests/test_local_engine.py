@@ -89,3 +89,29 @@ def test_the_scheduler_receives_records_not_images(setup, tmp_path):
     assert nbytes(summary) / len(summary["records"]) < 400
     run = execute(cfg, archive, str(tmp_path / "out"))
     assert run["driver_bytes_received"] > 0 and run["driver_bytes_per_sample"] < min(1024, one_image)
+
+
+def test_budgets_cap_steps_or_stop_resumably(setup, tmp_path):
+    """--max-nfe caps every sample's steps and says so per row; --budget-hours stops starting
+    solves once spent, and the same job rerun without it finishes with no duplicates."""
+    root, models, archive = setup
+    out = str(tmp_path / "capped")
+    execute(tiny_config(models, "flash.max_nfe=5"), archive, out)
+    rows = OutputStore(out).read_metrics().to_pylist()
+    assert len(rows) == 9 and all(r["nfe"] <= 5 for r in rows)
+    capped = [r for r in rows if r["budget_action"] != "none"]
+    assert capped and all(r["budget_action"].startswith("nfe_capped_from_") and r["nfe"] == 5 for r in capped)
+    assert all(int(r["budget_action"].rsplit("_", 1)[1]) > 5 for r in capped)
+    out = str(tmp_path / "budget")
+    cfg = tiny_config(models, "execution.batch_size=2", "execution.part_size=2")
+    first = execute(replace_budget(cfg, 1e-9), archive, out)
+    assert first["budget"]["reached"] and 0 < first["ok"] < 9
+    rest = execute(cfg, archive, out)
+    rows = OutputStore(out).read_metrics().to_pylist()
+    assert rest["skipped_already_done"] == first["ok"] and len(rows) == len({r["key"] for r in rows}) == 9
+
+
+def replace_budget(cfg, hours):
+    from dataclasses import replace
+
+    return replace(cfg, execution=replace(cfg.execution, budget_hours=hours))

@@ -46,7 +46,8 @@ def execute(cfg: RestoreConfig, input_url: str | list[str], output_url: str, ove
         backend.start()
         store, manifest, done = open_output(cfg, output_url, overwrite)
         backend.open_writer(output_url, lineage)
-        final = Scheduler(cfg, shards, done, backend, stats, on_progress, only).run()
+        scheduler = Scheduler(cfg, shards, done, backend, stats, on_progress, only)
+        final = scheduler.run()
     finally:
         backend.close()
     wall = time.time() - stats.started
@@ -54,5 +55,9 @@ def execute(cfg: RestoreConfig, input_url: str | list[str], output_url: str, ove
     summary.update({"engine": backend.engine, "input": input_url, "output": output_url,
                     "config_hash": cfg.output_hash(), "committed": final["counts"],
                     "parts_committed": final["parts"], **backend.describe(stats, wall)})
+    if cfg.execution.budget_hours:
+        summary["budget"] = {"hours": cfg.execution.budget_hours, "reached": scheduler.budget_reached,
+                             "solve_hours_spent": round(stats.stage_seconds["solve"] / 3600, 4),
+                             "note": "samples not restored are not committed: rerun the same command to continue"}
     store.write_json("stats.json", summary)
     return summary
