@@ -76,7 +76,7 @@ def measure_autoencoder(ae, crops01, device, batch: int) -> dict:
 
 def measure_severity(encoder, ae, family: str, crops01, params: dict, device, seed: int, batch: int,
                      sampler) -> dict:
-    """Ordering accuracy, Spearman/Pearson ρ(σ̂², t) and calibration against var(ẑ − z0) (flash-spec §2.3, §7)."""
+    """Ordering accuracy, Spearman/Pearson ρ(σ̂², t) and calibration against var(ẑ − z0) (method §2.3, §7)."""
     import numpy as np
     import torch
 

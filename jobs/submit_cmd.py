@@ -19,8 +19,8 @@ from rich.console import Console
 
 console = Console()
 REPO = Path(__file__).resolve().parent.parent
-EXCLUDES = [".git", ".venv", "out", "runs", "tmp", "models/*/checkpoint", "**/__pycache__", "*.egg-info",
-            ".pytest_cache"]
+EXCLUDES = [".git", ".venv", "out", "runs", "tmp", "models/*/checkpoint", "data/corpus", "**/__pycache__",
+            "*.egg-info", ".pytest_cache"]  # data/corpus is training data: train jobs read theirs by URL
 SUBMITTABLE = ("restore", "estimate", "demo", "train-autoencoder", "train-ldm", "train-severity")
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 

@@ -60,7 +60,7 @@ class SolverConfig:
 
 @dataclass
 class FlashConfig:
-    """Severity-adaptive start (flash-spec §3). enabled=False runs the baseline from noise."""
+    """Severity-adaptive start (method §3). enabled=False runs the baseline from noise."""
 
     enabled: bool = True
     noise_correction: float | str | None = "tuned"   # c; "tuned" = the solver settings table (else 1.2)

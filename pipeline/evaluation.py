@@ -21,7 +21,7 @@ SECTION = "## Measured figures"
 # ------------------------------------------------------------------ rank statistics
 
 def ordering_accuracy(sigma2, severity) -> float:
-    """Mean over images of the fraction of severity pairs whose σ̂² order matches (flash-spec §2.3).
+    """Mean over images of the fraction of severity pairs whose σ̂² order matches (method §2.3).
 
     `sigma2` is (N, K): one row per image, one column per severity; `severity` is (K,) or
     (N, K). A pair counts only when both orders are strict and agree: a tie in σ̂² (for

@@ -1,4 +1,4 @@
-"""FlashDiffusion's adaptive start (flash-spec §3) around any solver, and the baseline mode.
+"""FlashDiffusion's adaptive start (method §3) around any solver, and the baseline mode.
 
 The severity encoder predicts ẑ and its error σ̂²; σ̂² picks the start index (§3.2) and the
 start latent is ẑ with injected noise (§3.3) or ẑ pushed up by DDIM inversion (§3.5).
@@ -21,13 +21,13 @@ INITS = ("noise_correction", "ddim_inversion", "encoder_mean")
 
 
 def start_index(sampler: Sampler, sigma2: torch.Tensor) -> torch.Tensor:
-    """k̂ = argmin_k |SNR_k − 1/σ̂²| on the sampler's grid (flash-spec §3.2)."""
+    """k̂ = argmin_k |SNR_k − 1/σ̂²| on the sampler's grid (method §3.2)."""
     return sampler.start_index(sigma2)
 
 
 def start_latent(z_hat: torch.Tensor, sigma2: torch.Tensor, noise_correction: float | None,
                  gens: Sequence[torch.Generator] | None) -> torch.Tensor:
-    """z_start = √(1 − c·σ̂²)·ẑ + √(c·σ̂²)·ε (flash-spec §3.3); c = None gives ẑ.
+    """z_start = √(1 − c·σ̂²)·ẑ + √(c·σ̂²)·ε (method §3.3); c = None gives ẑ.
 
     c·σ̂² is clamped to [0, 1]: the reference takes √ of a negative number when c·σ̂² > 1.
     """
@@ -45,7 +45,7 @@ def start_latent(z_hat: torch.Tensor, sigma2: torch.Tensor, noise_correction: fl
 @torch.no_grad()
 def ddim_inversion_start(model: LatentDiffusion, sampler: Sampler, z_hat: torch.Tensor,
                          start_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Deterministic DDIM inversion of ẑ up to each sample's own index (flash-spec §3.5).
+    """Deterministic DDIM inversion of ẑ up to each sample's own index (method §3.5).
 
     For j = 0…k−1: ε = ε_θ(z, τ_j); z ← √a_j·(z − √(1−a_{j−1})·ε)/√a_{j−1} + √(1−a_j)·ε.
     Batched with staggered exit (row i stops after its own k_i steps). Returns the start
@@ -77,7 +77,7 @@ class FlashResult:
 
 
 class Flash:
-    """Severity encoder + solver: estimate the damage, start late for easy images (flash-spec §3.6).
+    """Severity encoder + solver: estimate the damage, start late for easy images (method §3.6).
 
     The solver always gets the true operator (FlashDiffusion is non-blind); the encoder only
     sets the start. `init` picks the start latent: "noise_correction" (§3.3, the reference

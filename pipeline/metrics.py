@@ -1,4 +1,4 @@
-"""Image-quality metrics as the reference evaluates them (flash-spec §6).
+"""Image-quality metrics as the reference evaluates them (method §6).
 
 Every metric takes images in [0,1] (B,3,H,W) and clips them to [0,1] first, because the
 reference stores unclipped reconstructions and clips only at evaluation. A metric that

@@ -1,6 +1,6 @@
 """Noise schedules and reverse samplers on per-sample timesteps.
 
-Conventions (flash-spec §1, §3): ᾱ is 0-indexed over T DDPM timesteps as in LDM. A sampler
+Conventions (method §1, §3): ᾱ is 0-indexed over T DDPM timesteps as in LDM. A sampler
 walks a grid of DDPM timesteps τ_0 < … < τ_{K-1}. A sample that starts at grid index k is
 taken to be at noise level ᾱ_{τ_k}; the loop evaluates the denoiser at τ_k, τ_{k-1}, …, τ_0,
 and the last step lands on the clean latent (ᾱ_prev = 1). So NFE = k + 1 exactly, the first
@@ -76,7 +76,7 @@ class Sampler:
         return self.grid.to(index.device)[index]
 
     def start_index(self, sigma2: torch.Tensor) -> torch.Tensor:
-        """flash-spec §3.2: k̂ = argmin_k |SNR_k − 1/σ̂²| (nearest on a linear SNR scale)."""
+        """method §3.2: k̂ = argmin_k |SNR_k − 1/σ̂²| (nearest on a linear SNR scale)."""
         sigma2 = torch.as_tensor(sigma2, dtype=torch.float64).reshape(-1).cpu()
         inv = 1.0 / sigma2.clamp_min(1e-12)
         return (self.snr.view(1, -1) - inv.view(-1, 1)).abs().argmin(dim=1)
@@ -124,7 +124,7 @@ class DDPMSampler(Sampler):
 
 
 class DDIMSampler(Sampler):
-    """DDIM(η) on the LDM 'uniform' grid τ_k = k·(T/S) + 1 (flash-spec §3.1)."""
+    """DDIM(η) on the LDM 'uniform' grid τ_k = k·(T/S) + 1 (method §3.1)."""
 
     name = "ddim"
 

@@ -204,7 +204,7 @@ class _SeverityLoss(nn.Module):
 
 
 class SeverityTask:
-    """Fine-tune a copy of E0 on degraded crops: t ~ U[0,1] per sample, y = A_t(x) + n (flash-spec §2)."""
+    """Fine-tune a copy of E0 on degraded crops: t ~ U[0,1] per sample, y = A_t(x) + n (method §2)."""
 
     kind = "severity"
 

@@ -1,4 +1,4 @@
-"""Severity encoder (flash-spec §2): init from the autoencoder, heads, storage, and its loss."""
+"""Severity encoder (method §2): init from the autoencoder, heads, storage, and its loss."""
 from __future__ import annotations
 
 import math

@@ -35,7 +35,8 @@ def cluster():
            "RAY_AUTH_TOKEN_PATH": str(token)}
     env.pop("RAY_ADDRESS", None)
     port, dash = free_port(), free_port()
-    subprocess.run([str(BIN / "ray"), "start", "--head", "--port", str(port), "--dashboard-host", "127.0.0.1",
+    subprocess.run([str(BIN / "ray"), "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port),
+                    "--dashboard-host", "127.0.0.1",
                     "--dashboard-port", str(dash), "--include-dashboard", "true", "--temp-dir", temp,
                     "--num-cpus", "2", "--disable-usage-stats"], env=env, check=True, capture_output=True)
     yield f"http://127.0.0.1:{dash}", env
@@ -83,7 +84,7 @@ def test_plain_ray_job_submit_runs_the_same_command(cluster, job_inputs, tmp_pat
     archive, sets = job_inputs
     out = tmp_path / "out"
     res = subprocess.run([str(BIN / "ray"), "job", "submit", "--address", url, "--working-dir", ".",
-                          "--runtime-env-json", '{"excludes": [".git"]}', "--", "flash-restore",
+                          "--runtime-env-json", '{"excludes": [".git", "data/corpus"]}', "--", "flash-restore",
                           *restore_args(archive, sets, out, "local")], env=env, capture_output=True, text=True,
                          cwd=REPO, timeout=600)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]

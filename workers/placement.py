@@ -1,6 +1,6 @@
 """Resources and options for the job's actors, sized so the job always fits its cluster.
 
-Why: on a 2-core box, whole-CPU actors deadlock the job (design.md), so every actor asks
+Why: on a 2-core box, whole-CPU actors deadlock the job (docs/architecture.md, "Gotchas"), so every actor asks
 for a fraction of a CPU, shrunk further when the configured actors would not all fit. GPU
 stages ask for GPUs only where the cluster has them; the severity stage takes what the
 solvers leave (at most a quarter GPU each) and runs on CPU when nothing is left.

@@ -6,7 +6,7 @@ device. `pipeline.training.fit` then wraps the loss module in DDP and gives rank
 contiguous slice of every global batch, so the data order stays a function of (seed, step).
 
 On a small CPU box workers ask for fractional CPUs so the trainer's own actors can still be
-scheduled (design.md: a 2-core box deadlocks otherwise). Ray's session files go to
+scheduled (docs/architecture.md, "Gotchas": a 2-core box deadlocks otherwise). Ray's session files go to
 `RAY_TMPDIR` (or `temp_dir`) when this module starts Ray itself.
 """
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The operator contract: a batch of per-sample degradations of one family.
 
 Operators act on images in [0,1], shape (B, 3, H, W), because measurements are formed in
-[0,1] and only then mapped to [−1,1] (flash-spec §1): `y01 = A(x01) + n`, `y = 2·y01 − 1`.
+[0,1] and only then mapped to [−1,1] (method §1): `y01 = A(x01) + n`, `y = 2·y01 − 1`.
 Every sample carries its own parameters as a small JSON dict (`to_dicts` / `from_dicts`),
 so a shard sample can carry its operator and a solver can rebuild the true operator.
 
@@ -86,11 +86,11 @@ class Operator:
                              f"{[k for k, b in zip(self.keys, bad.tolist()) if b]}")
 
     def forward_pm(self, x: torch.Tensor) -> torch.Tensor:
-        """Â(x) = 2·A((x+1)/2) − 1: the operator in the models' [−1,1] domain (flash-spec §5)."""
+        """Â(x) = 2·A((x+1)/2) − 1: the operator in the models' [−1,1] domain (method §5)."""
         return 2.0 * self.forward((x + 1.0) / 2.0) - 1.0
 
     def adjoint_pm(self, v: torch.Tensor) -> torch.Tensor:
-        """Âᵀ(v) = 2·Aᵀ((v+1)/2) − 1, the transpose PSLD uses (flash-spec §5.3)."""
+        """Âᵀ(v) = 2·Aᵀ((v+1)/2) − 1, the transpose PSLD uses (method §5.3)."""
         return 2.0 * self.adjoint((v + 1.0) / 2.0) - 1.0
 
     @property

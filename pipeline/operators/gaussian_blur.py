@@ -1,10 +1,10 @@
-"""Gaussian blur (flash-spec §4): depthwise, reflect-padded, per-sample kernel size and std.
+"""Gaussian blur (method §4): depthwise, reflect-padded, per-sample kernel size and std.
 
 std(t) = std_min + (std_max − std_min)·t (defaults 0.3 → 3.0, kernel 61, as the reference).
 The kernel is the reference's: a normalized sampled Gaussian per axis (what
 `scipy.ndimage.gaussian_filter(impulse, σ, truncate=6)` gives), outer product in 2-D.
 
-The adjoint is exact (design.md, quirks): a transposed convolution followed by the adjoint
+The adjoint is exact (docs/method.md §4): a transposed convolution followed by the adjoint
 of reflect padding, which folds each padded border back onto the pixels it copied. The
 reference's fold is off by one (it is the adjoint of symmetric padding).
 

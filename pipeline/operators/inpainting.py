@@ -1,11 +1,11 @@
-"""Random-pixel inpainting (flash-spec §4): A = diag(mask), so A is self-adjoint.
+"""Random-pixel inpainting (method §4): A = diag(mask), so A is self-adjoint.
 
 Masked fraction frac(t) = frac_min + (frac_max − frac_min)·t; the defaults (0.0, 0.8) give
 the reference's keep rule u < 0.2 + 0.8·(1−t), i.e. 80 % missing at t = 1.
 
 Each sample draws a keep field u ~ U[0,1]^{H×W} (shared by the 3 channels) from a
 torch.Generator seeded with its dict's `seed`, and keeps a pixel iff u ≥ frac(t). One seed
-thus gives nested masks across t, which keeps severity monotone. design.md chose per-sample
+thus gives nested masks across t, which keeps severity monotone. docs/method.md §4 chose per-sample
 masks; `shared_mask: true` reproduces the reference protocol, where one field drawn from
 seed 0 serves every image. The field is drawn on the CPU (float32) and then moved, so a
 mask is the same on every device. Masked pixels are 0 in [0,1], hence −1 in [−1,1].

@@ -1,4 +1,4 @@
-"""Measurement noise and domain maps (flash-spec §1, §4).
+"""Measurement noise and domain maps (method §1, §4).
 
 Measurements are formed in [0,1] and not clipped: y01 = A(x01) + σ_i·n_i, then y = 2·y01 − 1.
 Each sample's noise comes from its own generator (never one batched draw), so a sample's

@@ -1,7 +1,7 @@
 """Nonlinear blur: a differentiable camera model with per-sample motion or defocus kernels.
 
 This stands in for the reference's nonlinear blur, the GOPRO-trained bkse `KernelWizard`
-network (flash-spec §4), whose weights cannot be obtained here (design.md, quirks). Like
+network (method §4), whose weights cannot be obtained here (docs/method.md §4). Like
 real camera blur, it blurs in linear light and is nonlinear in the image:
 
     A(x) = response(exposure · (k ⋆ decode(x)))

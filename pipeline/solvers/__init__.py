@@ -1,4 +1,4 @@
-"""Solver registry: one line per solver, plus each solver's reference sampler (flash-spec §5).
+"""Solver registry: one line per solver, plus each solver's reference sampler (method §5).
 
 LDPS, GML-DPS, PSLD and Unconditional run ancestral DDPM over all T steps; ReSample runs
 DDIM-500 with η = 1 (the only released configs that set a DDIM sampler).

@@ -1,11 +1,11 @@
 """The solver contract: a staggered reverse loop with a per-solver correction hook.
 
-A batch holds samples with different start indices (flash-spec §3.4, docs/architecture.md).
+A batch holds samples with different start indices (method §3.4, docs/architecture.md).
 The loop runs from the largest start index down to 0; at grid step k the active rows are
 those with start_index ≥ k, so each sample joins at its own start and all finish at 0.
 Only active rows are computed, every random draw comes from the sample's own generator,
 and losses are summed per sample (GroupNorm models: rows never mix), so a batched solve
-equals solving each sample alone. The graph is cut after every step (flash-spec §5).
+equals solving each sample alone. The graph is cut after every step (method §5).
 """
 from __future__ import annotations
 

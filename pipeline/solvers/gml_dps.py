@@ -1,4 +1,4 @@
-"""GML-DPS (flash-spec §5.2): LDPS plus a latent "gluing" term.
+"""GML-DPS (method §5.2): LDPS plus a latent "gluing" term.
 
 Objective ζ·‖r‖ + γ·‖ẑ0 − E0(D0(ẑ0))‖₂: both norms unsquared and γ not multiplied by ζ,
 as in the reference. E0/D0 act on scaled latents (model.autoencoder.encode/decode).

@@ -1,4 +1,4 @@
-"""Latent DPS (flash-spec §5.1): a gradient step on the unsquared measurement error.
+"""Latent DPS (method §5.1): a gradient step on the unsquared measurement error.
 
 z_{t−1} = z'_{t−1} − ∇_{z_t}[ζ·‖r‖₂], r = y − Â(D0(ẑ0(z_t))), Â = operator.forward_pm,
 applied at every reverse step including the last. The norm is not squared (the reference

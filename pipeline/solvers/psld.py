@@ -1,4 +1,4 @@
-"""PSLD as FlashDiffusion runs it (flash-spec §5.3): GML-DPS gluing to the projected image.
+"""PSLD as FlashDiffusion runs it (method §5.3): GML-DPS gluing to the projected image.
 
 x_corr = Âᵀ(y) + D0(ẑ0) − Âᵀ(Â(D0(ẑ0))) with Âᵀ = operator.adjoint_pm, objective
 ζ‖r‖ + γ‖ẑ0 − E0(x_corr)‖. Needs the exact transpose, so linear operators only.

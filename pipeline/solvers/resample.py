@@ -1,4 +1,4 @@
-"""ReSample as reimplemented by the FlashDiffusion reference (flash-spec §5.4).
+"""ReSample as reimplemented by the FlashDiffusion reference (method §5.4).
 
 At selected grid steps (k % every_n == 0, counted from the bottom of the grid, or
 k < last_n) it replaces Tweedie's ẑ0 by a hard data-consistent ẑ0(y) and resamples
