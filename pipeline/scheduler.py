@@ -86,6 +86,7 @@ class Scheduler:
         self.tick = min(0.5, max(0.05, float(ex.max_wait_s)))
         self.budget_s = ex.budget_hours * 3600 if ex.budget_hours else None
         self.budget_reached = False  # then no new solver batch starts; what is left waits for a rerun
+        self.rowsteps_done = self.rowsteps_inflight = 0  # Σ (start step + 1) over solved / running samples
 
     # --- the loop -------------------------------------------------------------------
     def run(self) -> dict:
@@ -114,8 +115,6 @@ class Scheduler:
         return self.next_shard >= len(self.shards) and not self.open
 
     def _schedule(self) -> None:
-        if self.budget_s is not None and self.stats.stage_seconds["solve"] >= self.budget_s:
-            self.budget_reached = True
         # 1. readers: one open shard per reader, one chunk in flight or buffered per shard
         self.readers.ensure()
         if not self.readers.handles and not self.reading_done():
@@ -148,11 +147,28 @@ class Scheduler:
             self._release(self.bucketer.flush())
         # 5. solvers, longest batch first, while the writer keeps up
         while self.ready and self.solvers.free() and len(self.writes) < self.max_writes and not self.budget_reached:
-            batch = heapq.heappop(self.ready)[2]
+            batch = self.ready[0][2]
+            if not self._fits(batch):
+                self.budget_reached = True
+                break
+            heapq.heappop(self.ready)
+            self.rowsteps_inflight += rowsteps([r for r, _ in batch])
             self.solvers.submit(([r for r, _ in batch], *unique(ref for _, ref in batch)))
         # 6. error rows to the writer
         if self.rows_out and (len(self.rows_out) >= self.bs or self.reading_done()):
             self._write_rows()
+
+    def _fits(self, batch) -> bool:
+        """Whether this batch can start within the solve budget: its cost and that of the batches
+        still running, at the seconds per sample·step measured on the batches done so far (the
+        first batch runs alone, to measure)."""
+        if self.budget_s is None:
+            return True
+        if not self.rowsteps_done:
+            return not self.rowsteps_inflight
+        rate = self.stats.stage_seconds["solve"] / self.rowsteps_done
+        planned = rate * (self.rowsteps_inflight + rowsteps([r for r, _ in batch]))
+        return self.stats.stage_seconds["solve"] + planned <= self.budget_s
 
     def _unblock(self) -> bool:
         """Nothing in flight: push what is buffered onward (never wait on ourselves)."""
@@ -229,6 +245,10 @@ class Scheduler:
             self._release(self.bucketer.add_many(((r, payload), r.group, r.start_step) for r in res["records"]))
         elif self.solvers.owns(ref):
             status, (records, *_), res, extra = self.solvers.finish(ref)
+            if status != "retried":
+                self.rowsteps_inflight -= rowsteps(records)
+            if status == "ok":
+                self.rowsteps_done += rowsteps(records)
             if status == "lost":
                 self.rows_out += [lost_row(r.key, r.shard, "solver") for r in records]
             elif status == "ok":
@@ -244,6 +264,10 @@ class Scheduler:
             self.stats.stage("write", res["seconds"], len(res["rows"]))
             if self.on_progress:
                 self.on_progress(self.stats)
+
+
+def rowsteps(records: list[SampleRecord]) -> int:
+    return sum(r.start_step + 1 for r in records)
 
 
 def lost_row(key: str, shard: str, stage: str) -> dict:
