@@ -50,7 +50,7 @@ def build_archive(folder) -> str:
     wide = {**params, "operator": "gaussian_blur", "kernel_size": 61}  # needs an image of ≥ 31 px
     write_shard(str(folder / "a.tar"), good[:2] + [
         {"__key__": "tiny", "png": torch.rand(3, 1, 1), "json": params},       # 1×1 PNG
-        {"__key__": "huge", "png": torch.rand(3, 64, 64), "json": params},     # the models take 16×16
+        {"__key__": "huge", "png": torch.rand(3, 17, 17), "json": params},     # within max_pixels; models take 16²
         {"__key__": "wide_kernel", "png": torch.rand(3, 16, 16), "json": wide}] + archive_samples(1, prefix="dup"))
     png = encode_png(torch.rand(3, 16, 16))
     with tarfile.open(folder / "b.tar", "w") as tar:
@@ -81,7 +81,7 @@ def runs(tmp_path_factory, request):
     """Both backends over the same archive, and a rerun of each."""
     root = tmp_path_factory.mktemp("hostile")
     _, models, _ = engine_setup(root)
-    archive = build_archive(root / "archive")
+    archive = build_archive(root / "hostile-archive")
     out = {}
     for engine in ("local", "ray"):
         if engine == "ray":
