@@ -104,7 +104,8 @@ def bench_budget(
     lines = [f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: a {samples}-sample archive, "
              f"`--budget-hours` set to {fraction:.0%} of its predicted solve time ({predicted:.1f} s), local "
              f"engine, batch {batch_size}; then the same job rerun without a budget. The scheduler starts a "
-             "batch only if it and the running ones fit, at the seconds per sample·step measured so far. "
+             "batch only if it and the running ones fit, at the seconds per sample·step measured so far, and "
+             "when the next batch does not fit runs its cheapest samples that do. "
              "Target: overshoot ≤ 10 %, and the rerun completes the job.", "",
              "| budget s | solve s spent | overshoot | restored in run 1 | restored on resume | one row per key, all ok |",
              "|---|---|---|---|---|---|",

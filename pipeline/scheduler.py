@@ -148,27 +148,49 @@ class Scheduler:
         # 5. solvers, longest batch first, while the writer keeps up
         while self.ready and self.solvers.free() and len(self.writes) < self.max_writes and not self.budget_reached:
             batch = self.ready[0][2]
-            if not self._fits(batch):
-                self.budget_reached = True
+            verdict = self._budget_verdict(batch)
+            if verdict == "stop":  # run the part of the batch that still fits; stop when none does
+                whole = heapq.heappop(self.ready)
+                batch = self._fitting_part(whole[2])
+                if len(batch) < len(whole[2]):
+                    taken = {id(it) for it in batch}
+                    rest = [it for it in whole[2] if id(it) not in taken]
+                    heapq.heappush(self.ready, (-max(r.start_step for r, _ in rest), next(self.seq), rest))
+                if not batch:
+                    self.budget_reached = not self.rowsteps_inflight
+                    break
+            elif verdict == "wait":
                 break
-            heapq.heappop(self.ready)
+            else:
+                heapq.heappop(self.ready)
             self.rowsteps_inflight += rowsteps([r for r, _ in batch])
             self.solvers.submit(([r for r, _ in batch], *unique(ref for _, ref in batch)))
         # 6. error rows to the writer
         if self.rows_out and (len(self.rows_out) >= self.bs or self.reading_done()):
             self._write_rows()
 
-    def _fits(self, batch) -> bool:
-        """Whether this batch can start within the solve budget: its cost and that of the batches
-        still running, at the seconds per sample·step measured on the batches done so far (the
-        first batch runs alone, to measure)."""
+    def _budget_verdict(self, batch) -> str:
+        """go | wait | stop: whether this batch can start within the solve budget, counting it and
+        the batches still running at the seconds per sample·step measured on the batches done
+        so far. Until one batch is done there is no rate: the first batch runs alone (wait)."""
         if self.budget_s is None:
-            return True
+            return "go"
         if not self.rowsteps_done:
-            return not self.rowsteps_inflight
+            return "wait" if self.rowsteps_inflight else "go"
         rate = self.stats.stage_seconds["solve"] / self.rowsteps_done
         planned = rate * (self.rowsteps_inflight + rowsteps([r for r, _ in batch]))
-        return self.stats.stage_seconds["solve"] + planned <= self.budget_s
+        return "go" if self.stats.stage_seconds["solve"] + planned <= self.budget_s else "stop"
+
+    def _fitting_part(self, batch: list) -> list:
+        """The cheapest samples of `batch` that fit in what is left of the budget."""
+        rate = self.stats.stage_seconds["solve"] / self.rowsteps_done
+        left = self.budget_s - self.stats.stage_seconds["solve"] - rate * self.rowsteps_inflight
+        part: list = []
+        for item in sorted(batch, key=lambda it: it[0].start_step):
+            if rate * rowsteps([r for r, _ in part + [item]]) > left:
+                break
+            part.append(item)
+        return part
 
     def _unblock(self) -> bool:
         """Nothing in flight: push what is buffered onward (never wait on ourselves)."""
