@@ -74,3 +74,23 @@ def tiny_config(models: dict, *extra: str):
 def engine_setup(root: Path) -> tuple[Path, dict, str]:
     """Tiny models and a 9-sample, 2-shard archive under root: what the engine tests share."""
     return root, build_tiny_models(root / "models"), write_archive(root / "archive", n=9, shards=2)
+
+
+def output_images(out: str) -> dict:
+    """key → restored image (float64 array) of every committed part of an output (local or s3://)."""
+    import io
+    import tarfile
+
+    import numpy as np
+    from PIL import Image
+
+    from pipeline.outputs import OutputStore
+
+    store = OutputStore(out)
+    found = {}
+    for info in store.read_manifest()["parts"].values():
+        with store.fs.open(store.path(info["images"]), "rb") as fh, tarfile.open(fileobj=fh) as tar:
+            for m in tar.getmembers():
+                if m.name.endswith(".png"):
+                    found[m.name[:-4]] = np.asarray(Image.open(io.BytesIO(tar.extractfile(m).read())), np.float64)
+    return found

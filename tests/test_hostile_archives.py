@@ -16,12 +16,11 @@ import tarfile
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from pipeline.outputs import OutputStore
 from pipeline.samples import encode_png
 from pipeline.shards import write_shard
-from tests.pipeline_fixtures import archive_samples, engine_setup, tiny_config
+from tests.pipeline_fixtures import archive_samples, engine_setup, output_images, tiny_config
 from tests.test_samples import png16_rgb, png_bytes, png_header_only
 from workers.execute import execute
 
@@ -94,17 +93,6 @@ def runs(tmp_path_factory, request):
     return root, out
 
 
-def images(out) -> dict:
-    store = OutputStore(out)
-    found = {}
-    for info in store.read_manifest()["parts"].values():
-        with tarfile.open(store.path(info["images"])) as tar:
-            for m in tar.getmembers():
-                if m.name.endswith(".png"):
-                    found[m.name[:-4]] = np.asarray(Image.open(io.BytesIO(tar.extractfile(m).read())), np.float64)
-    return found
-
-
 @pytest.mark.parametrize("engine", ["local", "ray"])
 def test_every_bad_sample_is_one_error_row_and_a_rerun_completes(runs, engine):
     root, out = runs
@@ -119,7 +107,7 @@ def test_every_bad_sample_is_one_error_row_and_a_rerun_completes(runs, engine):
     assert any(r["error_kind"] == "corrupt_tar" for r in rows)
     ok = {r["key"] for r in rows if r["status"] == "ok"}
     assert set(GOOD) <= ok <= set(GOOD) | {"t0000", "t0001"}  # the truncated shard's complete samples restore
-    names = list(images(path))
+    names = list(output_images(path))
     assert not any(n.startswith(("/", "..")) or "/../" in n for n in names)
     assert not os.path.exists(root / "escape.png") and not os.path.exists(root.parent / "escape.png")
     assert again["samples"] == 0 and again["skipped_already_done"] == len(rows)
@@ -133,7 +121,7 @@ def test_both_backends_agree_row_for_row_and_pixel_for_pixel(runs):
     a = sorted(map(key, OutputStore(local).read_metrics().to_pylist()), key=str)
     b = sorted(map(key, OutputStore(ray).read_metrics().to_pylist()), key=str)
     assert a == b
-    got, want = images(ray), images(local)
+    got, want = output_images(ray), output_images(local)
     assert got.keys() == want.keys() and len(got) == lsum["ok"] == rsum["ok"] > 0
     assert max(np.abs(got[k] - want[k]).max() for k in got) <= 1.0  # within 1/255
     assert lsum["errors_by_kind"] == rsum["errors_by_kind"] and lsum["committed"] == rsum["committed"]

@@ -5,18 +5,15 @@ One local Ray instance serves the module (`ray_local` in conftest; starting Ray 
 on the 2-core box).
 """
 import collections
-import io
 import os
-import tarfile
 from dataclasses import replace
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from workers.execute import execute
 from pipeline.outputs import CommitConflict, OutputStore, PartBuffer
-from tests.pipeline_fixtures import engine_setup, tiny_config
+from tests.pipeline_fixtures import engine_setup, output_images, tiny_config
 
 ray = pytest.importorskip("ray")
 
@@ -28,17 +25,6 @@ def setup(tmp_path_factory):
 
 def config(models, *extra):
     return tiny_config(models, "execution.engine=ray", "execution.part_size=4", *extra)
-
-
-def images(out) -> dict:
-    store = OutputStore(out)
-    found = {}
-    for info in store.read_manifest()["parts"].values():
-        with store.fs.open(store.path(info["images"]), "rb") as fh, tarfile.open(fileobj=fh) as tar:
-            for m in tar.getmembers():
-                if m.name.endswith(".png"):
-                    found[m.name[:-4]] = np.asarray(Image.open(io.BytesIO(tar.extractfile(m).read())), np.float64)
-    return found
 
 
 def rows_of(out) -> list[dict]:
@@ -65,7 +51,7 @@ def test_matches_local_engine(ray_local, setup, tmp_path):
         if r["status"] == "ok":
             assert (by_key[r["key"]]["nfe"], by_key[r["key"]]["start_step"]) == (r["nfe"], r["start_step"])
     assert_exactly_once(rows, [f"s{i:04d}" for i in range(9)])
-    got, want = images(str(tmp_path / "ray")), images(str(tmp_path / "local"))
+    got, want = output_images(str(tmp_path / "ray")), output_images(str(tmp_path / "local"))
     assert got.keys() == want.keys() and len(got) == summary["ok"] == local["ok"]
     assert max(np.abs(got[k] - want[k]).max() for k in got) <= 1.0
     assert summary["errors"] == local["errors"] and summary["errors_by_kind"] == local["errors_by_kind"]
@@ -135,7 +121,7 @@ def test_s3_input_and_output(ray_local, setup, s3_bucket):
     rows = rows_of(out)
     assert len(rows) == 9 and all(r["status"] == "ok" and r["image_url"].startswith(out) for r in rows)
     assert_exactly_once(rows, [f"s{i:04d}" for i in range(9)])
-    assert len(images(out)) == 9
+    assert len(output_images(out)) == 9
 
 
 def test_s3_commit_cannot_overwrite_another_writers_commit(s3_bucket):
