@@ -44,8 +44,8 @@ def time_batch(restorer, prepared, start: int, repeats: int) -> float:
 def calibrate(
     solvers: str = typer.Option(SOLVERS, "--solvers", help="Comma list"),
     batch_sizes: str = typer.Option("1,2,4,8", "--batch-sizes", help="Comma list of row counts"),
-    steps: int = typer.Option(8, "--steps", help="K of the long run (the short one takes 1 step)"),
-    repeats: int = typer.Option(2, "--repeats"),
+    steps: int = typer.Option(16, "--steps", help="K of the long run (the short one takes 1 step)"),
+    repeats: int = typer.Option(3, "--repeats"),
     family: str = typer.Option("gaussian_blur", "--family", help="Operator family of the timing samples"),
     input: str = typer.Option(str(SAMPLE_ARCHIVE), "--input", help="Shards with samples of that family"),
     config: Optional[str] = typer.Option(None, "--config"),

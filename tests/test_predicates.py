@@ -25,6 +25,7 @@ def test_predicates_select_the_right_rows(text, keys):
     ("status = error", "expected a literal"), ("residual_z > (1).real", "expected a literal"),
     ("status =", "does not parse"), ("", "needs a predicate"), ("x" * 3000, "longer than"),
     ("residual_z + 1 > 2", "expected a column"), ("key in 'abc'", "parenthesised list"),
+    ("status = 'ok'; DROP TABLE metrics", "does not parse"), ("status = 'ok' -- comment", "expected a literal"),
 ])
 def test_hostile_or_broken_predicates_are_refused(text, needle):
     with pytest.raises(ValueError, match=needle):
