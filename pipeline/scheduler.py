@@ -147,50 +147,40 @@ class Scheduler:
             self._release(self.bucketer.flush())
         # 5. solvers, longest batch first, while the writer keeps up
         while self.ready and self.solvers.free() and len(self.writes) < self.max_writes and not self.budget_reached:
-            batch = self.ready[0][2]
-            verdict = self._budget_verdict(batch)
-            if verdict == "stop":  # run the part of the batch that still fits; stop when none does
-                whole = heapq.heappop(self.ready)
-                batch = self._fitting_part(whole[2])
-                if len(batch) < len(whole[2]):
-                    taken = {id(it) for it in batch}
-                    rest = [it for it in whole[2] if id(it) not in taken]
-                    heapq.heappush(self.ready, (-max(r.start_step for r, _ in rest), next(self.seq), rest))
-                if not batch:
-                    self.budget_reached = not self.rowsteps_inflight
-                    break
-            elif verdict == "wait":
+            part = self._startable(self.ready[0][2])
+            if part is None:  # wait for a batch to finish: its time sets the rate
                 break
-            else:
-                heapq.heappop(self.ready)
-            self.rowsteps_inflight += rowsteps([r for r, _ in batch])
-            self.solvers.submit(([r for r, _ in batch], *unique(ref for _, ref in batch)))
+            batch = heapq.heappop(self.ready)[2]
+            if len(part) < len(batch):  # what does not fit goes back; it waits for a rerun if nothing fits
+                taken = {id(it) for it in part}
+                self._release([[it for it in batch if id(it) not in taken]])
+            if not part:
+                self.budget_reached = not self.rowsteps_inflight
+                break
+            self.rowsteps_inflight += rowsteps([r for r, _ in part])
+            self.solvers.submit(([r for r, _ in part], *unique(ref for _, ref in part)))
         # 6. error rows to the writer
         if self.rows_out and (len(self.rows_out) >= self.bs or self.reading_done()):
             self._write_rows()
 
-    def _budget_verdict(self, batch) -> str:
-        """go | wait | stop: whether this batch can start within the solve budget, counting it and
-        the batches still running at the seconds per sample·step measured on the batches done
-        so far. Until one batch is done there is no rate: the first batch runs alone (wait)."""
+    def _startable(self, batch: list) -> list | None:
+        """The part of `batch` that may start within the solve budget: all of it, its cheapest
+        samples, or none; None = wait. Costs are the seconds per sample·step measured on the
+        batches done so far, counted for this batch and those still running; until one batch
+        is done there is no rate, so the first batch runs alone."""
         if self.budget_s is None:
-            return "go"
+            return batch
         if not self.rowsteps_done:
-            return "wait" if self.rowsteps_inflight else "go"
-        rate = self.stats.stage_seconds["solve"] / self.rowsteps_done
-        planned = rate * (self.rowsteps_inflight + rowsteps([r for r, _ in batch]))
-        return "go" if self.stats.stage_seconds["solve"] + planned <= self.budget_s else "stop"
-
-    def _fitting_part(self, batch: list) -> list:
-        """The cheapest samples of `batch` that fit in what is left of the budget."""
+            return None if self.rowsteps_inflight else batch
         rate = self.stats.stage_seconds["solve"] / self.rowsteps_done
         left = self.budget_s - self.stats.stage_seconds["solve"] - rate * self.rowsteps_inflight
         part: list = []
         for item in sorted(batch, key=lambda it: it[0].start_step):
-            if rate * rowsteps([r for r, _ in part + [item]]) > left:
+            left -= rate * (item[0].start_step + 1)
+            if left < 0:
                 break
             part.append(item)
-        return part
+        return batch if len(part) == len(batch) else part
 
     def _unblock(self) -> bool:
         """Nothing in flight: push what is buffered onward (never wait on ourselves)."""
@@ -269,11 +259,10 @@ class Scheduler:
             status, (records, *_), res, extra = self.solvers.finish(ref)
             if status != "retried":
                 self.rowsteps_inflight -= rowsteps(records)
-            if status == "ok":
-                self.rowsteps_done += rowsteps(records)
             if status == "lost":
                 self.rows_out += [lost_row(r.key, r.shard, "solver") for r in records]
             elif status == "ok":
+                self.rowsteps_done += rowsteps(records)
                 self._received(res)
                 self.stats.stage("solve", res["seconds"], res["n"])
                 self.writes.append(self.backend.write(extra[0]))  # results go to the writer by reference
