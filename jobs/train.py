@@ -16,7 +16,7 @@ from typing import Any, Optional
 
 import typer
 
-from pipeline.training_config import JOBS
+from pipeline.training_config import JOBS, WHOLE
 from pipeline.typed_config import load
 
 
@@ -45,7 +45,7 @@ def build_config(kind: str, preset: str = "cpu", path: str | None = None, overri
     if preset not in PRESETS:
         raise ValueError(f"--preset must be one of {sorted(PRESETS)}, got {preset!r}")
     return load(JOBS[kind], path, overrides or (), layers=[PRESETS[preset][kind]], flags=flags,
-                whole=("operator_params",))
+                whole=WHOLE)
 
 
 def command_line(ctx: typer.Context | None = None) -> str:

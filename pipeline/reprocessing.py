@@ -15,26 +15,17 @@ import json
 
 import pyarrow as pa
 
-from .config import RestoreConfig, load_config
+from .config import WHOLE, RestoreConfig, load_config
 from .outputs import OutputStore
 from .predicates import select
+from .typed_config import flatten
 
 RULES = ("best", "newest")
 
 
-def flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict) and v and k not in ("params", "operator", "severity"):
-            out.update(flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def config_diff(old: RestoreConfig, new: RestoreConfig) -> dict:
     """{dotted key: [old, new]} over what changes outputs (execution settings left out)."""
-    a, b = flat(old.to_dict()), flat(new.to_dict())
+    a, b = flatten(old.to_dict(), WHOLE), flatten(new.to_dict(), WHOLE)
     return {k: [a.get(k), b.get(k)] for k in sorted(set(a) | set(b))
             if not k.startswith("execution.") and a.get(k) != b.get(k)}
 

@@ -28,6 +28,8 @@ import torch
 import torch.distributed as dist
 
 from .training_data import BatchPlan, load_crops, rank_rows
+from .training_config import WHOLE
+from .typed_config import flatten
 from .training_state import EMA, load_checkpoint, load_checkpoint_meta, save_checkpoint
 
 KINDS = ("autoencoder", "ldm", "severity")
@@ -64,16 +66,8 @@ def use_bf16(precision: str, device: torch.device) -> bool:
     return device.type == "cuda" and precision in ("auto", "bf16")
 
 
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        out.update(_flat(v, key + ".") if isinstance(v, dict) and k not in ("operator_params",) else {key: v})
-    return out
-
-
 def _check_resume(meta: dict, cfg: dict, url: str) -> None:
-    old, new = _flat(meta.get("config", {})), _flat(cfg)
+    old, new = flatten(meta.get("config", {}), WHOLE), flatten(cfg, WHOLE)
     diff = sorted(k for k in set(old) | set(new) if k not in RESUMABLE_KEYS and old.get(k) != new.get(k))
     if diff:
         raise ValueError(f"checkpoint {url} was written with a different config ({', '.join(diff[:6])}); "

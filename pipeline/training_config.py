@@ -174,8 +174,6 @@ class SeverityJob:
             raise ValueError(f"noise_sigma must be in [0, 1], got {self.noise_sigma}")
 
 
-JOBS = {"autoencoder": AutoencoderJob, "ldm": LDMJob, "severity": SeverityJob}
-
-
+WHOLE = ("operator_params",)  # free-form mappings: merged and compared as one value
 JOBS = {"autoencoder": AutoencoderJob, "ldm": LDMJob, "severity": SeverityJob}
 JOB_NAMES = {cls: name for name, cls in JOBS.items()}

@@ -92,6 +92,15 @@ def set_dotted(data: dict, dotted: str, value) -> None:
     node[keys[-1]] = value
 
 
+def flatten(d: dict, whole: tuple[str, ...] = (), prefix: str = "") -> dict:
+    """{'a.b': value}: the dotted view of a config dict (mappings named in `whole` stay values)."""
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        out.update(flatten(v, whole, key + ".") if isinstance(v, dict) and k not in whole else {key: v})
+    return out
+
+
 def merge(base: dict, update: dict, whole: tuple[str, ...] = ()) -> None:
     """Deep-merge `update` into `base`; mappings named in `whole` (free-form dicts such as a
     solver's params) are merged one level, not recursed into."""
