@@ -20,6 +20,17 @@ from jobs.restore_cmd import REPO, SAMPLE_ARCHIVE, build_config, console
 TARGET = 0.15
 
 
+def predicted(cfg, archive: str) -> tuple[float, dict]:
+    """`estimate`'s predicted solve seconds for the config's solver (and the solver's report)."""
+    from jobs.estimate_cmd import build_report
+    from pipeline.shards import list_shards
+
+    report = build_report(cfg, archive, list_shards(archive))["solvers"][cfg.solver.name]
+    if isinstance(report["predicted_solve_seconds"], str):
+        raise typer.BadParameter(report["predicted_solve_seconds"])
+    return report["predicted_solve_seconds"], report
+
+
 def bench_estimate(
     sizes: str = typer.Option("32,500", "--sizes", help="Archive sizes (32 = the committed sample archive)"),
     batch_size: int = typer.Option(8, "--batch-size"),
@@ -28,8 +39,6 @@ def bench_estimate(
     set_: Optional[List[str]] = typer.Option(None, "--set"),
 ):
     """Estimate, then restore, each archive; report predicted / actual solve seconds (target ±15 %)."""
-    from jobs.estimate_cmd import build_report
-    from pipeline.shards import list_shards
     from workers.execute import execute
 
     cfg = build_config(config, None, False, batch_size, None, None, "local", None, set_)
@@ -37,15 +46,11 @@ def bench_estimate(
     rows = []
     for n in [int(s) for s in sizes.split(",") if s.strip()]:
         archive = str(SAMPLE_ARCHIVE) if n == 32 else make_archive(str(SAMPLE_ARCHIVE), n, tmp / f"a{n}")
-        report = build_report(cfg, archive, list_shards(archive))
-        predicted = report["solvers"][cfg.solver.name]["predicted_solve_seconds"]
-        if isinstance(predicted, str):
-            raise typer.BadParameter(predicted)
+        seconds, report = predicted(cfg, archive)
         summary = execute(cfg, archive, str(tmp / f"out{n}"))
         actual = summary["stages"]["solve"]["busy_seconds"]
-        rows.append((n, report["solvers"][cfg.solver.name]["mean_nfe"], summary["mean_nfe"], predicted, actual,
-                     predicted / actual - 1))
-        console.print(f"{n} samples: predicted {predicted:.1f} s, actual {actual:.1f} s")
+        rows.append((n, report["mean_nfe"], summary["mean_nfe"], seconds, actual, seconds / actual - 1))
+        console.print(f"{n} samples: predicted {seconds:.1f} s, actual {actual:.1f} s")
     table = Table(title="flash-restore bench estimate: predicted vs actual solve seconds")
     for col in ("samples", "predicted NFE", "actual NFE", "predicted s", "actual s", "error"):
         table.add_column(col)
@@ -77,18 +82,14 @@ def bench_budget(
     """Run with --budget-hours set to a fraction of the prediction, then resume: overshoot (target ≤ 10 %)."""
     from dataclasses import replace
 
-    from jobs.estimate_cmd import build_report
     from pipeline.outputs import OutputStore
-    from pipeline.shards import list_shards
     from workers.execute import execute
 
     cfg = build_config(config, None, False, batch_size, None, None, "local", None, set_)
     tmp = Path(tempfile.mkdtemp(prefix="flash-bench-budget-"))
     archive = make_archive(str(SAMPLE_ARCHIVE), samples, tmp / "archive")
-    predicted = build_report(cfg, archive, list_shards(archive))["solvers"][cfg.solver.name]["predicted_solve_seconds"]
-    if isinstance(predicted, str):
-        raise typer.BadParameter(predicted)
-    budget_s = fraction * predicted
+    prediction, _ = predicted(cfg, archive)
+    budget_s = fraction * prediction
     out = str(tmp / "out")
     first = execute(replace(cfg, execution=replace(cfg.execution, budget_hours=budget_s / 3600)), archive, out)
     spent = first["stages"]["solve"]["busy_seconds"]
@@ -102,7 +103,7 @@ def bench_budget(
     table.add_row(f"{budget_s:.1f}", f"{spent:.1f}", f"{over:+.1%}", str(first["ok"]), str(rest["ok"]), str(complete))
     console.print(table)
     lines = [f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: a {samples}-sample archive, "
-             f"`--budget-hours` set to {fraction:.0%} of its predicted solve time ({predicted:.1f} s), local "
+             f"`--budget-hours` set to {fraction:.0%} of its predicted solve time ({prediction:.1f} s), local "
              f"engine, batch {batch_size}; then the same job rerun without a budget. The scheduler starts a "
              "batch only if it and the running ones fit, at the seconds per sample·step measured so far, and "
              "when the next batch does not fit runs its cheapest samples that do. "

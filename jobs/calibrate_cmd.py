@@ -12,7 +12,6 @@ import platform
 import statistics
 import time
 from dataclasses import replace
-from pathlib import Path
 from typing import List, Optional
 
 import typer
@@ -21,14 +20,6 @@ from rich.table import Table
 from jobs.restore_cmd import SAMPLE_ARCHIVE, build_config, console
 
 SOLVERS = "ldps,gml_dps,psld,resample"
-
-
-def calibration_dir(cfg) -> Path:
-    """Beside the models: the denoiser's parent folder when it is local, else the shipped models/."""
-    from pipeline.config import MODELS_DIR
-
-    parent = Path(cfg.models.denoiser).parent
-    return parent if "://" not in cfg.models.denoiser and parent.is_dir() else MODELS_DIR
 
 
 def time_batch(restorer, prepared, start: int, repeats: int) -> float:
@@ -52,7 +43,9 @@ def calibrate(
     set_: Optional[List[str]] = typer.Option(None, "--set"),
 ):
     """Measure c(n) and f(n) per solver here and store them in the calibration table."""
-    from pipeline.cost_model import device_class, write_entries
+    import torch
+
+    from pipeline.cost_model import calibration_dir, device_class, write_entries
     from pipeline.restore import Restorer
     from pipeline.shards import iter_samples, list_shards
 
@@ -61,11 +54,11 @@ def calibrate(
     entries, table = [], Table(title="flash-restore bench calibrate: seconds per step (fixed per batch)")
     for col in ("solver", *[f"n={n}" for n in sizes]):
         table.add_column(col)
+    samples = [s for sh in list_shards(input) for s in iter_samples(sh)
+               if not isinstance(s, Exception) and (s.params or {}).get("operator") == family]
     for name in names:
         cfg = build_config(config, name, False, max(sizes), None, None, "local", None, set_)
         restorer = Restorer(cfg)
-        samples = [s for sh in list_shards(input) for s in iter_samples(sh)
-                   if not isinstance(s, Exception) and (s.params or {}).get("operator") == family]
         prepared = [restorer.prepare(s) for s in samples]
         if len(prepared) < max(sizes):
             raise typer.BadParameter(f"{input} has {len(prepared)} {family} samples, fewer than {max(sizes)}")
@@ -81,7 +74,7 @@ def calibrate(
         entries.append({"device_class": device_class(restorer.device), "solver": name,
                         "model_hash": restorer.model_hash, "per_batch": per_batch, "measured": time.time(),
                         "machine": f"{platform.processor() or platform.machine()}, "
-                                   f"{__import__('torch').get_num_threads()} threads",
+                                   f"{torch.get_num_threads()} threads",
                         "command": f"flash-restore bench calibrate --solvers {name} --batch-sizes {batch_sizes} "
                                    f"--steps {steps} --repeats {repeats}"})
     console.print(table)

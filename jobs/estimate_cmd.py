@@ -36,18 +36,17 @@ def severity_records(cfg, shards, fraction: float, seed: int):
     from pipeline.validation import SampleValidator, read_limits
 
     restorer = Restorer(cfg)
-    cursor, validator = ShardCursor(read_limits(cfg)), SampleValidator(cfg)
+    cursor = ShardCursor({**read_limits(cfg), "select": lambda key: sampled(key, fraction, seed)})
+    validator = SampleValidator(cfg)
     records, invalid, seen, t0 = [], Counter(), 0, time.perf_counter()
     chunk = 4 * cfg.execution.batch_size
     for shard in shards:
         pos, done = 0, False
         while not done:
             summary, payload = read_stage(cursor, validator, (shard, pos, chunk))
-            pos, done = pos + summary["n"], summary["done"]
-            keep = [r for r in summary["records"] if sampled(r.key if hasattr(r, "key") else r["key"], fraction, seed)]
-            seen += len(keep)
-            invalid.update(r["error_kind"] for r in keep if isinstance(r, dict))
-            good = [r for r in keep if not isinstance(r, dict)]
+            pos, done, seen = pos + summary["n"], summary["done"], seen + summary["n"]
+            invalid.update(r["error_kind"] for r in summary["records"] if isinstance(r, dict))
+            good = [r for r in summary["records"] if not isinstance(r, dict)]
             if good:
                 sev, _ = severity_stage(restorer, good, payload)
                 records += sev["records"]
@@ -89,9 +88,9 @@ def build_report(cfg, input: str, shards: list[str], sample_fraction: float = 1.
     """The estimate as a dict (what `estimate` prints and writes, and `bench estimate` checks)."""
     import torch
 
-    from pipeline.cost_model import device_class, find_entry, predict_solve_seconds, read_table
+    from pipeline.cost_model import calibration_dir, device_class, find_entry, predict_solve_seconds, read_table
+    from pipeline.restore import capped_start
     from pipeline.solvers import default_sampler
-    from jobs.calibrate_cmd import calibration_dir
 
     restorer, records, invalid, seen, seconds = severity_records(cfg, shards, sample_fraction, cfg.seed)
     target = device or device_class(restorer.device)
@@ -106,8 +105,7 @@ def build_report(cfg, input: str, shards: list[str], sample_fraction: float = 1.
         sampler = restorer.sampler if name == cfg.solver.name else default_sampler(name, restorer.ldm.schedule)
         starts = sampler.start_index(sigma2).tolist() if len(records) and cfg.flash.enabled else \
             [sampler.num_steps - 1] * len(records)
-        if cfg.flash.max_nfe is not None:
-            starts = [min(s, cfg.flash.max_nfe - 1) for s in starts]
+        starts = [capped_start(s, cfg.flash.max_nfe) for s in starts]
         nfe = [s + 1 for s in starts]
         entry = find_entry(table_entries, target, name, restorer.model_hash)
         out = {"start_step_histogram": dict(sorted(Counter((s // 10) * 10 for s in starts).items())),

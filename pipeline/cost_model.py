@@ -64,6 +64,14 @@ def predict_solve_seconds(records: list[tuple[tuple, int]], batch_size: int, wid
     return sum(batch_seconds(b, entry) for b in batches(records, batch_size, width))
 
 
+def calibration_dir(cfg) -> Path:
+    """Beside the models: the denoiser's parent folder when it is local, else the shipped models/."""
+    from .config import MODELS_DIR
+
+    parent = Path(cfg.models.denoiser).parent
+    return parent if "://" not in cfg.models.denoiser and parent.is_dir() else MODELS_DIR
+
+
 def read_table(models_dir: str | Path) -> list[dict]:
     path = Path(models_dir) / CALIBRATION_NAME
     return json.loads(path.read_text())["entries"] if path.exists() else []

@@ -65,8 +65,8 @@ def _restored(store: OutputStore, row: dict) -> Image.Image:
 
 
 def _inputs(row: dict) -> tuple[Image.Image | None, Image.Image | None]:
-    for s in iter_samples(row["shard"], allow_convert=True):
-        if s.key == row["key"] and hasattr(s, "image01"):
+    for s in iter_samples(row["shard"], allow_convert=True, select=lambda key: key == row["key"]):
+        if hasattr(s, "image01"):  # only this key is decoded
             to_pil = lambda t: Image.fromarray((t.permute(1, 2, 0).numpy() * 255).round().astype("uint8"))  # noqa: E731
             return to_pil(s.image01), (to_pil(s.clean01) if s.clean01 is not None else None)
     return None, None

@@ -30,6 +30,26 @@ from .schedules import make_sampler
 from .validation import SampleValidator
 
 
+def capped_start(start: int, max_nfe: int | None) -> int:
+    """flash.max_nfe: start no higher than max_nfe − 1, so at most max_nfe denoiser steps."""
+    return start if max_nfe is None else min(start, max_nfe - 1)
+
+
+def isolating(run, items: list, on_error) -> list:
+    """`run(items)`; if that raises, each item is run alone and a failing one is replaced, in
+    place, by `on_error(item, exc)`: one bad sample costs its own row, not its batch's."""
+    try:
+        return run(items)
+    except Exception:  # noqa: BLE001 - isolate the bad sample; the job goes on
+        out = []
+        for item in items:
+            try:
+                out += run([item])
+            except Exception as exc:  # noqa: BLE001 - becomes an error row
+                out.append(on_error(item, exc))
+        return out
+
+
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -115,10 +135,10 @@ class Restorer:
         return [out[p.key] for p in items]
 
     def _capped(self, e: Estimated) -> Estimated:
-        """flash.max_nfe: start no higher than max_nfe − 1 steps; remember what was cut."""
-        cap = self.cfg.flash.max_nfe
-        if cap is not None and e.start_step + 1 > cap:
-            e.nfe_uncapped, e.start_step = e.start_step + 1, cap - 1
+        """flash.max_nfe: remember what the cap cut."""
+        start = capped_start(e.start_step, self.cfg.flash.max_nfe)
+        if start != e.start_step:
+            e.nfe_uncapped, e.start_step = e.start_step + 1, start
         return e
 
     # --- stage 2: one exact, staggered batch -----------------------------------------
@@ -147,17 +167,8 @@ class Restorer:
                 for i, e in enumerate(batch)]
 
     def solve_isolating(self, batch: list[Estimated]) -> list[tuple[dict, bytes | None, dict | None]]:
-        """`solve`, but a failing batch is retried one by one so only the bad sample becomes an error row."""
-        try:
-            return self.solve(batch)
-        except Exception:  # noqa: BLE001 - isolate the bad sample; the job goes on
-            results = []
-            for e in batch:
-                try:
-                    results += self.solve([e])
-                except Exception as exc:  # noqa: BLE001 - becomes an error row
-                    results.append((error_for(e.key, e.prepared.shard, exc), None, None))
-            return results
+        """`solve`, but only the bad sample of a failing batch becomes an error row."""
+        return isolating(self.solve, batch, lambda e, exc: (error_for(e.key, e.prepared.shard, exc), None, None))
 
     def _row(self, e: Estimated, x01: torch.Tensor, res, i: int, seconds: float, no_reference: dict):
         p = e.prepared

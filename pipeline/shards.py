@@ -11,7 +11,7 @@ import lzma
 import re
 import tarfile
 import zlib
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import fsspec
 from fsspec.core import url_to_fs
@@ -19,7 +19,8 @@ from fsspec.core import url_to_fs
 from .samples import (DEFAULT_MAX_PIXELS, PARAMS_EXT, Sample, SampleError, encode_png,
                       parse_sample)
 
-__all__ = ["list_shards", "iter_samples", "write_shard", "split_member_name", "DEFAULT_MAX_MEMBER_BYTES"]
+__all__ = ["list_shards", "iter_samples", "keyless_name", "write_shard", "split_member_name",
+           "DEFAULT_MAX_MEMBER_BYTES"]
 
 DEFAULT_MAX_MEMBER_BYTES = 256 * 2**20
 _GLOB_CHARS = re.compile(r"[*?\[]")
@@ -87,10 +88,19 @@ def unsafe_key_reason(key: str) -> str | None:
     return None
 
 
+def keyless_name(shard: str, err: SampleError) -> str:
+    """An error with no key (a tar corrupt before its first sample) is one row per shard."""
+    return err.key or f"{shard}#{err.kind}"
+
+
 def iter_samples(shard_url: str, *, expected_size: tuple[int, int] | None = None,
                  max_pixels: int = DEFAULT_MAX_PIXELS, allow_convert: bool = False,
-                 max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES) -> Iterator[Sample | SampleError]:
+                 max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES,
+                 select: Callable[[str], bool] | None = None) -> Iterator[Sample | SampleError]:
     """Yield one `Sample` or `SampleError` per key of a shard, in tar order.
+
+    `select(key)` (errors: their `keyless_name`) keeps only some keys, and the others are
+    never decoded: a sampled estimate pays for the samples it looks at.
 
     Members of a key must be consecutive: a key seen again later is a 'duplicate' error
     (the first occurrence stands). A corrupt or truncated tar yields one 'corrupt_tar' error
@@ -104,9 +114,12 @@ def iter_samples(shard_url: str, *, expected_size: tuple[int, int] | None = None
     with fsspec.open(shard_url, "rb") as f:
         for item in _read_groups(f, shard_url, max_member_bytes):
             if isinstance(item, SampleError):
-                yield item
+                if select is None or select(keyless_name(shard_url, item)):
+                    yield item
                 continue
             key, group, problem = item
+            if select is not None and not select(key):
+                continue
             if key in seen:
                 yield SampleError("duplicate", key, "key appears again, not next to its first members; "
                                                     "the first occurrence is kept", shard_url)

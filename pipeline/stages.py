@@ -16,14 +16,10 @@ from typing import Iterator
 
 from .outputs import error_for
 from .records import Estimated, Prepared, SampleRecord, pick
+from .restore import isolating
 from .samples import SampleError
-from .shards import iter_samples
+from .shards import iter_samples, keyless_name
 from .validation import SampleValidator
-
-
-def keyless_name(shard: str, err: SampleError) -> str:
-    """An error with no key (a tar corrupt before its first sample) is one row per shard."""
-    return err.key or f"{shard}#{err.kind}"
 
 
 def record_key(item: SampleRecord | dict) -> str:
@@ -82,16 +78,9 @@ def severity_stage(restorer, records: list[SampleRecord], *payloads: dict) -> tu
     sample becomes an error row."""
     t0 = time.perf_counter()
     prepared: list[Prepared] = pick(records, payloads)
-    rows: list[dict] = []
-    try:
-        estimates = restorer.estimate(prepared) if prepared else []
-    except Exception:  # noqa: BLE001 - isolate the bad sample
-        estimates = []
-        for p in prepared:
-            try:
-                estimates += restorer.estimate([p])
-            except Exception as exc:  # noqa: BLE001 - becomes an error row, the job goes on
-                rows.append(error_for(p.key, p.shard, exc))
+    out = isolating(restorer.estimate, prepared, lambda p, exc: error_for(p.key, p.shard, exc))
+    estimates = [e for e in out if isinstance(e, Estimated)]
+    rows = [r for r in out if isinstance(r, dict)]
     summary = {"records": [e.record() for e in estimates], "rows": rows, "seconds": time.perf_counter() - t0}
     return summary, {e.key: e for e in estimates}
 
