@@ -25,8 +25,8 @@ bench_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Benchm
 
 def make_archive(source: str, n: int, dest: Path) -> str:
     """n samples cycled from `source` under fresh keys (a larger archive from the committed one)."""
-    from pipeline.shards import iter_samples, list_shards, write_shard
-    from pipeline.samples import encode_png
+    from pipeline.io.shards import iter_samples, list_shards, write_shard
+    from pipeline.io.samples import encode_png
 
     base = [s for shard in list_shards(source) for s in iter_samples(shard) if not isinstance(s, Exception)]
     if not base:
@@ -81,9 +81,9 @@ def bench_pipeline(
     """Reference loop vs Flash one-by-one vs Flash through the pipeline, side by side."""
     import torch
 
-    from pipeline.restore import Restorer
-    from pipeline.shards import iter_samples, list_shards
-    from pipeline.validation import read_limits
+    from pipeline.restoration.restore import Restorer
+    from pipeline.io.shards import iter_samples, list_shards
+    from pipeline.execution.validation import read_limits
     from workers.execute import execute
 
     cfg = build_config(config, None, False, batch_size, None, None, engine, None, set_)

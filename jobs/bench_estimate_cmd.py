@@ -23,7 +23,7 @@ TARGET = 0.15
 def predicted(cfg, archive: str) -> tuple[float, dict]:
     """`estimate`'s predicted solve seconds for the config's solver (and the solver's report)."""
     from jobs.estimate_cmd import build_report
-    from pipeline.shards import list_shards
+    from pipeline.io.shards import list_shards
 
     report = build_report(cfg, archive, list_shards(archive))["solvers"][cfg.solver.name]
     if isinstance(report["predicted_solve_seconds"], str):
@@ -82,7 +82,7 @@ def bench_budget(
     """Run with --budget-hours set to a fraction of the prediction, then resume: overshoot (target ≤ 10 %)."""
     from dataclasses import replace
 
-    from pipeline.outputs import OutputStore
+    from pipeline.io.outputs import OutputStore
     from workers.execute import execute
 
     cfg = build_config(config, None, False, batch_size, None, None, "local", None, set_)

@@ -45,9 +45,9 @@ def calibrate(
     """Measure c(n) and f(n) per solver here and store them in the calibration table."""
     import torch
 
-    from pipeline.cost_model import calibration_dir, device_class, write_entries
-    from pipeline.restore import Restorer
-    from pipeline.shards import iter_samples, list_shards
+    from pipeline.execution.cost_model import calibration_dir, device_class, write_entries
+    from pipeline.restoration.restore import Restorer
+    from pipeline.io.shards import iter_samples, list_shards
 
     sizes = sorted({int(s) for s in batch_sizes.split(",") if s.strip()})
     names = [s.strip() for s in solvers.split(",") if s.strip()]

@@ -67,9 +67,9 @@ def make_shards(
     max_crops: Annotated[int, typer.Option(help="keep at most N crops in all, evenly spread (0 = all)")] = 0,
 ) -> dict:
     """Photos -> clean crop shards (`<key>.png`, `<key>.json`) + OUTPUT/index.json."""
-    from pipeline.crops import photo_crops
-    from pipeline.photos import read_photo_list
-    from pipeline.shards import write_shard
+    from pipeline.corpus.crops import photo_crops
+    from pipeline.corpus.photos import read_photo_list
+    from pipeline.io.shards import write_shard
 
     entries = read_photo_list(photos, check=True)
     sides = [int(s) for s in short_sides.split(",") if s.strip()]
@@ -167,7 +167,7 @@ def degradation_params(key: str, seed: int, families: list[tuple[str, float]], s
     import torch
 
     from pipeline.operators import OPERATORS
-    from pipeline.seeding import DEGRADATION, sample_generator, sample_seed
+    from pipeline.restoration.seeding import DEGRADATION, sample_generator, sample_seed
 
     family = families[0][0]
     if len(families) > 1:
@@ -190,8 +190,8 @@ def _degrade_batch(batch: list, seed: int, families, severity, noise, overrides)
     import torch
 
     from pipeline.operators import OPERATORS, measure
-    from pipeline.samples import encode_png
-    from pipeline.seeding import DEGRADATION, sample_generator
+    from pipeline.io.samples import encode_png
+    from pipeline.restoration.seeding import DEGRADATION, sample_generator
 
     params = [degradation_params(s.key, seed, families, severity, noise, overrides) for s in batch]
     out: dict[str, dict] = {}
@@ -230,8 +230,8 @@ def degrade(
     `provenance` object (photo, clean key, grid cell, how the measurement was stored):
     drop `provenance` before handing the dict to `pipeline.operators.build_operator`.
     """
-    from pipeline.samples import SampleError
-    from pipeline.shards import iter_samples, list_shards, write_shard
+    from pipeline.io.samples import SampleError
+    from pipeline.io.shards import iter_samples, list_shards, write_shard
 
     families, sev = parse_operators(operator), parse_severity(severity)
     overrides = json.loads(params) if params else {}
@@ -279,12 +279,12 @@ def export_corpus(
     output: Annotated[str, typer.Option(help="export folder: crops.jpegs + index.parquet + meta.json")],
     quality: Annotated[int, typer.Option(help="JPEG quality of the packed crops")] = 95,
 ) -> dict:
-    """Clean crop shards -> a compact export for `pipeline.crops.load_corpus_export`."""
+    """Clean crop shards -> a compact export for `pipeline.corpus.crops.load_corpus_export`."""
     import numpy as np
 
-    from pipeline.crops import write_corpus_export
-    from pipeline.samples import SampleError
-    from pipeline.shards import iter_samples, list_shards
+    from pipeline.corpus.crops import write_corpus_export
+    from pipeline.io.samples import SampleError
+    from pipeline.io.shards import iter_samples, list_shards
 
     pixels, keys, metas, errors = [], [], [], []
     shards = list_shards(input)

@@ -1,8 +1,8 @@
 """`flash-restore estimate`: the cost of a restore job before running it.
 
-Runs only the read and severity stages (`pipeline.stages`, one encoder pass per sample, far
+Runs only the read and severity stages (`pipeline.execution.stages`, one encoder pass per sample, far
 cheaper than a solve) on all samples or a seeded fraction, turns each σ̂² into the start
-step every solver's sampler would take, forms the job's batches (`pipeline.cost_model`) and
+step every solver's sampler would take, forms the job's batches (`pipeline.execution.cost_model`) and
 prices them with the calibration table `flash-restore bench calibrate` measured for the
 device. Prints a table and writes a JSON file; `predicted_solve_seconds` is comparable with
 `stages.solve.busy_seconds` in the job's stats.json.
@@ -31,9 +31,9 @@ def sampled(key: str, fraction: float, seed: int) -> bool:
 
 def severity_records(cfg, shards, fraction: float, seed: int):
     """(records with σ̂² and start steps, invalid kinds, samples seen, seconds) of the severity stage."""
-    from pipeline.restore import Restorer
-    from pipeline.stages import ShardCursor, read_stage, severity_stage
-    from pipeline.validation import SampleValidator, read_limits
+    from pipeline.restoration.restore import Restorer
+    from pipeline.execution.stages import ShardCursor, read_stage, severity_stage
+    from pipeline.execution.validation import SampleValidator, read_limits
 
     restorer = Restorer(cfg)
     cursor = ShardCursor({**read_limits(cfg), "select": lambda key: sampled(key, fraction, seed)})
@@ -88,8 +88,8 @@ def build_report(cfg, input: str, shards: list[str], sample_fraction: float = 1.
     """The estimate as a dict (what `estimate` prints and writes, and `bench estimate` checks)."""
     import torch
 
-    from pipeline.cost_model import calibration_dir, device_class, find_entry, predict_solve_seconds, read_table
-    from pipeline.restore import capped_start
+    from pipeline.execution.cost_model import calibration_dir, device_class, find_entry, predict_solve_seconds, read_table
+    from pipeline.restoration.restore import capped_start
     from pipeline.solvers import default_sampler
 
     restorer, records, invalid, seen, seconds = severity_records(cfg, shards, sample_fraction, cfg.seed)

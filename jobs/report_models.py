@@ -17,250 +17,8 @@ from typing import Optional
 
 import typer
 
-REPO = Path(__file__).resolve().parent.parent
-FAMILIES = ("gaussian_blur", "inpainting", "nonlinear_blur")
-SECTIONS = ("autoencoder", "severity", "ldm", "step", "e2e")
-
-
-def _missing(reason: str) -> dict:
-    return {"missing": reason}
-
-
-def resolve_photos(photos: str) -> str:
-    """`dev` / `train` name the committed corpus exports; anything else is a path or URL."""
-    return str(REPO / "data" / "corpus" / photos) if photos in ("dev", "train") else photos
-
-
-def spread(n_total: int, n: int) -> list[int]:
-    """n indices spread evenly over 0..n_total−1 (all when n ≤ 0 or n ≥ n_total), covering every photo."""
-    import numpy as np
-
-    if n <= 0 or n >= n_total:
-        return list(range(n_total))
-    return sorted({int(i) for i in np.linspace(0, n_total - 1, n).round()})
-
-
-def load_eval_crops(url: str, size: int):
-    """Clean crops (N,3,size,size) in [0,1]; resized with antialiasing when the models use another size."""
-    import torch
-    import torch.nn.functional as F
-
-    from pipeline.crops import load_corpus_export
-
-    arr, _, _ = load_corpus_export(url)
-    if len(arr) == 0:
-        raise ValueError(f"no crops in {url}")
-    x = torch.from_numpy(arr).permute(0, 3, 1, 2).float().div(255.0)
-    if x.shape[-1] != size:
-        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
-    return x
-
-
-# ------------------------------------------------------------------ measurements
-
-def measure_autoencoder(ae, crops01, device, batch: int) -> dict:
-    """Mean PSNR of D0(E0(x)) against x on the dev crops ([0,1], clipped)."""
-    import torch
-
-    from pipeline.metrics import psnr
-
-    vals = []
-    with torch.no_grad():
-        for chunk in crops01.split(batch):
-            x = chunk.to(device) * 2 - 1
-            rec = (ae.decode(ae.encode(x)).float().cpu() + 1) / 2
-            vals.append(psnr(rec, chunk))
-    p = torch.cat(vals)
-    return {"psnr_db": float(p.mean()), "psnr_min_db": float(p.min()), "crops": len(p), "size": crops01.shape[-1]}
-
-
-def measure_severity(encoder, ae, family: str, crops01, params: dict, device, seed: int, batch: int,
-                     sampler) -> dict:
-    """Ordering accuracy, Spearman/Pearson ρ(σ̂², t) and calibration against var(ẑ − z0) (method §2.3, §7)."""
-    import numpy as np
-    import torch
-
-    from pipeline.crop_restore import degrade_crops
-    from pipeline.evaluation import ordering_accuracy, pearson, spearman
-
-    K = 10
-    ts = np.linspace(0.0, 1.0, K)
-    n = len(crops01)
-    x01 = crops01.repeat_interleave(K, dim=0)
-    t_all = np.tile(ts, n)
-    s2, real = [], []
-    with torch.no_grad():
-        for i in range(0, len(x01), batch):
-            xb = x01[i:i + batch]
-            y, _, _ = degrade_crops(family, xb, t_all[i:i + batch], params, seed, f"sev-{family}-{i}")
-            z_hat, sig = encoder(y.to(device))
-            z0 = ae.encode(xb.to(device) * 2 - 1)
-            s2.append(sig.float().cpu())
-            real.append((z_hat - z0).float().flatten(1).var(dim=1, unbiased=True).cpu())
-    s2, real = torch.cat(s2).double().numpy(), torch.cat(real).double().numpy()
-    k = sampler.start_index(torch.from_numpy(s2)).numpy()
-    return {"ordering_accuracy": ordering_accuracy(s2.reshape(n, K), ts), "spearman": spearman(s2, t_all),
-            "pearson": pearson(s2, t_all), "calibration_pearson": pearson(s2, real),
-            "sigma2_mean": float(s2.mean()), "sigma2_min": float(s2.min()), "sigma2_max": float(s2.max()),
-            "realised_var_mean": float(real.mean()), "start_step_mean": float(k.mean()),
-            "start_step_min": int(k.min()), "start_step_max": int(k.max()), "crops": n, "severities": K,
-            "operator_params": params, "_calibration": (real.tolist(), s2.tolist())}
-
-
-def sample_ldm(ldm, n: int, steps: int, device, seed: int, batch: int):
-    """n unconditional samples in [0,1]: DDPM over all T steps, or DDIM(η=1) with `steps` < T."""
-    import torch
-
-    from pipeline.schedules import DDIMSampler, DDPMSampler
-    from pipeline.seeding import generators, randn_per_sample
-
-    T = ldm.schedule.num_timesteps
-    sampler = DDPMSampler(ldm.schedule) if steps >= T else DDIMSampler(ldm.schedule, steps, eta=1.0)
-    dtype = next(ldm.unet.parameters()).dtype
-    out = []
-    with torch.no_grad():
-        for i in range(0, n, batch):
-            keys = [f"uncond-{j:05d}" for j in range(i, min(n, i + batch))]
-            gens = generators(seed, keys, "sampler")
-            z = randn_per_sample(ldm.latent_shape, generators(seed, keys, "baseline_init"), dtype=dtype, device=device)
-            for k in range(sampler.num_steps - 1, -1, -1):
-                idx = torch.full((len(keys),), k, dtype=torch.long)
-                z, _ = sampler.step(z, ldm.eps(z, sampler.timesteps(idx)), idx, gens)
-            out.append(((ldm.autoencoder.decode(z).float() + 1) / 2).clamp(0, 1).cpu())
-    return torch.cat(out), f"{sampler.name}-{sampler.num_steps}"
-
-
-def fid(fake01, real01, device) -> float | dict:
-    from pipeline.metrics import FID, Missing
-
-    metric = FID(device)
-    metric.update(real01, real=True)
-    metric.update(fake01, real=False)
-    value = metric.compute()
-    return _missing(value.reason) if isinstance(value, Missing) else float(value)
-
-
-def measure_ldm(ldm, crops01, n: int, steps: int, device, seed: int, batch: int, doc_dir: Path,
-                fid_from: str | None, samples_out: str | None) -> dict:
-    """64-sample contact sheet (docs/ldm_samples.png) and FID of n samples against the dev crops."""
-    import numpy as np
-    import torch
-
-    from pipeline.evaluation import contact_sheet, to_uint8
-
-    t0 = time.perf_counter()
-    if fid_from:
-        arr = np.load(fid_from)["samples"]
-        samples, how = torch.from_numpy(arr).permute(0, 3, 1, 2).float() / 255.0, f"from {fid_from}"
-    else:
-        samples, how = sample_ldm(ldm, max(n, 64), steps, device, seed, batch)
-    seconds = time.perf_counter() - t0
-    scale = max(1, 128 // samples.shape[-1])
-    contact_sheet(samples[:64], cols=8, scale=scale).save(doc_dir / "ldm_samples.png")
-    if samples_out:
-        Path(samples_out).parent.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(samples_out, samples=to_uint8(samples))
-    value = fid(samples[:n] if n > 1 else samples, crops01, device)
-    if isinstance(value, dict) and samples_out:
-        value["missing"] += f"; samples saved: rerun `report-models --only ldm --fid-from {samples_out}`"
-    return {"fid": value, "fid_samples": min(n, len(samples)) if n > 1 else len(samples), "fid_real": len(crops01),
-            "sampler": how, "sampling_s": seconds, "sheet": "ldm_samples.png"}
-
-
-def measure_step(ldm, crops01, params: dict, device, batch: int, repeats: int, step_size: float, seed: int) -> dict:
-    """Wall time of one Latent-DPS reverse step (denoiser + decoder backprop) for a batch, median of repeats."""
-    import statistics
-
-    import torch
-
-    from pipeline.crop_restore import degrade_crops
-    from pipeline.schedules import DDPMSampler
-    from pipeline.seeding import generators, randn_per_sample
-    from pipeline.solvers import ACCOUNT_KEYS, make_solver
-
-    solver = make_solver("ldps", ldm, DDPMSampler(ldm.schedule), step_size=step_size)
-    x = crops01[torch.arange(batch) % len(crops01)]
-    y, op, keys = degrade_crops("gaussian_blur", x, [0.5] * batch, params, seed, "step")
-    dtype = next(ldm.unet.parameters()).dtype
-    y = y.to(device, dtype)
-    z = randn_per_sample(ldm.latent_shape, generators(seed, keys, "baseline_init"), dtype=dtype, device=device)
-    k = ldm.schedule.num_timesteps // 2
-    times = []
-    for r in range(repeats + 1):  # the first is a warm-up
-        count = {key: torch.zeros(batch, dtype=torch.long) for key in ACCOUNT_KEYS}
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        solver.reverse_step(z, k, y, op, generators(seed, keys, "sampler"), count)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        if r:
-            times.append(time.perf_counter() - t0)
-    return {"seconds": statistics.median(times), "batch": batch, "repeats": repeats, "device": str(device)}
-
-
-def measure_e2e(models: Path, crops01, params: dict, device, seed: int, n: int, n_base: int,
-                step_size: float, batch: int) -> dict:
-    """Flash(Latent-DPS) vs the full-schedule Latent-DPS baseline through the in-process `Restorer`."""
-    import numpy as np
-
-    from pipeline.config import load_config
-    from pipeline.crop_restore import degraded_samples, restore_samples
-
-    idx = spread(len(crops01), n)
-    samples = degraded_samples("gaussian_blur", crops01[idx], np.linspace(0.0, 1.0, len(idx)), params, seed, "e2e")
-    sets = [f"models.autoencoder={models / 'autoencoder'}", f"models.denoiser={models / 'ldm'}", f"models.device={device}",
-            "execution.engine=local", f"execution.batch_size={batch}", f"seed={seed}"]
-    if step_size is not None:
-        sets.append(f"solver.params.step_size={step_size}")
-
-    def run(flash: bool, chosen: list[int]) -> list[dict]:
-        cfg = load_config(None, sets + [f"flash.enabled={str(flash).lower()}"])
-        cfg.models.severity = {"gaussian_blur": str(models / "severity-gaussian_blur")}  # the only one used here
-        return restore_samples(cfg, [samples[i] for i in chosen], batch)
-
-    t0 = time.perf_counter()
-    flash = run(True, list(range(len(samples))))
-    t_flash = time.perf_counter() - t0
-    base_idx = spread(len(samples), n_base) if n_base > 0 else []
-    t0 = time.perf_counter()
-    base = run(False, base_idx) if base_idx else []
-    t_base = time.perf_counter() - t0
-    mean = lambda rows, k: float(np.mean([row[k] for row in rows])) if rows else None  # noqa: E731
-    sub = [flash[i] for i in base_idx]
-    return {"crops": len(flash), "flash_mean_nfe": mean(flash, "nfe"), "flash_psnr_db": mean(flash, "psnr"),
-            "input_psnr_db": mean(flash, "psnr_input"), "flash_seconds": t_flash,
-            "flash_colour_shift": mean(flash, "colour_shift"), "input_colour_shift": mean(flash, "colour_shift_input"),
-            "baseline_crops": len(base), "baseline_mean_nfe": mean(base, "nfe") if base else _missing("--baseline-crops 0"),
-            "baseline_psnr_db": mean(base, "psnr") if base else _missing("--baseline-crops 0"),
-            "flash_psnr_on_baseline_crops_db": mean(sub, "psnr") if sub else None, "baseline_seconds": t_base,
-            "step_size": step_size if step_size is not None else "tuned settings",
-            "severities": "linspace(0,1,n), noise 0.05"}
-
-
-def _model_info(models: Path) -> dict:
-    from pipeline.model_store import fingerprint, load_meta
-
-    out = {}
-    for name in ("autoencoder", "ldm", *(f"severity-{f}" for f in FAMILIES)):
-        path = models / name
-        if not (path / "config.json").exists():
-            out[name] = {"path": str(path), "missing": "no config.json"}
-            continue
-        meta = load_meta(str(path))
-        out[name] = {"path": str(path), "fingerprint": fingerprint(str(path)),
-                     "training_steps": meta.get("training_steps", "")}
-    return out
-
-
-# ------------------------------------------------------------------ the command (documents: pipeline.evaluation)
-
-def _guard(figures: dict, name: str, fn):
-    """Run one measurement; a failure becomes a `missing` figure with the reason (the report goes on)."""
-    try:
-        figures[name] = fn()
-    except Exception as exc:  # noqa: BLE001 - reported, not hidden
-        figures[name] = _missing(f"{type(exc).__name__}: {exc}")
+from pipeline.evaluation.model_report import (FAMILIES, SECTIONS, ReportOptions, measure_sections, model_info,
+                                              resolve_photos)
 
 
 def report_models(
@@ -290,11 +48,9 @@ def report_models(
     from rich.console import Console
 
     from jobs.train import command_line
-    from pipeline.evaluation import figure_rows, scatter_plot, update_cards, write_docs
-    from pipeline.model_store import load_latent_diffusion, load_meta, load_model
-    from pipeline.restore import pick_device
-    from pipeline.schedules import DDPMSampler
-    from pipeline.training import machine_name
+    from pipeline.evaluation.figures import figure_rows, update_cards, write_docs
+    from pipeline.restoration.restore import pick_device
+    from pipeline.training.loop import machine_name
 
     console = Console(stderr=True)
     wanted = set(SECTIONS if not only else [s.strip() for s in only.split(",") if s.strip()])
@@ -310,67 +66,15 @@ def report_models(
     json_path = doc.with_suffix(".json")
     old = json.loads(json_path.read_text()) if only and json_path.exists() else {}
     figures = dict(old.get("figures", {}))
-    try:
-        ldm = load_latent_diffusion(str(root / "autoencoder"), str(root / "ldm"), device=dev)
-        ae = ldm.autoencoder
-    except (ValueError, OSError) as exc:
-        ldm, ae = None, None
-        ae_err = f"models not loadable: {exc}"
-        try:
-            from pipeline.training import load_frozen_autoencoder
-
-            ae, _ = load_frozen_autoencoder(str(root / "autoencoder"), dev)
-        except (ValueError, OSError) as exc2:
-            ae_err = f"autoencoder not loadable: {exc2}"
-    size = int(ae.model.config.sample_size) if ae is not None else 64
-    crops01 = load_eval_crops(resolve_photos(photos), size)
-    crops01 = crops01[spread(len(crops01), crops)]
-    gparams = load_meta(str(root / "severity-gaussian_blur")).get("operator_params", {}) \
-        if (root / "severity-gaussian_blur" / "config.json").exists() else {}
+    opts = ReportOptions(crops=crops, fid_samples=fid_samples, sample_steps=sample_steps,
+                         severity_crops=severity_crops, e2e_crops=e2e_crops, baseline_crops=baseline_crops,
+                         step_batch=step_batch, step_repeats=step_repeats, step_size=step_size,
+                         batch_size=batch_size, sample_batch=sample_batch, seed=seed, fid_from=fid_from,
+                         samples_out=samples_out)
     t_start = time.perf_counter()
-    with torch.no_grad():
-        if "autoencoder" in wanted:
-            _guard(figures, "autoencoder", (lambda: measure_autoencoder(ae, crops01, dev, batch_size))
-                   if ae is not None else (lambda: _missing(ae_err)))
-    if "severity" in wanted:
-        sev = {}
-        sampler = DDPMSampler(ldm.schedule) if ldm is not None else None
-        sev_crops = crops01[spread(len(crops01), severity_crops)]
-        for fam in FAMILIES:
-            url = root / f"severity-{fam}"
-
-            def one(url=url, fam=fam):
-                if ae is None or sampler is None:
-                    return _missing("autoencoder or LDM not loadable")
-                enc, meta = load_model(str(url), device=dev, return_meta=True)
-                return measure_severity(enc.float(), ae, fam, sev_crops, meta.get("operator_params", {}), dev,
-                                        seed, batch_size, sampler)
-            _guard(sev, fam, one)
-        calib = {f: s.pop("_calibration") for f, s in sev.items() if "_calibration" in s}
-        if calib:
-            scatter_plot(calib, "severity encoders: predicted vs realised latent error variance",
-                         "realised var(z_hat - z0) per image", "predicted sigma2_hat").save(
-                doc.parent / "severity_calibration.png")
-        figures["severity"] = sev
-    if ldm is None:
-        for name in ("ldm", "step", "e2e"):
-            if name in wanted:
-                figures[name] = _missing(ae_err)
-    else:
-        if "ldm" in wanted:
-            _guard(figures, "ldm", lambda: measure_ldm(ldm, crops01, fid_samples, sample_steps, dev, seed, sample_batch,
-                                                        doc.parent, fid_from, samples_out))
-        if "step" in wanted:
-            steps = dict(figures.get("step") or {}) if "missing" not in (figures.get("step") or {}) else {}
-            label = machine_name(dev)
-            _guard(steps, label, lambda: measure_step(ldm, crops01, gparams, dev, step_batch, step_repeats,
-                                                      step_size or 1.0, seed))
-            figures["step"] = steps
-        if "e2e" in wanted:
-            _guard(figures, "e2e", lambda: measure_e2e(root, crops01, gparams, dev, seed, e2e_crops, baseline_crops,
-                                                       step_size, batch_size))
+    figures = measure_sections(root, resolve_photos(photos), wanted, figures, dev, opts, doc.parent)
     report = {"date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), "machine": machine_name(dev),
-              "device": str(dev), "command": command_line(ctx), "models": _model_info(root), "figures": figures,
+              "device": str(dev), "command": command_line(ctx), "models": model_info(root), "figures": figures,
               "commands": old.get("commands", []) + [command_line(ctx)],
               "seconds": time.perf_counter() - t_start}
     json_path.write_text(json.dumps(report, indent=1, sort_keys=True, default=str))

@@ -1,5 +1,5 @@
 """`flash-restore reprocess` (redo the selected rows of an output) and `flash-restore merge`
-(one row per key across outputs); see `pipeline.reprocessing`."""
+(one row per key across outputs); see `pipeline.execution.reprocessing`."""
 from __future__ import annotations
 
 from typing import List, Optional
@@ -23,9 +23,9 @@ def reprocess(
     overwrite: bool = typer.Option(False, "--overwrite"),
 ):
     """Re-run only the samples of an output that match --where, recording lineage per row."""
-    from pipeline.config import load_config
-    from pipeline.outputs import OutputStore
-    from pipeline.reprocessing import plan_reprocess
+    from pipeline.execution.config import load_config
+    from pipeline.io.outputs import OutputStore
+    from pipeline.execution.reprocessing import plan_reprocess
     from workers.execute import execute
 
     try:
@@ -51,8 +51,8 @@ def merge(
 
     import pyarrow.parquet as pq
 
-    from pipeline.outputs import OutputStore
-    from pipeline.reprocessing import merge_rows
+    from pipeline.io.outputs import OutputStore
+    from pipeline.execution.reprocessing import merge_rows
 
     try:
         table = merge_rows(list(outputs), rule)

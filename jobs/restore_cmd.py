@@ -17,7 +17,7 @@ def build_config(config: Optional[str], solver: Optional[str], baseline: bool, b
                  bucket_width: Optional[int], max_error_rate: Optional[float], engine: Optional[str],
                  seed: Optional[int], overrides: Optional[List[str]]):
     """CLI flags become dotted overrides on top of the YAML file: one config, one hash."""
-    from pipeline.config import load_config
+    from pipeline.execution.config import load_config
 
     sets = list(overrides or [])
     for flag, dotted in ((solver, "solver.name"), (batch_size, "execution.batch_size"),
@@ -34,7 +34,7 @@ def preflight(cfg, input_url: str) -> list[str]:
     """Everything that can fail without compute fails here: input listing, model folders, solver setup."""
     import fsspec
 
-    from pipeline.shards import list_shards
+    from pipeline.io.shards import list_shards
     from pipeline.solvers import SOLVERS
 
     shards = list_shards(input_url)
@@ -177,7 +177,7 @@ def demo(
         raise typer.Exit(code=1)
     print_quality(output)
     from jobs.inspect_cmd import write_pictures
-    from pipeline.outputs import OutputStore
+    from pipeline.io.outputs import OutputStore
 
     store = OutputStore(output)
     write_pictures(store, store.read_metrics().to_pylist())

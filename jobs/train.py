@@ -1,7 +1,7 @@
 """`flash-restore train-autoencoder | train-ldm | train-severity`: the commands and their presets.
 
-Each job is a dataclass config (`pipeline.training_config`), loaded by the project's one
-config loader (`pipeline.typed_config`). Its values come from, in order: the dataclass defaults (the
+Each job is a dataclass config (`pipeline.training.config`), loaded by the project's one
+config loader (`pipeline.execution.typed_config`). Its values come from, in order: the dataclass defaults (the
 tiny CPU model), a preset (`cpu`, or `gpu` = the feasibility-probe models with large batches
 and bf16), a YAML file (`--config`), `--set a.b=value` overrides, then the dedicated flags
 (`--data`, `--max-steps`, …). Everything is validated before any data or model is loaded.
@@ -16,8 +16,8 @@ from typing import Any, Optional
 
 import typer
 
-from pipeline.training_config import JOBS, WHOLE
-from pipeline.typed_config import load
+from pipeline.training.config import JOBS, WHOLE
+from pipeline.execution.typed_config import load
 
 
 # GPU presets: the feasibility probe's models (H100), large batches, bf16 autocast.
@@ -63,7 +63,7 @@ def command_line(ctx: typer.Context | None = None) -> str:
 def preflight(kind: str, cfg) -> None:
     """Fail fast on an unreadable --autoencoder (before loading data or starting Ray)."""
     if kind in ("ldm", "severity"):
-        from pipeline.training import load_frozen_autoencoder
+        from pipeline.training.loop import load_frozen_autoencoder
 
         _, meta = load_frozen_autoencoder(cfg.autoencoder, "cpu")
         if kind == "ldm" and not meta.get("latent_scale"):
@@ -74,8 +74,8 @@ def run_job(kind: str, cfg, command: str | None = None, progress: bool = True) -
     """Validate inputs, write the config beside the outputs, and train locally or with Ray Train."""
     import fsspec
 
-    from pipeline.training_data import check_data
-    from pipeline.typed_config import save
+    from pipeline.training.data import check_data
+    from pipeline.execution.typed_config import save
 
     command = command or command_line()
     check_data(cfg.data.url)
@@ -88,7 +88,7 @@ def run_job(kind: str, cfg, command: str | None = None, progress: bool = True) -
         from workers.train_ray import run_ray_training
 
         return run_ray_training(kind, data, command, cfg.run.workers)
-    from pipeline.training import run_training
+    from pipeline.training.loop import run_training
 
     from jobs.training_progress import RichProgress
 

@@ -27,7 +27,7 @@ def tune(
     noise_corrections: str = typer.Option("0.6,1.2", "--noise-corrections", help="Flash c grid"),
     baseline_step_sizes: str = typer.Option("0.5,1,2", "--baseline-step-sizes", help="Baseline ζ grid ('' = skip)"),
     batch_size: int = typer.Option(16, "--batch-size"),
-    table: str = typer.Option("pipeline/solver_settings.yaml", "--table", help="Settings table to update"),
+    table: str = typer.Option("pipeline/restoration/solver_settings.yaml", "--table", help="Settings table to update"),
     doc: str = typer.Option("docs/tuning.md", "--doc", help="Report of every trial"),
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
@@ -38,7 +38,7 @@ def tune(
     from jobs.train import command_line
     from pipeline.operators import OPERATORS
     from pipeline.solvers import SOLVERS
-    from pipeline.tuning import tune as run_tune, validation_crops, write_table
+    from pipeline.evaluation.tuning import tune as run_tune, validation_crops, write_table
 
     console = Console(stderr=True)
     if solver not in SOLVERS or family not in OPERATORS:
@@ -51,8 +51,8 @@ def tune(
     sets = [f"models.autoencoder={root / 'autoencoder'}", f"models.denoiser={root / 'ldm'}",
             f"models.severity.{family}={root / f'severity-{family}'}", "execution.engine=local",
             f"execution.batch_size={batch_size}", f"seed={seed}"]
-    from pipeline.model_store import load_meta
-    from pipeline.training import load_frozen_autoencoder
+    from pipeline.models.model_store import load_meta
+    from pipeline.training.loop import load_frozen_autoencoder
 
     try:
         ae, _ = load_frozen_autoencoder(str(root / "autoencoder"), "cpu")
@@ -84,10 +84,10 @@ def tune(
 
 
 def _replace_section(path: Path, heading: str, body: str) -> None:
-    from pipeline.evaluation import replace_section
+    from pipeline.evaluation.figures import replace_section
 
     text = path.read_text() if path.exists() else (
         "# Solver tuning\n\nSettings tuned by `flash-restore tune` on validation crops of the training photos "
-        "(never on dev photos), Flash and the baseline alike; the winners are in `pipeline/solver_settings.yaml`, "
+        "(never on dev photos), Flash and the baseline alike; the winners are in `pipeline/restoration/solver_settings.yaml`, "
         "which jobs read by default (`solver.settings: tuned`) and which enters the config hash.\n")
     path.write_text(replace_section(text, body, heading))

@@ -1,2 +1,3 @@
-"""flash-restore's restoration library: operators, schedules, models, severity encoder,
-solvers, the Flash wrapper, metrics and sample I/O. Pure PyTorch; knows nothing of Ray."""
+"""flash-restore's restoration library, pure PyTorch, no Ray. One folder per concept:
+`restoration/` (the method), `operators/`, `solvers/`, `models/`, `execution/` (one job's
+plan and run), `io/` (archives in, results out), `evaluation/`, `training/`, `corpus/`."""

@@ -9,8 +9,8 @@ from __future__ import annotations
 import torch
 from diffusers import AutoencoderKL, UNet2DModel, VQModel
 
-from pipeline.latent import Autoencoder, LatentDiffusion
-from pipeline.schedules import NoiseSchedule
+from pipeline.models.latent import Autoencoder, LatentDiffusion
+from pipeline.restoration.schedules import NoiseSchedule
 
 BLOCKS = (8, 16, 16)
 GROUPS = 4
@@ -48,7 +48,7 @@ def tiny_kl(seed: int = 0, image_size: int = 16, dtype=torch.float32) -> Autoenc
 
 def tiny_s2d(seed: int = 0, image_size: int = 16, dtype=torch.float32):
     """A random SpaceToDepthAutoencoder, f=4, 3 latent channels (the shipped design, tiny)."""
-    from pipeline.space_to_depth_autoencoder import SpaceToDepthAutoencoder
+    from pipeline.models.space_to_depth_autoencoder import SpaceToDepthAutoencoder
 
     return _cast(_seeded(seed, lambda: SpaceToDepthAutoencoder(
         block_out_channels=(8, 16), layers_per_block=(1, 1), latent_channels=3, norm_num_groups=GROUPS,

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import torch
 
-from pipeline.config import load_config
-from pipeline.model_store import save_latent_diffusion, save_model
+from pipeline.execution.config import load_config
+from pipeline.models.model_store import save_latent_diffusion, save_model
 from pipeline.operators import OPERATORS, measure
-from pipeline.seeding import generators
-from pipeline.severity import SeverityEncoder
-from pipeline.shards import write_shard
+from pipeline.restoration.seeding import generators
+from pipeline.models.severity import SeverityEncoder
+from pipeline.io.shards import write_shard
 from tests.factories import tiny_latent_diffusion
 
 FAMILY_OVERRIDES = {"gaussian_blur": {"kernel_size": 7}, "inpainting": {}, "nonlinear_blur": {}}
@@ -84,7 +84,7 @@ def output_images(out: str) -> dict:
     import numpy as np
     from PIL import Image
 
-    from pipeline.outputs import OutputStore
+    from pipeline.io.outputs import OutputStore
 
     store = OutputStore(out)
     found = {}

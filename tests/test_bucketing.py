@@ -3,7 +3,7 @@ import random
 
 import pytest
 
-from pipeline.bucketing import Bucketer
+from pipeline.execution.bucketing import Bucketer
 
 
 def test_full_batches_leave_immediately_and_flush_keeps_everything():

@@ -17,13 +17,13 @@ from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
 from jobs.cli import app
-from pipeline import model_store as ms
-from pipeline.config import load_config
-from pipeline.pipeline_folder import autoencoder_fingerprint
-from pipeline.restore import Restorer
-from pipeline.samples import Sample
-from pipeline.schedules import NoiseSchedule
-from pipeline.training import load_frozen_autoencoder
+from pipeline.models import model_store as ms
+from pipeline.execution.config import load_config
+from pipeline.models.pipeline_folder import autoencoder_fingerprint
+from pipeline.restoration.restore import Restorer
+from pipeline.io.samples import Sample
+from pipeline.restoration.schedules import NoiseSchedule
+from pipeline.training.loop import load_frozen_autoencoder
 from tests.factories import tiny_vq
 from tests.pipeline_fixtures import archive_samples
 
@@ -81,7 +81,7 @@ def pipe(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> str:
-    from pipeline.crops import write_corpus_export
+    from pipeline.corpus.crops import write_corpus_export
 
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[0:16, 0:16] / 16

@@ -3,8 +3,8 @@ import pytest
 from typer.testing import CliRunner
 
 from jobs.cli import app
-from pipeline.outputs import OutputStore
-from pipeline.shards import write_shard
+from pipeline.io.outputs import OutputStore
+from pipeline.io.shards import write_shard
 from tests.pipeline_fixtures import archive_samples, build_tiny_models
 
 runner = CliRunner()

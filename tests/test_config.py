@@ -1,7 +1,7 @@
 """The typed config: YAML + overrides, fail-fast validation, an output hash that ignores execution."""
 import pytest
 
-from pipeline.config import load_config, save_config
+from pipeline.execution.config import load_config, save_config
 
 
 def test_overrides_and_yaml(tmp_path):
@@ -49,7 +49,7 @@ def test_restore_and_training_configs_share_one_loader(tmp_path):
     """The same rules for both dialects: YAML ← overrides, unknown keys and bad types refused,
     each section's own validation, and the resolved config saved as YAML that reloads."""
     from jobs.train import build_config
-    from pipeline.typed_config import save
+    from pipeline.execution.typed_config import save
 
     cfg = build_config("severity", "cpu", None, ["loss.head_channels=32", "optim.lr=1e-4"],
                        {"output": str(tmp_path / "m"), "data.url": "data/corpus/train", "autoencoder": "models/ae"})

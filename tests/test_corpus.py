@@ -13,10 +13,10 @@ import pytest
 from PIL import Image
 
 from jobs.corpus import degrade, export_corpus, make_shards, parse_severity
-from pipeline.crops import load_corpus_export, parse_crop_key
-from pipeline.photos import PhotoNotFound, photo_slug, read_photo_list, resolve_photo
-from pipeline.seeding import sample_seed
-from pipeline.shards import iter_samples, list_shards
+from pipeline.corpus.crops import load_corpus_export, parse_crop_key
+from pipeline.corpus.photos import PhotoNotFound, photo_slug, read_photo_list, resolve_photo
+from pipeline.restoration.seeding import sample_seed
+from pipeline.io.shards import iter_samples, list_shards
 
 
 def _textured(h: int, w: int, seed: int) -> np.ndarray:
@@ -79,7 +79,7 @@ def test_keys_carry_the_photo_and_flat_crops_are_dropped(photos, clean):
         assert short in (64, 128) and tuple(s.image01.shape) == (3, 32, 32)
     assert not any(photo_slug(photos["flat"]) in k for k in samples)
     # a flat photo passes when the filter is off: the filter, not the grid, dropped it
-    from pipeline.crops import photo_crops
+    from pipeline.corpus.crops import photo_crops
     kept, _ = photo_crops(photos["flat"], size=32, short_sides=[64], min_std=0.0, min_texture=0.0)
     assert len(kept) == 4  # 64×90 -> a 2×2 grid of 32-pixel crops
 

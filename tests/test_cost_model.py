@@ -1,7 +1,7 @@
 """The cost model: a staggered batch costs Σ_k c(active rows at k) + f(B), batches as the job forms them."""
 import pytest
 
-from pipeline.cost_model import batch_seconds, batches, find_entry, interpolate, predict_solve_seconds
+from pipeline.execution.cost_model import batch_seconds, batches, find_entry, interpolate, predict_solve_seconds
 
 ENTRY = {"per_batch": {"1": {"step_s": 1.0, "fixed_s": 0.5}, "2": {"step_s": 1.5, "fixed_s": 0.5},
                        "4": {"step_s": 2.5, "fixed_s": 1.0}}}

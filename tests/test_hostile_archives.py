@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.outputs import OutputStore
-from pipeline.samples import encode_png
-from pipeline.shards import write_shard
+from pipeline.io.outputs import OutputStore
+from pipeline.io.samples import encode_png
+from pipeline.io.shards import write_shard
 from tests.pipeline_fixtures import archive_samples, engine_setup, output_images, tiny_config
 from tests.test_samples import png16_rgb, png_bytes, png_header_only
 from workers.execute import execute

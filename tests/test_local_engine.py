@@ -2,7 +2,7 @@
 import pytest
 
 from workers.execute import execute
-from pipeline.outputs import OutputStore
+from pipeline.io.outputs import OutputStore
 from tests.pipeline_fixtures import engine_setup, output_images, tiny_config
 
 
@@ -51,7 +51,7 @@ def test_baseline_runs_full_schedule(setup, tmp_path):
 
 
 def test_severity_encoder_of_another_autoencoder_fails_before_compute(setup, tmp_path):
-    from pipeline.model_store import load_model, save_model
+    from pipeline.models.model_store import load_model, save_model
 
     root, models, archive = setup
     enc = load_model(str(root / "models" / "severity-inpainting"))
@@ -65,10 +65,10 @@ def test_severity_encoder_of_another_autoencoder_fails_before_compute(setup, tmp
 def test_the_scheduler_receives_records_not_images(setup, tmp_path):
     """Images and latents go stage to stage by reference: what the scheduler (the driver, on
     Ray) receives per sample is a few hundred bytes, less than one 16×16 image would be."""
-    from pipeline.scheduler import nbytes
-    from pipeline.stages import ShardCursor, read_stage
-    from pipeline.validation import SampleValidator, read_limits
-    from pipeline.shards import list_shards
+    from pipeline.execution.scheduler import nbytes
+    from pipeline.execution.stages import ShardCursor, read_stage
+    from pipeline.execution.validation import SampleValidator, read_limits
+    from pipeline.io.shards import list_shards
 
     root, models, archive = setup
     cfg = tiny_config(models)

@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from pipeline.lpips import LPIPS, expected_shapes
-from pipeline.metrics import (FID, Missing, find_inception_weights, frechet_distance, frechet_distance_from_features,
+from pipeline.evaluation.lpips import LPIPS, expected_shapes
+from pipeline.evaluation.metrics import (FID, Missing, find_inception_weights, frechet_distance, frechet_distance_from_features,
                               lpips_metric, psnr, ssim)
 
 
@@ -152,7 +152,7 @@ def test_lpips_missing_and_bad_weights(tmp_path, weights):
 
 
 def test_colour_shift_sees_a_uniform_tint_that_noise_does_not_make():
-    from pipeline.metrics import colour_shift
+    from pipeline.evaluation.metrics import colour_shift
 
     g = torch.Generator().manual_seed(0)
     clean = torch.rand(2, 3, 16, 16, generator=g) * 0.8 + 0.1

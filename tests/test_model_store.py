@@ -9,7 +9,7 @@ import fsspec
 import pytest
 import torch
 
-from pipeline import model_store as ms
+from pipeline.models import model_store as ms
 from tests.factories import random_images, tiny_kl, tiny_latent_diffusion, tiny_unet, tiny_vq
 
 

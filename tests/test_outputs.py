@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from pipeline.outputs import OutputStore, PartBuffer, error_row
+from pipeline.io.outputs import OutputStore, PartBuffer, error_row
 
 
 def _part(keys):

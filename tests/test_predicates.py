@@ -2,7 +2,7 @@
 import pyarrow as pa
 import pytest
 
-from pipeline.predicates import select
+from pipeline.execution.predicates import select
 
 TABLE = pa.table({"key": ["a", "b", "c", "d"], "status": ["ok", "error", "ok", "ok"],
                   "error_kind": [None, "size", None, None], "residual_z": [0.9, None, 3.5, 1.2],

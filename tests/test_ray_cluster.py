@@ -6,7 +6,7 @@ import tempfile
 import pytest
 
 from workers.execute import execute
-from pipeline.outputs import OutputStore
+from pipeline.io.outputs import OutputStore
 from tests.pipeline_fixtures import build_tiny_models, tiny_config, write_archive
 
 ray = pytest.importorskip("ray")

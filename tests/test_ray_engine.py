@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from workers.execute import execute
-from pipeline.outputs import CommitConflict, OutputStore, PartBuffer
+from pipeline.io.outputs import CommitConflict, OutputStore, PartBuffer
 from tests.pipeline_fixtures import engine_setup, output_images, tiny_config
 
 ray = pytest.importorskip("ray")

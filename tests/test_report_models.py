@@ -8,7 +8,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from pipeline.evaluation import ordering_accuracy, rankdata, replace_section, spearman
+from pipeline.evaluation.figures import ordering_accuracy, rankdata, replace_section, spearman
 
 FAMILY_PARAMS = {"gaussian_blur": {"kernel_size": 7}, "inpainting": {}, "nonlinear_blur": {}}
 
@@ -44,8 +44,8 @@ def test_replace_section_is_idempotent():
 @pytest.fixture(scope="module")
 def tiny_models(tmp_path_factory):
     """Tiny random models (16 px, T = 50) in the layout train-* writes, with model cards."""
-    from pipeline.model_store import save_latent_diffusion, save_model
-    from pipeline.severity import SeverityEncoder
+    from pipeline.models.model_store import save_latent_diffusion, save_model
+    from pipeline.models.severity import SeverityEncoder
     from tests.factories import tiny_latent_diffusion
 
     root = tmp_path_factory.mktemp("models")

@@ -6,7 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from jobs.cli import app
-from pipeline.outputs import OutputStore
+from pipeline.io.outputs import OutputStore
 from tests.pipeline_fixtures import build_tiny_models, write_archive
 
 runner = CliRunner()

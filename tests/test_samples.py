@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline.samples import SampleError, decode_image, encode_png, parse_sample
+from pipeline.io.samples import SampleError, decode_image, encode_png, parse_sample
 
 
 def png_bytes(mode="RGB", size=(8, 6), fill=None):
@@ -134,7 +134,7 @@ def test_parse_sample_errors_name_the_key(raw, kind):
 
 @pytest.mark.parametrize("depth", [33, 200_000])
 def test_deeply_nested_json_is_a_params_error_naming_the_key(depth):
-    from pipeline.samples import parse_params
+    from pipeline.io.samples import parse_params
 
     with pytest.raises(SampleError) as err:
         parse_params(("[" * depth + "]" * depth).encode(), "deep-key")

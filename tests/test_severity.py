@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline import model_store as ms
-from pipeline.severity import VARIANCE_LOSSES, SeverityEncoder, severity_loss
+from pipeline.models import model_store as ms
+from pipeline.models.severity import VARIANCE_LOSSES, SeverityEncoder, severity_loss
 from tests.factories import random_images, tiny_autoencoder
 
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from jobs.report_models import load_eval_crops, measure_severity, resolve_photos, spread
-from pipeline.schedules import DDPMSampler, NoiseSchedule
-from pipeline.training import fit, load_frozen_autoencoder
-from pipeline.training_data import BatchPlan, load_crops
-from pipeline.training_tasks import SeverityTask
+from pipeline.evaluation.model_report import load_eval_crops, measure_severity, resolve_photos, spread
+from pipeline.restoration.schedules import DDPMSampler, NoiseSchedule
+from pipeline.training.loop import fit, load_frozen_autoencoder
+from pipeline.training.data import BatchPlan, load_crops
+from pipeline.training.tasks import SeverityTask
 
 LOSS = {"lambda_sigma": 1.0, "lambda_img": 0.0, "variance_loss": "log", "couple_variance": False,
         "head_channels": 64, "init_sigma2": 0.03, "head_lr_scale": 10.0}

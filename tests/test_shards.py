@@ -6,8 +6,8 @@ import fsspec
 import pytest
 import torch
 
-from pipeline.samples import Sample, SampleError, encode_png
-from pipeline.shards import iter_samples, list_shards, write_shard
+from pipeline.io.samples import Sample, SampleError, encode_png
+from pipeline.io.shards import iter_samples, list_shards, write_shard
 from tests.test_samples import png16_rgb, png_bytes, png_header_only
 
 
@@ -181,7 +181,7 @@ def test_a_key_made_only_of_a_link_is_an_error_row_not_lost(tmp_path, link):
 def test_a_folder_of_gzipped_shards_is_read(tmp_path):
     import gzip
 
-    from pipeline.shards import iter_samples, list_shards, write_shard
+    from pipeline.io.shards import iter_samples, list_shards, write_shard
     from tests.pipeline_fixtures import archive_samples
 
     write_shard(str(tmp_path / "plain.tar"), archive_samples(2, prefix="p"))

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline import solver_settings as ss
-from pipeline.config import load_config
-from pipeline.tuning import write_table
+from pipeline.restoration import solver_settings as ss
+from pipeline.execution.config import load_config
+from pipeline.evaluation.tuning import write_table
 from tests.test_report_models import tiny_models  # noqa: F401  (fixture)
 
 RESULT = {"flash": {"best": {"step_size": 2.0, "noise_correction": 0.6, "psnr": 25.0, "nfe": 40.0}, "crops": 8},

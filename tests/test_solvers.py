@@ -4,11 +4,11 @@ from functools import lru_cache
 import pytest
 import torch
 
-from pipeline.latent import LatentDiffusion
+from pipeline.models.latent import LatentDiffusion
 from pipeline.operators import Inpainting
 from pipeline.operators.base import Operator
-from pipeline.schedules import DDIMSampler, DDPMSampler, NoiseSchedule
-from pipeline.seeding import generators, randn_per_sample
+from pipeline.restoration.schedules import DDIMSampler, DDPMSampler, NoiseSchedule
+from pipeline.restoration.seeding import generators, randn_per_sample
 from pipeline.solvers import SOLVERS, PSLD, ReSample, default_sampler, make_solver
 from tests.factories import tiny_latent_diffusion
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.outputs import OutputStore
+from pipeline.io.outputs import OutputStore
 from tests.pipeline_fixtures import build_tiny_models, write_archive
 
 pytest.importorskip("ray.job_submission")

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from jobs.cli import app
 from jobs.train import build_config
-from pipeline.model_store import load_latent_diffusion, load_meta, load_model
+from pipeline.models.model_store import load_latent_diffusion, load_meta, load_model
 
 TINY_AE = ["model.block_out_channels=[8, 16]", "model.stage_layers=[1, 1]", "model.latent_channels=3",
            "model.norm_num_groups=4", "loss.latent_scale_samples=32"]
@@ -41,7 +41,7 @@ def _textures(n: int = 64, size: int = 16, seed: int = 0) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> str:
-    from pipeline.crops import write_corpus_export
+    from pipeline.corpus.crops import write_corpus_export
 
     root = tmp_path_factory.mktemp("corpus")
     crops = _textures()
@@ -73,7 +73,7 @@ def autoencoder(corpus, tmp_path_factory) -> str:
 def test_train_autoencoder_writes_loadable_model_and_card(autoencoder):
     model = load_model(autoencoder)
     assert type(model).__name__ == "SpaceToDepthAutoencoder"
-    from pipeline.space_to_depth_autoencoder import SpaceToDepthAutoencoder
+    from pipeline.models.space_to_depth_autoencoder import SpaceToDepthAutoencoder
 
     again = SpaceToDepthAutoencoder.from_pretrained(autoencoder)  # its own class loads the folder too
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
@@ -86,7 +86,7 @@ def test_train_autoencoder_writes_loadable_model_and_card(autoencoder):
 
 
 def test_train_vq_autoencoder_from_shards(corpus, tmp_path):
-    from pipeline.shards import write_shard
+    from pipeline.io.shards import write_shard
 
     crops = _textures(16, seed=1)
     shard = tmp_path / "clean-000000.tar"

@@ -3,7 +3,7 @@
 The frame every backend shares: list the shards and check the output is writable (fail
 fast), load the models (before
 anything is written), prepare or resume the output (its manifest, the resolved config,
-the keys already done), run `pipeline.scheduler` over the backend's stages, and write
+the keys already done), run `pipeline.execution.scheduler` over the backend's stages, and write
 OUTPUT/stats.json.
 """
 from __future__ import annotations
@@ -11,12 +11,12 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-from pipeline.config import RestoreConfig
-from pipeline.outputs import OutputStore
-from pipeline.part_writer import open_output
-from pipeline.scheduler import Scheduler
-from pipeline.shards import list_shards
-from pipeline.stats import JobStats
+from pipeline.execution.config import RestoreConfig
+from pipeline.io.outputs import OutputStore
+from pipeline.io.part_writer import open_output
+from pipeline.execution.scheduler import Scheduler
+from pipeline.io.shards import list_shards
+from pipeline.execution.stats import JobStats
 
 BACKENDS = ("local", "ray")
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from pipeline.config import RestoreConfig
-from pipeline.part_writer import PartWriter
-from pipeline.restore import Restorer
-from pipeline.scheduler import CallPool
-from pipeline.stages import ShardCursor, read_stage, severity_stage, solve_stage
-from pipeline.validation import SampleValidator, read_limits
+from pipeline.execution.config import RestoreConfig
+from pipeline.io.part_writer import PartWriter
+from pipeline.restoration.restore import Restorer
+from pipeline.execution.scheduler import CallPool
+from pipeline.execution.stages import ShardCursor, read_stage, severity_stage, solve_stage
+from pipeline.execution.validation import SampleValidator, read_limits
 
 
 class Done:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 
-from pipeline.config import RestoreConfig
+from pipeline.execution.config import RestoreConfig
 
 STAGES = ("reader", "severity", "solver", "writer")
 

@@ -16,7 +16,7 @@ from typing import Any, Callable
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError
 
-from pipeline.scheduler import CallPool
+from pipeline.execution.scheduler import CallPool
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """The Ray backend: the job's stages as named actors, for archives and clusters.
 
 The actors (`flash-reader-0`, `flash-severity-0`, `flash-solver-0`, `flash-writer`) show up
-in the dashboard; `pipeline.scheduler` runs in the driver and moves only records and object
+in the dashboard; `pipeline.execution.scheduler` runs in the driver and moves only records and object
 references between them. Reader, severity and solver actors restart when they die and their
 lost calls are resubmitted (`workers.pool`), so each key still lands exactly once; the
 writer does not restart (it holds uncommitted rows), and the job fails and resumes instead.
@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 import uuid
 
-from pipeline.config import RestoreConfig
-from pipeline.validation import read_limits
+from pipeline.execution.config import RestoreConfig
+from pipeline.execution.validation import read_limits
 
 MAX_RESTARTS = 3
 

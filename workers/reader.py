@@ -1,4 +1,4 @@
-"""Shard reader actor: reads and validates a shard's samples in chunks (`pipeline.stages.read_stage`).
+"""Shard reader actor: reads and validates a shard's samples in chunks (`pipeline.execution.stages.read_stage`).
 
 Why chunks: the scheduler pulls one chunk at a time per reader (bounded prefetch), so no
 shard is ever held whole. A request names its position, so a restarted reader (or a
@@ -7,9 +7,9 @@ scheduler reads and the prepared samples, which stay in the object store for sev
 """
 from __future__ import annotations
 
-from pipeline.config import RestoreConfig
-from pipeline.stages import ShardCursor, read_stage
-from pipeline.validation import SampleValidator
+from pipeline.execution.config import RestoreConfig
+from pipeline.execution.stages import ShardCursor, read_stage
+from pipeline.execution.validation import SampleValidator
 
 from .placement import new_incarnation, set_threads
 

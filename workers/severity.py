@@ -1,4 +1,4 @@
-"""Severity actor: ẑ, σ̂² and the start step per sample (`pipeline.stages.severity_stage`).
+"""Severity actor: ẑ, σ̂² and the start step per sample (`pipeline.execution.stages.severity_stage`).
 
 One model load per actor. It receives records plus the readers' payloads (Ray resolves the
 references), and returns the records with their start steps for the scheduler and the
@@ -6,10 +6,10 @@ estimates, which stay in the object store for the solvers.
 """
 from __future__ import annotations
 
-from pipeline.config import RestoreConfig
-from pipeline.records import SampleRecord
-from pipeline.restore import Restorer
-from pipeline.stages import severity_stage
+from pipeline.execution.config import RestoreConfig
+from pipeline.execution.records import SampleRecord
+from pipeline.restoration.restore import Restorer
+from pipeline.execution.stages import severity_stage
 
 from .placement import new_incarnation, set_threads
 

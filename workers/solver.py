@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import os
 
-from pipeline.config import RestoreConfig
-from pipeline.records import SampleRecord
-from pipeline.restore import Restorer
-from pipeline.stages import solve_stage
+from pipeline.execution.config import RestoreConfig
+from pipeline.execution.records import SampleRecord
+from pipeline.restoration.restore import Restorer
+from pipeline.execution.stages import solve_stage
 
 from .placement import new_incarnation, set_threads
 

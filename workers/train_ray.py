@@ -1,8 +1,8 @@
-"""Ray Train data-parallel wrapper around `pipeline.training.run_training`.
+"""Ray Train data-parallel wrapper around `pipeline.training.loop.run_training`.
 
 Why a thin wrapper: the per-step code is the same as a local run; Ray Train only starts N
 workers, initialises torch.distributed (gloo on CPU, NCCL on GPU) and gives each worker its
-device. `pipeline.training.fit` then wraps the loss module in DDP and gives rank r its
+device. `pipeline.training.loop.fit` then wraps the loss module in DDP and gives rank r its
 contiguous slice of every global batch, so the data order stays a function of (seed, step).
 
 On a small CPU box workers ask for fractional CPUs so the trainer's own actors can still be
@@ -44,7 +44,7 @@ def _worker_loop(config: dict) -> None:
     import ray.train.torch
     import torch
 
-    from pipeline.training import run_training
+    from pipeline.training.loop import run_training
 
     device = ray.train.torch.get_device()
     if device.type == "cpu":
@@ -60,7 +60,7 @@ def run_ray_training(kind: str, cfg: dict, command: str, workers: int, *, use_gp
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from pipeline.training_state import load_checkpoint_meta
+    from pipeline.training.state import load_checkpoint_meta
 
     started = False
     if not ray.is_initialized():

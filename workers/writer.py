@@ -1,11 +1,11 @@
-"""Writer actor: the job's one committer (`pipeline.part_writer.PartWriter`) as a Ray actor.
+"""Writer actor: the job's one committer (`pipeline.io.part_writer.PartWriter`) as a Ray actor.
 
 Not restartable: it holds uncommitted rows, and restarting it would hide their loss, so a
 dead writer fails the job; committed parts stay and a rerun resumes.
 """
 from __future__ import annotations
 
-from pipeline.part_writer import PartWriter
+from pipeline.io.part_writer import PartWriter
 
 from .placement import new_incarnation
 

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from .base import Operator, check_common, fill_defaults, finite_number
-from .gaussian_blur import GaussianBlur
-from .inpainting import Inpainting
-from .noise import NoiseLevel, measure, to_model_domain, to_unit_domain
-from .nonlinear_blur import NonlinearBlur
+from pipeline.operators.base import Operator, check_common, fill_defaults, finite_number
+from pipeline.operators.gaussian_blur import GaussianBlur
+from pipeline.operators.inpainting import Inpainting
+from pipeline.operators.noise import NoiseLevel, measure, to_model_domain, to_unit_domain
+from pipeline.operators.nonlinear_blur import NonlinearBlur
 
 OPERATORS: dict[str, type[Operator]] = {
     "gaussian_blur": GaussianBlur,

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .base import Operator, check_common, fill_defaults, finite_number
+from pipeline.operators.base import Operator, check_common, fill_defaults, finite_number
 
 
 def gaussian_kernel_1d(std: float, size: int) -> torch.Tensor:

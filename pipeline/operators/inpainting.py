@@ -16,7 +16,7 @@ from functools import lru_cache
 
 import torch
 
-from .base import Operator, check_common, fill_defaults, finite_number
+from pipeline.operators.base import Operator, check_common, fill_defaults, finite_number
 
 
 @lru_cache(maxsize=32)

@@ -12,8 +12,8 @@ from typing import Sequence
 
 import torch
 
-from ..seeding import randn_per_sample
-from .base import Operator
+from pipeline.restoration.seeding import randn_per_sample
+from pipeline.operators.base import Operator
 
 
 class NoiseLevel:

@@ -32,8 +32,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .base import Operator, check_common, fill_defaults, finite_number
-from .gaussian_blur import blur_reflect, check_kernel_fits, stack_kernels
+from pipeline.operators.base import Operator, check_common, fill_defaults, finite_number
+from pipeline.operators.gaussian_blur import blur_reflect, check_kernel_fits, stack_kernels
 
 KERNEL_TYPES = ("motion", "defocus")
 

@@ -5,14 +5,14 @@ DDIM-500 with η = 1 (the only released configs that set a DDIM sampler).
 """
 from __future__ import annotations
 
-from ..latent import LatentDiffusion
-from ..schedules import DDIMSampler, DDPMSampler, NoiseSchedule, Sampler
-from .base import ACCOUNT_KEYS, Solver, SolveResult
-from .gml_dps import GMLDPS
-from .ldps import LatentDPS
-from .psld import PSLD
-from .resample import ReSample
-from .unconditional import Unconditional
+from pipeline.models.latent import LatentDiffusion
+from pipeline.restoration.schedules import DDIMSampler, DDPMSampler, NoiseSchedule, Sampler
+from pipeline.solvers.base import ACCOUNT_KEYS, Solver, SolveResult
+from pipeline.solvers.gml_dps import GMLDPS
+from pipeline.solvers.ldps import LatentDPS
+from pipeline.solvers.psld import PSLD
+from pipeline.solvers.resample import ReSample
+from pipeline.solvers.unconditional import Unconditional
 
 SOLVERS: dict[str, type[Solver]] = {
     "ldps": LatentDPS,

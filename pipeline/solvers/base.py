@@ -15,8 +15,8 @@ from typing import ClassVar, Sequence
 
 import torch
 
-from ..latent import LatentDiffusion
-from ..schedules import Sampler
+from pipeline.models.latent import LatentDiffusion
+from pipeline.restoration.schedules import Sampler
 
 ACCOUNT_KEYS = ("denoiser_calls", "decoder_forward", "decoder_backward", "encoder_forward", "inner_steps")
 

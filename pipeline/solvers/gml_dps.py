@@ -5,8 +5,8 @@ as in the reference. E0/D0 act on scaled latents (model.autoencoder.encode/decod
 """
 from __future__ import annotations
 
-from .base import number, row_norm
-from .ldps import LatentDPS
+from pipeline.solvers.base import number, row_norm
+from pipeline.solvers.ldps import LatentDPS
 
 
 class GMLDPS(LatentDPS):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import Solver, number, row_norm
+from pipeline.solvers.base import Solver, number, row_norm
 
 SCALINGS = ("error", "std", "none")
 

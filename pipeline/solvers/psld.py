@@ -5,7 +5,7 @@ x_corr = Âᵀ(y) + D0(ẑ0) − Âᵀ(Â(D0(ẑ0))) with Âᵀ = operator.adjoi
 """
 from __future__ import annotations
 
-from .gml_dps import GMLDPS
+from pipeline.solvers.gml_dps import GMLDPS
 
 
 class PSLD(GMLDPS):

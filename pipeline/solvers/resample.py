@@ -15,9 +15,9 @@ import warnings
 
 import torch
 
-from ..schedules import DDIMSampler
-from ..seeding import randn_per_sample
-from .base import Solver, number
+from pipeline.restoration.schedules import DDIMSampler
+from pipeline.restoration.seeding import randn_per_sample
+from pipeline.solvers.base import Solver, number
 
 
 def _view(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

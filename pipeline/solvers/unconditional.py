@@ -5,7 +5,7 @@ the adaptive start alone restores anything.
 """
 from __future__ import annotations
 
-from .base import Solver
+from pipeline.solvers.base import Solver
 
 
 class Unconditional(Solver):

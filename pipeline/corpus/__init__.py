@@ -1,0 +1,1 @@
+"""The training corpus: where the photos live and how they become crops."""

@@ -1,0 +1,129 @@
+"""Looking at a job's results: counts, histograms, compute spent, and the pictures.
+
+Pure functions over an output folder (`OutputStore`): `summarise` gives the numbers the
+`inspect` command prints, `pick_examples` the best, median and worst restorations by
+measurement residual (the signal every sample has, with or without a reference), and
+`preview` draws degraded | restored | clean strips for them. Degraded and clean images come
+from the input shard each row names; restored ones from the output's image parts.
+"""
+from __future__ import annotations
+
+import io
+import tarfile
+from collections import Counter
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from pipeline.io.outputs import OutputStore
+from pipeline.io.shards import iter_samples
+
+
+def histogram(values: list[float], bins: int = 10) -> list[tuple[float, float, int]]:
+    if not values:
+        return []
+    counts, edges = np.histogram(np.asarray(values, dtype=float), bins=bins)
+    return [(float(edges[i]), float(edges[i + 1]), int(c)) for i, c in enumerate(counts)]
+
+
+def summarise(rows: list[dict]) -> dict:
+    """Counts by status and error kind, NFE and residual spreads, compute spent, and how the
+    no-reference signals relate to PSNR where references exist."""
+    from scipy.stats import spearmanr
+
+    ok = [r for r in rows if r["status"] == "ok"]
+    out = {"samples": len(rows), "status": dict(Counter(r["status"] for r in rows)),
+           "error_kinds": dict(Counter(r["error_kind"] for r in rows if r["status"] != "ok")),
+           "nfe_total": int(sum(r["nfe"] or 0 for r in ok)),
+           "solve_seconds": float(sum(r["seconds_solve"] or 0.0 for r in ok)),
+           "severity_seconds": float(sum(r["seconds_severity"] or 0.0 for r in ok)),
+           "nfe_histogram": histogram([r["nfe"] for r in ok if r["nfe"] is not None]),
+           "residual_z_histogram": histogram([r["residual_z"] for r in ok if r.get("residual_z") is not None])}
+    paired = [(r["residual_z"], r["psnr"], r["psnr_input"]) for r in ok
+              if r.get("residual_z") is not None and r.get("psnr") is not None]
+    if len(paired) >= 3:
+        rz, psnr, psnr_in = map(np.asarray, zip(*paired))
+        out["spearman_residual_z_vs_psnr"] = float(spearmanr(rz, psnr).statistic)
+        out["spearman_residual_z_vs_psnr_gain"] = float(spearmanr(rz, psnr - psnr_in).statistic)
+    else:
+        out["spearman_residual_z_vs_psnr"] = "missing: fewer than 3 ok rows with a reference"
+    return out
+
+
+def pick_examples(rows: list[dict]) -> dict[str, dict]:
+    """Best (lowest residual_z), median and worst ok rows."""
+    ok = sorted((r for r in rows if r["status"] == "ok" and r.get("residual_z") is not None),
+                key=lambda r: r["residual_z"])
+    if not ok:
+        return {}
+    return {"best": ok[0], "median": ok[len(ok) // 2], "worst": ok[-1]}
+
+
+def _restored(store: OutputStore, row: dict) -> Image.Image:
+    with store.fs.open(store.path(f"images/{row['part']}.tar"), "rb") as fh, tarfile.open(fileobj=fh) as tar:
+        return Image.open(io.BytesIO(tar.extractfile(f"{row['key']}.png").read())).convert("RGB")
+
+
+def _inputs(row: dict) -> tuple[Image.Image | None, Image.Image | None]:
+    for s in iter_samples(row["shard"], allow_convert=True, select=lambda key: key == row["key"]):
+        if hasattr(s, "image01"):  # only this key is decoded
+            to_pil = lambda t: Image.fromarray((t.permute(1, 2, 0).numpy() * 255).round().astype("uint8"))  # noqa: E731
+            return to_pil(s.image01), (to_pil(s.clean01) if s.clean01 is not None else None)
+    return None, None
+
+
+def save_png(image: Image.Image, store: OutputStore, rel: str) -> str:
+    with store.fs.open(store.path(rel), "wb") as fh:
+        image.save(fh, format="PNG")
+    return store.public_url(rel)
+
+
+def preview(store: OutputStore, examples: dict[str, dict], scale: int = 3) -> Image.Image:
+    """One strip per example: degraded | restored | clean (when present), labelled."""
+    strips = []
+    for label, row in examples.items():
+        degraded, clean = _inputs(row)
+        tiles = [t for t in (degraded, _restored(store, row), clean) if t is not None]
+        w, h = tiles[0].size
+        strip = Image.new("RGB", (len(tiles) * w * scale, h * scale + 14), "white")
+        for i, t in enumerate(tiles):
+            strip.paste(t.resize((w * scale, h * scale), Image.NEAREST), (i * w * scale, 14))
+        text = f"{label}: {row['key']}  residual_z {row['residual_z']:.2f}  nfe {row['nfe']}"
+        if row.get("psnr") is not None:
+            text += f"  psnr {row['psnr']:.1f} (input {row['psnr_input']:.1f})"
+        ImageDraw.Draw(strip).text((2, 1), text, fill="black")
+        strips.append(strip)
+    width = max(s.size[0] for s in strips)
+    sheet = Image.new("RGB", (width, sum(s.size[1] for s in strips)), "white")
+    y = 0
+    for s in strips:
+        sheet.paste(s, (0, y))
+        y += s.size[1]
+    return sheet
+
+
+def plots(rows: list[dict], store: OutputStore, rel: str = "plots.png") -> None:
+    """NFE and residual_z histograms, and residual_z against PSNR where references exist."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = [r for r in rows if r["status"] == "ok"]
+    fig, ax = plt.subplots(1, 3, figsize=(12, 3.4))
+    ax[0].hist([r["nfe"] for r in ok], bins=20, color="tab:blue")
+    ax[0].set(title="NFE per sample", xlabel="NFE", ylabel="samples")
+    rz = [r["residual_z"] for r in ok if r.get("residual_z") is not None]
+    ax[1].hist(rz, bins=20, color="tab:orange")
+    ax[1].set(title="measurement residual / noise level", xlabel="residual_z")
+    pairs = [(r["residual_z"], r["psnr"]) for r in ok if r.get("psnr") is not None and r.get("residual_z") is not None]
+    if pairs:
+        ax[2].scatter(*zip(*pairs), s=10)
+        ax[2].set(title="residual_z vs PSNR", xlabel="residual_z", ylabel="PSNR (dB)")
+    else:
+        ax[2].text(0.5, 0.5, "no references: PSNR missing", ha="center", va="center")
+        ax[2].set_axis_off()
+    fig.tight_layout()
+    with store.fs.open(store.path(rel), "wb") as fh:
+        fig.savefig(fh, format="png", dpi=110)
+    plt.close(fig)

@@ -1,0 +1,100 @@
+"""Grid search of solver settings on validation crops of the training photos (never dev photos).
+
+Why: an untuned solver is judged unfairly (Latent-DPS at ζ = 1 from noise lands below the
+degraded input it started from), and an untuned baseline makes Flash look good for the
+wrong reason. So Flash (ζ × noise correction c) and the full-schedule baseline (ζ) are
+tuned the same way, on the same crops, by mean PSNR, and the winners go into the
+versioned table `pipeline/restoration/solver_settings.yaml` that jobs read.
+"""
+from __future__ import annotations
+
+import itertools
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from pipeline.restoration.crop_restore import degraded_samples, mean_of, restore_samples
+
+VALIDATION_EVERY = 7   # every 7th training crop in export order (crops of all training photos)
+
+
+def validation_crops(train_url: str, n: int, size: int = 64) -> torch.Tensor:
+    """n clean crops in [0,1] from the training corpus, spread over its photos."""
+    from pipeline.corpus.crops import load_corpus_export
+
+    arr, _, _ = load_corpus_export(train_url)
+    pool = np.arange(0, len(arr), VALIDATION_EVERY)
+    pick = pool[np.linspace(0, len(pool) - 1, min(n, len(pool))).round().astype(int)]
+    x = torch.from_numpy(arr[pick]).permute(0, 3, 1, 2).float().div(255.0)
+    if x.shape[-1] != size:
+        import torch.nn.functional as F
+
+        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
+    return x
+
+
+def score(base_sets: list[str], family: str, samples: list, flash: bool, settings: dict, batch: int) -> dict:
+    """Mean PSNR / NFE / seconds of one setting on the samples (untuned built-ins underneath)."""
+    from pipeline.execution.config import load_config
+
+    sets = base_sets + ["solver.settings=null", f"flash.enabled={str(flash).lower()}"]
+    sets += [f"solver.params.{k}={v}" for k, v in settings.items() if k != "noise_correction"]
+    if "noise_correction" in settings:
+        sets.append(f"flash.noise_correction={settings['noise_correction']}")
+    cfg = load_config(None, sets)
+    cfg.models.severity = {family: cfg.models.severity[family]}
+    t0 = time.perf_counter()
+    rows = restore_samples(cfg, samples, batch)
+    return {**settings, "psnr": mean_of(rows, "psnr"), "ssim": mean_of(rows, "ssim"), "nfe": mean_of(rows, "nfe"),
+            "input_psnr": mean_of(rows, "psnr_input"), "seconds": time.perf_counter() - t0, "n": len(rows)}
+
+
+def grid(spec: dict[str, list]) -> list[dict]:
+    names = sorted(spec)
+    return [dict(zip(names, vals)) for vals in itertools.product(*(spec[n] for n in names))]
+
+
+def tune(base_sets: list[str], solver: str, family: str, x01: torch.Tensor, flash_grid: dict, baseline_grid: dict,
+         baseline_crops: int, batch: int, seed: int = 0, params: dict | None = None, progress=None) -> dict:
+    """{'flash': {best, trials}, 'baseline': {best, trials}} by mean PSNR; t ~ linspace(0,1,n).
+
+    `params` are the operator overrides the family's severity encoder was trained with."""
+    samples = degraded_samples(family, x01, np.linspace(0.0, 1.0, len(x01)), params or {}, seed, f"tune-{family}")
+    base_idx = np.linspace(0, len(samples) - 1, min(baseline_crops, len(samples))).round().astype(int)
+    out = {}
+    for mode, spec, chosen in (("flash", flash_grid, samples), ("baseline", baseline_grid,
+                                                                 [samples[i] for i in sorted(set(base_idx))])):
+        if not chosen or not spec:
+            continue
+        trials = []
+        for settings in grid(spec):
+            trials.append(score(base_sets + [f"solver.name={solver}"], family, chosen, mode == "flash", settings, batch))
+            if progress:
+                progress(mode, trials[-1])
+        best = max(trials, key=lambda r: -np.inf if r["psnr"] is None else r["psnr"])
+        out[mode] = {"best": best, "trials": trials, "crops": len(chosen)}
+    return out
+
+
+def write_table(path: Path, solver: str, family: str, result: dict, note: str) -> dict:
+    """Merge the winners into the settings table (version + 1) and return it."""
+    table = yaml.safe_load(path.read_text()) if path.exists() else {}
+    table = table or {}
+    settings = table.get("settings") or {}
+    entry = settings.setdefault(solver, {}).setdefault(family, {})
+    for mode, res in result.items():
+        best = res["best"]
+        new = {"params": {k: best[k] for k in best if k not in ("noise_correction", "psnr", "ssim", "nfe",
+                                                                  "input_psnr", "seconds", "n")},
+               "score": {"psnr": round(best["psnr"], 3), "nfe": round(best["nfe"], 1), "crops": res["crops"]}}
+        if "noise_correction" in best:
+            new["noise_correction"] = best["noise_correction"]
+        entry[mode] = new
+    table = {"version": int(table.get("version", 0)) + 1, "tuned_on": note, "settings": settings}
+    path.write_text("# Tuned solver settings, read by jobs with solver.settings: tuned (the default).\n"
+                    "# Written by `flash-restore tune`; docs/tuning.md has the grids and every trial.\n"
+                    + yaml.safe_dump(table, sort_keys=True))
+    return table

@@ -1,0 +1,57 @@
+"""Read-time validation: a decoded sample → measurement + true operator, or an error.
+
+Runs in the read stage, before any model: it needs only the config, so a reader checks a
+sample's operator parameters against its own image (a blur kernel wider than the image, an
+unknown family, a family without a severity encoder) and a bad sample becomes one error row
+instead of failing a solver batch later.
+"""
+from __future__ import annotations
+
+import torch
+
+from pipeline.execution.config import RestoreConfig
+from pipeline.operators import OPERATORS, build_operator
+from pipeline.operators.noise import to_model_domain
+from pipeline.execution.records import Prepared
+from pipeline.io.samples import Sample, SampleError
+
+
+class SampleValidator:
+    def __init__(self, cfg: RestoreConfig):
+        self.default_operator = dict(cfg.input.operator) if cfg.input.operator else None
+        self.families = set(cfg.models.severity) if cfg.flash.enabled else None
+
+    def prepare(self, sample: Sample) -> Prepared:
+        # the sample's json is its operator dict, plus optional lineage under "provenance"
+        params = {k: v for k, v in sample.params.items() if k != "provenance"} if sample.params else None
+        if not params or "operator" not in params:
+            params = dict(self.default_operator) if self.default_operator else None
+        if not params:
+            raise SampleError("params", sample.key, f"no operator parameters (no {sample.key}.json and no "
+                              "input.operator in the config)", sample.shard)
+        family = params.get("operator")
+        if family not in OPERATORS:
+            raise SampleError("params", sample.key, f"unknown operator {family!r}; known {sorted(OPERATORS)}",
+                              sample.shard)
+        if self.families is not None and family not in self.families:
+            raise SampleError("params", sample.key, f"no severity encoder configured for {family!r}",
+                              sample.shard)
+        image = sample.image01.to(torch.float32)
+        try:
+            op = build_operator([params], [sample.key])
+            op.check_fits(*image.shape[-2:])
+        except ValueError as exc:
+            raise SampleError("params", sample.key, str(exc), sample.shard) from exc
+        return Prepared(sample.key, sample.shard, to_model_domain(image), sample.clean01, op.to_dicts()[0],
+                        sample.image_sha256)
+
+
+def read_limits(cfg: RestoreConfig) -> dict:
+    """Read-time limits. Without `input.expected_size` the models' image size is required, so a
+    sample the models cannot take (a 1×1 PNG, a 2048² photo for 64-px models) is an error row
+    at read time, before any compute."""
+    from pipeline.models.model_store import model_image_size
+
+    size = cfg.input.expected_size or model_image_size(cfg.models.autoencoder)
+    return {"expected_size": (size, size) if isinstance(size, int) else size, "max_pixels": cfg.input.max_pixels,
+            "allow_convert": cfg.input.allow_convert}

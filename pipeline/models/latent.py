@@ -1,0 +1,90 @@
+"""The latent diffusion prior: an autoencoder (E0, D0) and an ε-denoiser on scaled latents.
+
+Diffusion latents are `scale · E0(x)` with x ∈ [−1,1]; `scale` makes them unit-variance
+(LDM's scale_factor; 1.0 for the CompVis checkpoints). For a VQ first stage E0 is the
+pre-quantization latent `quant_conv(Encoder(x))` and D0 quantizes with a straight-through
+gradient; for a KL first stage E0 is the posterior mode.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from pipeline.restoration.schedules import NoiseSchedule
+
+
+# First stages with AutoencoderKL's interface (`encode(x).latent_dist`, `decode(z).sample`).
+KL_CLASSES = ("AutoencoderKL", "SpaceToDepthAutoencoder")
+AUTOENCODER_CLASSES = ("VQModel",) + KL_CLASSES
+
+
+class Autoencoder(nn.Module):
+    """A diffusers `VQModel`, `AutoencoderKL` or our `SpaceToDepthAutoencoder` seen as E0/D0 on scaled latents."""
+
+    def __init__(self, model: nn.Module, scale: float = 1.0):
+        super().__init__()
+        self.model = model
+        self.scale = float(scale)
+        kind = type(model).__name__
+        if kind == "VQModel":
+            self.kind = "vq"
+        elif kind in KL_CLASSES:
+            self.kind = "kl"
+        else:
+            raise ValueError(f"autoencoder must be one of {('VQModel',) + KL_CLASSES}, got {kind}")
+
+    @property
+    def latent_channels(self) -> int:
+        return int(self.model.config.latent_channels if self.kind == "kl" else self.model.config.vq_embed_dim
+                   or self.model.config.latent_channels)
+
+    @property
+    def downsample(self) -> int:
+        own = getattr(self.model, "downsample_factor", None)
+        return int(own) if own else 2 ** (len(self.model.config.block_out_channels) - 1)
+
+    def encode_unscaled(self, x: torch.Tensor) -> torch.Tensor:
+        """E0(x) without the diffusion scale."""
+        if self.kind == "vq":
+            return self.model.encode(x).latents
+        return self.model.encode(x).latent_dist.mode()
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.scale * self.encode_unscaled(x)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """D0(z / scale) in [−1,1] (not clipped, as in the reference)."""
+        return self.model.decode(z / self.scale).sample
+
+
+@dataclass
+class LatentDiffusion:
+    """Autoencoder + ε-prediction UNet2DModel + the schedule it was trained with."""
+
+    autoencoder: Autoencoder
+    unet: nn.Module
+    schedule: NoiseSchedule
+
+    def eps(self, z: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        """ε_θ(z_t, t) at per-sample DDPM timesteps."""
+        return self.unet(z, timesteps.to(z.device)).sample
+
+    def to(self, device=None, dtype=None) -> "LatentDiffusion":
+        self.autoencoder.to(device=device, dtype=dtype)
+        self.unet.to(device=device, dtype=dtype)
+        return self
+
+    def eval(self) -> "LatentDiffusion":
+        self.autoencoder.eval()
+        self.unet.eval()
+        for p in list(self.autoencoder.parameters()) + list(self.unet.parameters()):
+            p.requires_grad_(False)
+        return self
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        cfg = self.unet.config
+        size = cfg.sample_size if isinstance(cfg.sample_size, int) else cfg.sample_size[0]
+        return (int(cfg.in_channels), int(size), int(size))

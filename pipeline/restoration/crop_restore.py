@@ -1,0 +1,56 @@
+"""Degrade clean crops with a known operator and restore them in-process: the measuring loop
+shared by `report-models`, `tune` and the tests.
+
+Why one place: the numbers in docs/models.md and the tuned settings must come from the same
+degradation (noise σ = 0.05, per-key seeds, 8-bit measurement as a PNG would hold) and the
+same `Restorer` path the jobs use, or tuning would optimise something the product never runs.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+
+NOISE = 0.05   # [0,1] units, as the severity encoders are trained
+
+
+def degrade_crops(family: str, x01: torch.Tensor, severities: Sequence[float], params: dict, seed: int,
+                  prefix: str, noise: float = NOISE):
+    """(y in [−1,1], operator, keys): each crop at its severity, seeded per key."""
+    from pipeline.operators import OPERATORS, build_operator, measure, to_model_domain
+    from pipeline.restoration.seeding import DEGRADATION, generators
+
+    keys = [f"{prefix}-{i:05d}" for i in range(len(x01))]
+    dicts = [OPERATORS[family].params_for(float(t), noise, 1000 + i, **params) for i, t in enumerate(severities)]
+    op = build_operator(dicts, keys)
+    y01 = measure(op, x01, generators(seed, keys, DEGRADATION))
+    return to_model_domain(y01), op, keys
+
+
+def degraded_samples(family: str, x01: torch.Tensor, severities: Sequence[float], params: dict, seed: int,
+                     prefix: str, noise: float = NOISE) -> list:
+    """`Sample`s as a shard would hold them: the measurement quantised to 8 bits, the clean reference."""
+    from pipeline.operators.noise import to_unit_domain
+    from pipeline.io.samples import Sample
+
+    y, op, keys = degrade_crops(family, x01, severities, params, seed, prefix, noise)
+    y01 = (to_unit_domain(y).clamp(0, 1) * 255).round() / 255
+    return [Sample(k, prefix, y01[i], x01[i], p, "") for i, (k, p) in enumerate(zip(keys, op.to_dicts()))]
+
+
+def restore_samples(cfg, samples: list, batch: int) -> list[dict]:
+    """Metric rows (sorted by key) for `samples` restored by a `Restorer` built from `cfg`."""
+    from pipeline.restoration.restore import Restorer
+
+    r = Restorer(cfg)
+    est = sorted(r.estimate([r.prepare(s) for s in samples]), key=lambda e: e.start_step)
+    rows = []
+    for i in range(0, len(est), batch):
+        rows += [row for row, _, _ in r.solve(est[i:i + batch])]
+    return sorted(rows, key=lambda row: row["key"])
+
+
+def mean_of(rows: list[dict], key: str) -> float | None:
+    vals = [row[key] for row in rows if row.get(key) is not None and np.isfinite(row[key])]
+    return float(np.mean(vals)) if vals else None

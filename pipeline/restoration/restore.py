@@ -1,0 +1,220 @@
+"""In-process restoration: what a severity stage and a solver stage run, without Ray.
+
+`Restorer` loads the models once, turns validated samples into measurements with their
+true operator (`prepare`), estimates severity in batches (`estimate`: ẑ, σ̂², start step)
+and restores one exact, staggered batch (`solve`) into output rows. The stage functions
+(`pipeline.execution.stages`) call it in whichever backend runs them, so outputs are the same for
+the same seeds.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+
+from pipeline.evaluation import metrics
+from pipeline.execution.config import RestoreConfig
+from pipeline.restoration.flash import Flash
+from pipeline.models.model_store import fingerprint, load_latent_diffusion, load_model
+from pipeline.evaluation.no_reference import residuals, severity_ood
+from pipeline.operators import build_operator
+from pipeline.operators.noise import to_unit_domain
+from pipeline.io.outputs import error_for
+from pipeline.models.pipeline_folder import autoencoder_fingerprint
+from pipeline.execution.records import Estimated, Prepared
+from pipeline.io.samples import Sample, encode_png
+from pipeline.restoration.solver_settings import resolve
+from pipeline.solvers import default_sampler, make_solver
+from pipeline.restoration.schedules import make_sampler
+from pipeline.execution.validation import SampleValidator
+
+
+def capped_start(start: int, max_nfe: int | None) -> int:
+    """flash.max_nfe: start no higher than max_nfe − 1, so at most max_nfe denoiser steps."""
+    return start if max_nfe is None else min(start, max_nfe - 1)
+
+
+def isolating(run, items: list, on_error) -> list:
+    """`run(items)`; if that raises, each item is run alone and a failing one is replaced, in
+    place, by `on_error(item, exc)`: one bad sample costs its own row, not its batch's."""
+    try:
+        return run(items)
+    except Exception:  # noqa: BLE001 - isolate the bad sample; the job goes on
+        out = []
+        for item in items:
+            try:
+                out += run([item])
+            except Exception as exc:  # noqa: BLE001 - becomes an error row
+                out.append(on_error(item, exc))
+        return out
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+class Restorer:
+    """Models loaded once; severity and solve on batches; rows for the metrics table."""
+
+    def __init__(self, cfg: RestoreConfig, device: str | torch.device | None = None):
+        self.cfg = cfg
+        self.device = pick_device(str(device or cfg.models.device))
+        self.dtype = {"float32": torch.float32, "float64": torch.float64}[cfg.models.dtype]
+        self.config_hash = cfg.output_hash()
+        self.ldm = load_latent_diffusion(cfg.models.autoencoder, cfg.models.denoiser, device=self.device,
+                                         dtype=self.dtype)
+        sc = cfg.solver
+        if sc.sampler:
+            kwargs = {k: v for k, v in (("num_steps", sc.steps), ("eta", sc.eta)) if v is not None}
+            sampler = make_sampler(sc.sampler, self.ldm.schedule, **kwargs)
+        else:
+            sampler = default_sampler(sc.name, self.ldm.schedule)
+        self.sampler = sampler
+        self.solver = make_solver(sc.name, self.ldm, sampler, **sc.params)
+        self._flash: dict[str, Flash] = {}
+        self._sigma2_train: dict[str, dict | None] = {}
+        self.validator = SampleValidator(cfg)
+        self._lpips = metrics.lpips_metric(cfg.metrics.lpips_weights)
+        self.ae_fingerprint = autoencoder_fingerprint(cfg.models.autoencoder)  # a pipeline folder: its vqvae/
+        self.model_hash = "+".join([self.ae_fingerprint, fingerprint(cfg.models.denoiser)])
+        self._family_hash: dict[str, str] = {}
+        for family in (cfg.models.severity if cfg.flash.enabled else ()):
+            self.flash_for(family)  # load every encoder now: a mismatched model fails before any compute
+
+    # --- stage 0: a decoded sample → measurement + true operator ---------------------
+    def prepare(self, sample: Sample) -> Prepared:
+        """Read-time validation (`pipeline.execution.validation`), for callers that restore in one place."""
+        return self.validator.prepare(sample)
+
+    # --- stage 1: severity ---------------------------------------------------------
+    def flash_for(self, family: str) -> Flash:
+        if family not in self._flash:
+            encoder = None
+            if self.cfg.flash.enabled:
+                url = self.cfg.models.severity[family]
+                encoder, meta = load_model(url, device=self.device, dtype=self.dtype, return_meta=True)
+                trained_on = meta.get("autoencoder_fingerprint")
+                if trained_on and trained_on != self.ae_fingerprint:
+                    raise ValueError(f"severity encoder {url} was trained on autoencoder {trained_on}, but the job "
+                                     f"uses {self.cfg.models.autoencoder} ({self.ae_fingerprint})")
+                encoder.eval()
+                self._sigma2_train[family] = meta.get("sigma2_train")
+            self._family_hash[family] = self.model_hash + (
+                f"+{fingerprint(self.cfg.models.severity[family])}" if encoder is not None else "")
+            sc = self.cfg.solver
+            params, c = resolve(sc.name, family, self.cfg.flash.enabled, sc.params, self.cfg.flash.noise_correction,
+                                sc.settings == "tuned")
+            solver = make_solver(sc.name, self.ldm, self.sampler, **params)
+            self._flash[family] = Flash(encoder, solver, c, self.cfg.flash.init)
+        return self._flash[family]
+
+    def estimate(self, items: list[Prepared]) -> list[Estimated]:
+        """σ̂² and start step per sample, in batches of one group; the baseline starts at K−1."""
+        out: dict[str, Estimated] = {}
+        groups: dict[tuple, list[Prepared]] = {}
+        for p in items:
+            groups.setdefault(p.group, []).append(p)
+        bs = self.cfg.execution.batch_size
+        for group, members in groups.items():
+            for i in range(0, len(members), bs):
+                chunk = members[i:i + bs]
+                t0 = time.perf_counter()
+                if not self.cfg.flash.enabled:
+                    k_full = self.solver.sampler.num_steps - 1
+                    for p in chunk:
+                        out[p.key] = Estimated(p, None, float("nan"), k_full, 0.0)
+                    continue
+                y = torch.stack([p.y for p in chunk]).to(self.device, self.dtype)
+                z_hat, sigma2, k = self.flash_for(group[0]).estimate(y)
+                dt = (time.perf_counter() - t0) / len(chunk)
+                for j, p in enumerate(chunk):
+                    out[p.key] = self._capped(Estimated(p, z_hat[j].detach().cpu(), float(sigma2[j]), int(k[j]), dt))
+        return [out[p.key] for p in items]
+
+    def _capped(self, e: Estimated) -> Estimated:
+        """flash.max_nfe: remember what the cap cut."""
+        start = capped_start(e.start_step, self.cfg.flash.max_nfe)
+        if start != e.start_step:
+            e.nfe_uncapped, e.start_step = e.start_step + 1, start
+        return e
+
+    # --- stage 2: one exact, staggered batch -----------------------------------------
+    def solve(self, batch: list[Estimated]) -> list[tuple[dict, bytes | None, dict | None]]:
+        """Restore one batch (one group) and return (row, png, image json) per sample."""
+        if len({e.prepared.group for e in batch}) != 1:
+            raise ValueError(f"solve: a batch must hold one operator family and size, got keys {[e.key for e in batch]}")
+        family = batch[0].prepared.params["operator"]
+        keys = [e.key for e in batch]
+        flash = self.flash_for(family)
+        op = build_operator([e.prepared.params for e in batch], keys)
+        y = torch.stack([e.prepared.y for e in batch]).to(self.device, self.dtype)
+        t0 = time.perf_counter()
+        if self.cfg.flash.enabled:
+            z_hat = torch.stack([e.z_hat for e in batch]).to(self.device, self.dtype)
+            sigma2 = torch.tensor([e.sigma2 for e in batch], dtype=torch.float64)
+            k = torch.tensor([e.start_step for e in batch], dtype=torch.long)
+            res = flash.restore(y, op, keys, self.cfg.seed, estimate=(z_hat, sigma2, k))
+        else:
+            res = flash.baseline(y, op, keys, self.cfg.seed)
+        seconds = (time.perf_counter() - t0) / len(batch)
+        x01 = to_unit_domain(res.x.detach().float().cpu()).clamp(0, 1)
+        written = (x01 * 255).round() / 255  # what the PNG holds
+        r, rz = residuals(to_unit_domain(y.float().cpu()), written, op, op.noise_sigmas)
+        return [self._row(e, x01[i], res, i, seconds, {"residual": float(r[i]), "residual_z": float(rz[i])})
+                for i, e in enumerate(batch)]
+
+    def solve_isolating(self, batch: list[Estimated]) -> list[tuple[dict, bytes | None, dict | None]]:
+        """`solve`, but only the bad sample of a failing batch becomes an error row."""
+        return isolating(self.solve, batch, lambda e, exc: (error_for(e.key, e.prepared.shard, exc), None, None))
+
+    def _row(self, e: Estimated, x01: torch.Tensor, res, i: int, seconds: float, no_reference: dict):
+        p = e.prepared
+        row: dict[str, Any] = {
+            "key": p.key, "shard": p.shard, "status": "ok", "error": None, "error_kind": None,
+            "operator": p.params["operator"], "severity": p.params.get("severity"),
+            "noise_sigma": p.params.get("noise_sigma"),
+            "sigma2_hat": None if e.sigma2 != e.sigma2 else e.sigma2, "start_step": int(res.start_index[i]),
+            "nfe": int(res.nfe[i]), "solver": self.cfg.solver.name, "flash": bool(self.cfg.flash.enabled),
+            "seconds_severity": e.seconds_severity, "seconds_solve": seconds, "seed": self.cfg.seed,
+            "input_sha256": p.input_sha256, "config_hash": self.config_hash,
+            "model_hash": self._family_hash[p.params["operator"]],
+        }
+        for name, counts in res.account.items():  # every counter lands in its column (rows_to_table checks)
+            row[name] = int(counts[i])
+        row.update(no_reference)
+        row["budget_action"] = f"nfe_capped_from_{e.nfe_uncapped}" if e.nfe_uncapped else "none"
+        missing = []
+        q = self._sigma2_train.get(p.params["operator"])
+        if e.sigma2 != e.sigma2:
+            missing.append("severity_ood: no severity estimate (baseline)")
+        elif not q:
+            missing.append("severity_ood: the severity encoder records no training range (sigma2_train)")
+        else:
+            row["severity_ood"] = severity_ood(e.sigma2, q)
+        quality = self.quality(x01, p)
+        missing += [quality.pop("metrics_missing")] if "metrics_missing" in quality else []
+        row.update(quality)
+        if missing:
+            row["metrics_missing"] = "; ".join(missing)
+        meta = {k: row[k] for k in ("key", "sigma2_hat", "start_step", "nfe", "solver", "flash", "config_hash")}
+        return row, encode_png(x01), meta
+
+    def quality(self, x01: torch.Tensor, p: Prepared) -> dict:
+        """PSNR/SSIM/LPIPS against the reference; null with a reason when they cannot be computed."""
+        if p.clean01 is None:
+            return {"metrics_missing": "no reference image (<key>.clean.png)"}
+        clean = p.clean01.float().unsqueeze(0)
+        if clean.shape[-2:] != x01.shape[-2:]:
+            return {"metrics_missing": f"reference size {tuple(clean.shape[-2:])} != output {tuple(x01.shape[-2:])}"}
+        out = {"psnr": float(metrics.psnr(x01[None], clean)[0]), "ssim": float(metrics.ssim(x01[None], clean)[0]),
+               "psnr_input": float(metrics.psnr(to_unit_domain(p.y)[None].clamp(0, 1), clean)[0]),
+               "colour_shift": float(metrics.colour_shift(x01[None], clean)[0]),
+               "colour_shift_input": float(metrics.colour_shift(to_unit_domain(p.y)[None].clamp(0, 1), clean)[0])}
+        if isinstance(self._lpips, metrics.Missing):
+            out["metrics_missing"] = f"lpips: {self._lpips.reason}"
+        else:
+            out["lpips"] = float(self._lpips(x01[None].to(self.device), clean.to(self.device))[0])
+        return out

@@ -1,0 +1,179 @@
+"""Typed configs of the training jobs (autoencoder, LDM, severity encoder); each section validates itself.
+
+Loaded by `pipeline.execution.typed_config.load`, the same loader as the restore config: defaults
+(the tiny CPU models) ← a preset ← YAML ← `--set` ← flags. Options that only one model
+kind reads say so (`model.stage_layers`: s2d; `layers_per_block`, `num_vq_embeddings`,
+`loss.vq`: kl/vq).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+
+def check_job(job) -> None:
+    """What every training job needs: an output, data, and (LDM, severity) its autoencoder."""
+    if not job.output:
+        raise ValueError("no output: pass --output URL")
+    if not job.data.url:
+        raise ValueError("no training data: pass --data URL (corpus export folder or clean-crop shards)")
+    if hasattr(job, "autoencoder") and not job.autoencoder:
+        raise ValueError(f"train-{JOB_NAMES[type(job)]} needs --autoencoder URL")
+
+
+@dataclass
+class RunConfig:
+    seed: int = 0
+    max_steps: int = 200
+    batch_size: int = 16
+    workers: int = 1              # 1 = this process; > 1 = Ray Train data parallel
+    device: str = "auto"          # auto | cpu | cuda | cuda:N (local runs)
+    precision: str = "auto"       # auto (bf16 autocast on GPU, fp32 on CPU) | fp32 | bf16
+    threads: Optional[int] = None  # torch CPU threads (None = torch's default); 1 is faster on a busy shared box
+    checkpoint_every: int = 100
+    log_every: int = 10
+
+    def validate(self) -> None:
+        for name in ("max_steps", "batch_size", "workers", "checkpoint_every", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"run.{name} must be ≥ 1, got {getattr(self, name)}")
+        if self.batch_size % self.workers:
+            raise ValueError(f"run.batch_size {self.batch_size} must be a multiple of run.workers {self.workers}")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise ValueError(f"run.precision must be auto|fp32|bf16, got {self.precision!r}")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"run.threads must be ≥ 1, got {self.threads}")
+
+
+@dataclass
+class DataConfig:
+    url: Optional[str] = None     # corpus export folder or clean-crop shards (any fsspec URL)
+    hflip: bool = True
+    max_items: Optional[int] = None
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 2e-4
+    beta1: float = 0.9
+    beta2: float = 0.999
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    grad_clip: float = 1.0
+    ema_decay: float = 0.0        # 0 = save the raw weights
+
+    def validate(self) -> None:
+        if self.lr <= 0 or not 0 <= self.ema_decay < 1 or self.warmup_steps < 0:
+            raise ValueError("optim.lr must be > 0, optim.ema_decay in [0, 1) and optim.warmup_steps ≥ 0")
+
+
+@dataclass
+class AutoencoderModelConfig:
+    kind: str = "s2d"             # s2d (SpaceToDepthAutoencoder) | kl (AutoencoderKL) | vq (VQModel)
+    block_out_channels: list[int] = field(default_factory=lambda: [64, 128])  # s2d: f = 2^levels; kl/vq: 2^(levels-1)
+    layers_per_block: int = 1     # kl/vq: ResNet layers per block
+    stage_layers: list[int] = field(default_factory=lambda: [1, 2])  # s2d: ResBlocks per stage
+    latent_channels: int = 8
+    norm_num_groups: int = 16
+    num_vq_embeddings: int = 1024
+
+    def validate(self) -> None:
+        if self.kind not in ("s2d", "kl", "vq"):
+            raise ValueError(f"model.kind must be s2d, kl or vq, got {self.kind!r}")
+        if not self.block_out_channels or any(c < 1 or c % self.norm_num_groups for c in self.block_out_channels):
+            raise ValueError(f"model.block_out_channels {self.block_out_channels}: multiples of "
+                             f"{self.norm_num_groups} needed")
+        if self.kind == "s2d" and (len(self.stage_layers) != len(self.block_out_channels) or
+                                   min(self.stage_layers) < 0):
+            raise ValueError(f"model.stage_layers {self.stage_layers}: one count ≥ 0 per block_out_channels entry")
+
+
+@dataclass
+class AutoencoderLossConfig:
+    l1: float = 1.0
+    mse: float = 0.5
+    kl: float = 1e-6
+    vq: float = 1.0               # weight of VQModel's codebook + commitment loss
+    latent_scale_samples: int = 2048
+
+
+@dataclass
+class AutoencoderJob:
+    output: Optional[str] = None
+    run: RunConfig = field(default_factory=RunConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    model: AutoencoderModelConfig = field(default_factory=AutoencoderModelConfig)
+    loss: AutoencoderLossConfig = field(default_factory=AutoencoderLossConfig)
+
+    def validate(self) -> None:
+        check_job(self)
+
+
+@dataclass
+class UNetConfig:
+    block_out_channels: list[int] = field(default_factory=lambda: [32, 64, 128])
+    layers_per_block: int = 1
+    attention_resolutions: list[int] = field(default_factory=lambda: [4])   # latent sizes with attention
+    norm_num_groups: int = 16
+    attention_head_dim: int = 8
+    num_timesteps: int = 1000
+
+
+@dataclass
+class LDMJob:
+    output: Optional[str] = None
+    autoencoder: Optional[str] = None
+    run: RunConfig = field(default_factory=lambda: RunConfig(batch_size=32))
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(ema_decay=0.999))
+    model: UNetConfig = field(default_factory=UNetConfig)
+
+    def validate(self) -> None:
+        check_job(self)
+
+
+@dataclass
+class SeverityLossConfig:
+    lambda_sigma: float = 1.0
+    lambda_img: float = 0.0
+    variance_loss: str = "log"      # log | mse (the reference's) | nll (see pipeline.models.severity.severity_loss)
+    couple_variance: bool = False   # True = the reference's non-detached variance target
+    head_channels: int = 64         # width of the variance head
+    init_sigma2: float = 0.03       # σ̂² at initialisation (near the realised latent error level)
+    head_lr_scale: float = 10.0     # the new variance head's learning rate, × optim.lr
+
+    def validate(self) -> None:
+        from pipeline.models.severity import VARIANCE_LOSSES
+
+        if self.variance_loss not in VARIANCE_LOSSES:
+            raise ValueError(f"loss.variance_loss must be one of {VARIANCE_LOSSES}, got {self.variance_loss!r}")
+        if not self.init_sigma2 > 0 or self.head_channels < 1 or not self.head_lr_scale > 0:
+            raise ValueError("loss.init_sigma2 and loss.head_lr_scale must be > 0, loss.head_channels ≥ 1")
+
+
+@dataclass
+class SeverityJob:
+    output: Optional[str] = None
+    autoencoder: Optional[str] = None
+    operator: str = "gaussian_blur"
+    noise_sigma: float = 0.05       # in [0,1] units
+    operator_params: dict[str, Any] = field(default_factory=dict)   # params_for overrides
+    run: RunConfig = field(default_factory=RunConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-4))
+    loss: SeverityLossConfig = field(default_factory=SeverityLossConfig)
+
+    def validate(self) -> None:
+        from pipeline.operators import OPERATORS
+
+        check_job(self)
+        if self.operator not in OPERATORS:
+            raise ValueError(f"--operator must be one of {sorted(OPERATORS)}, got {self.operator!r}")
+        if not 0 <= self.noise_sigma <= 1:
+            raise ValueError(f"noise_sigma must be in [0, 1], got {self.noise_sigma}")
+
+
+WHOLE = ("operator_params",)  # free-form mappings: merged and compared as one value
+JOBS = {"autoencoder": AutoencoderJob, "ldm": LDMJob, "severity": SeverityJob}
+JOB_NAMES = {cls: name for name, cls in JOBS.items()}
