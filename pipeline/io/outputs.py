@@ -28,6 +28,8 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.io.storage import get_object_bytes, s3_client
+
 MANIFEST = "_manifest.json"
 _CONFLICT_CODES = {"PreconditionFailed", "412", "ConditionalRequestConflict"}
 
@@ -100,12 +102,10 @@ class OutputStore:
     # --- s3: conditional puts through boto3 -----------------------------------------
     def _s3(self):
         if self._client is None:
-            import boto3
-
             kw = dict(self._storage_options.get("client_kwargs") or {})
             if self._storage_options.get("endpoint_url"):
                 kw["endpoint_url"] = self._storage_options["endpoint_url"]
-            self._client = boto3.client("s3", **kw)
+            self._client = s3_client(**kw)
         return self._client
 
     def _bucket_key(self, rel: str) -> tuple[str, str]:
@@ -113,31 +113,36 @@ class OutputStore:
         return bucket, f"{prefix}/{rel}" if prefix else rel
 
     def _put_s3(self, rel: str, data: bytes, **condition) -> str:
-        """put_object with a condition; a failed condition is a CommitConflict. Returns the ETag."""
+        """put_object with a condition; a failed condition is a CommitConflict. Returns the ETag.
+
+        A retried put whose first attempt landed (its answer was lost) fails its own
+        condition: when the object holds exactly `data`, that write was ours and succeeded."""
         from botocore.exceptions import ClientError
 
         bucket, key = self._bucket_key(rel)
         try:
             return self._s3().put_object(Bucket=bucket, Key=key, Body=data, **condition)["ETag"]
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in _CONFLICT_CODES:
-                raise CommitConflict(f"{self.public_url(rel)}: another writer committed first ({condition}); "
-                                     "two jobs must not write one output") from exc
-            raise
+            if exc.response.get("Error", {}).get("Code") not in _CONFLICT_CODES:
+                raise
+            landed, etag = get_object_bytes(self._s3(), bucket, key)
+            if landed == data:
+                return etag
+            raise CommitConflict(f"{self.public_url(rel)}: another writer committed first ({condition}); "
+                                 "two jobs must not write one output") from exc
 
     def _read_manifest_s3(self) -> dict | None:
         from botocore.exceptions import ClientError
 
         bucket, key = self._bucket_key(MANIFEST)
         try:
-            resp = self._s3().get_object(Bucket=bucket, Key=key)
+            body, self._etag = get_object_bytes(self._s3(), bucket, key)
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
                 self._etag = None
                 return None
             raise
-        self._etag = resp["ETag"]
-        return json.loads(resp["Body"].read())
+        return json.loads(body)
 
     def _fresh(self) -> None:
         if self.is_s3:  # another process (the writer actor) may have written since s3fs listed

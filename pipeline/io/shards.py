@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable, Iterator
 import fsspec
 from fsspec.core import url_to_fs
 
-from .samples import (DEFAULT_MAX_PIXELS, PARAMS_EXT, Sample, SampleError, encode_png,
+from pipeline.io.samples import (DEFAULT_MAX_PIXELS, PARAMS_EXT, Sample, SampleError, encode_png,
                       parse_sample)
 
 __all__ = ["list_shards", "iter_samples", "keyless_name", "write_shard", "split_member_name",
