@@ -145,7 +145,11 @@ def test_resources_fit_the_cluster(setup):
     cfg = config(models, "execution.solver_actors=2", "execution.readers=2")  # 6 actors
     cpu_only = plan_resources(cfg, {"CPU": 2.0})
     assert all(p["num_gpus"] == 0 and p["device"] == "cpu" for p in cpu_only.values())
-    assert 6 * cpu_only["solver"]["num_cpus"] <= 2.0  # fractional: a 2-core box cannot deadlock
+    counts = {"reader": 2, "severity": 1, "solver": 2, "writer": 1}
+    assert sum(n * cpu_only[s]["num_cpus"] for s, n in counts.items()) <= 2.0  # a 2-core box cannot deadlock
+    assert cpu_only["solver"]["num_cpus"] == 2 * cpu_only["reader"]["num_cpus"]  # the solver weighs double
+    small_nodes = plan_resources(cfg, {"CPU": 2.0}, smallest_node_cpus=1.0)  # all of them fit on one node
+    assert sum(n * small_nodes[s]["num_cpus"] for s, n in counts.items()) <= 1.0
     one_gpu = plan_resources(config(models), {"CPU": 16.0, "GPU": 1.0})
     assert one_gpu["solver"]["num_gpus"] == 1.0 and one_gpu["solver"]["device"] == "cuda"
     assert one_gpu["severity"]["num_gpus"] == 0 and one_gpu["severity"]["device"] == "cpu"

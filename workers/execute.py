@@ -44,6 +44,7 @@ def execute(cfg: RestoreConfig, input_url: str | list[str], output_url: str, ove
     stats = JobStats()
     try:
         backend.start()
+        stats.startup_seconds = time.time() - stats.started
         store, manifest, done = open_output(cfg, output_url, overwrite)
         backend.open_writer(output_url, lineage)
         scheduler = Scheduler(cfg, shards, done, backend, stats, on_progress, only)

@@ -1,7 +1,10 @@
 """Resources and options for the job's actors, sized so the job always fits its cluster.
 
 Why: on a 2-core box, whole-CPU actors deadlock the job (docs/architecture.md, "Gotchas"), so every actor asks
-for a fraction of a CPU, shrunk further when the configured actors would not all fit. GPU
+for a fraction of a CPU, shrunk until all of them would fit on the smallest node (reservations
+are scheduling hints here, not limits). A solver does most of the work and reserves
+SOLVER_WEIGHT shares; solvers are placed with Ray's SPREAD strategy, so each node gets one
+before any gets two. GPU
 stages ask for GPUs only where the cluster has them; the severity stage takes what the
 solvers leave (at most a quarter GPU each) and runs on CPU when nothing is left.
 """
@@ -12,6 +15,7 @@ import uuid
 from pipeline.execution.config import RestoreConfig
 
 STAGES = ("reader", "severity", "solver", "writer")
+SOLVER_WEIGHT = 2
 
 
 def actor_counts(cfg: RestoreConfig) -> dict[str, int]:
@@ -19,13 +23,15 @@ def actor_counts(cfg: RestoreConfig) -> dict[str, int]:
     return {"reader": ex.readers, "severity": ex.severity_actors, "solver": ex.solver_actors, "writer": 1}
 
 
-def plan_resources(cfg: RestoreConfig, cluster: dict) -> dict[str, dict]:
+def plan_resources(cfg: RestoreConfig, cluster: dict, smallest_node_cpus: float | None = None) -> dict[str, dict]:
     """Per stage: num_cpus, num_gpus and the torch device its actors use."""
     counts = actor_counts(cfg)
-    cpus, gpus = float(cluster.get("CPU", 1.0)), float(cluster.get("GPU", 0.0))
-    per_cpu = min(float(cfg.execution.cpus_per_actor), cpus / sum(counts.values()))
-    per_cpu = max(0.01, int(per_cpu * 100) / 100)
-    plan = {s: {"num_cpus": per_cpu, "num_gpus": 0.0, "device": "cpu"} for s in STAGES}
+    gpus = float(cluster.get("GPU", 0.0))
+    cpus = float(smallest_node_cpus or cluster.get("CPU", 1.0))
+    weights = {s: (SOLVER_WEIGHT if s == "solver" else 1) * counts[s] for s in STAGES}
+    share = min(float(cfg.execution.cpus_per_actor), cpus / sum(weights.values()))
+    plan = {s: {"num_cpus": max(0.01, int(share * (SOLVER_WEIGHT if s == "solver" else 1) * 100) / 100),
+                "num_gpus": 0.0, "device": "cpu"} for s in STAGES}
     if gpus > 0:
         gps = min(float(cfg.execution.gpus_per_solver), gpus / counts["solver"])
         plan["solver"].update(num_gpus=gps, device=_gpu_device(cfg))

@@ -50,9 +50,10 @@ class RayBackend:
         import ray
 
         p = self.plan[stage]
+        spread = {"scheduling_strategy": "SPREAD"} if stage == "solver" else {}  # solvers on different nodes
         return ray.remote(cls).options(num_cpus=p["num_cpus"], num_gpus=p["num_gpus"], name=name,
                                        namespace=self.namespace, max_restarts=restarts,
-                                       max_task_retries=0).remote(*args, **kw)
+                                       max_task_retries=0, **spread).remote(*args, **kw)
 
     def start(self) -> None:
         """Create every actor and wait until each is up: a model that does not load fails the
@@ -67,7 +68,8 @@ class RayBackend:
 
         self.started_ray = ensure_ray()
         cfg, ex = self.cfg, self.cfg.execution
-        self.plan = plan = plan_resources(cfg, ray.cluster_resources())
+        nodes = [n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n.get("Alive")]
+        self.plan = plan = plan_resources(cfg, ray.cluster_resources(), min(nodes) if nodes else None)
         limits = read_limits(cfg)
 
         def model_stage(cls, stage):

@@ -21,6 +21,7 @@ class JobStats:
     nfe_total: int = 0
     skipped: int = 0
     driver_bytes: int = 0   # what the scheduler received: records, not images
+    startup_seconds: float = 0.0  # until every actor was up with its models loaded
 
     def stage(self, name: str, seconds: float, items: int) -> None:
         self.stage_seconds[name] += seconds
@@ -53,6 +54,9 @@ class JobStats:
         return {"wall_seconds": round(wall, 3), "samples": self.processed, "ok": ok, "errors": self.status["error"],
                 "skipped_already_done": self.skipped, "error_rate": round(self.error_rate, 4),
                 "errors_by_kind": dict(self.error_kinds), "images_per_s": round(ok / wall, 4) if wall > 0 else None,
+                "startup_seconds": round(self.startup_seconds, 3),
+                "images_per_s_after_startup": round(ok / (wall - self.startup_seconds), 4)
+                if wall > self.startup_seconds else None,
                 "mean_nfe": round(self.nfe_total / ok, 3) if ok else None,
                 "nfe_histogram": {f"{b}-{b + 9}": n for b, n in sorted(self.nfe.items())}, "stages": stages,
                 "driver_bytes_received": self.driver_bytes,
