@@ -54,13 +54,15 @@ def timed_one_by_one(restorer, prepared) -> tuple[float, float]:
 
 
 def write_section(path: Path, title: str, lines: list[str]) -> None:
-    """Replace (or append) the `## title` section of a markdown file, keeping the others."""
+    """Replace (or append) the `## title` section of a markdown file, keeping the others; say where."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     text = path.read_text() if path.exists() else "# Benchmarks\n"
     head = f"## {title}"
     parts = text.split("\n## ")
     kept = [p for p in parts[1:] if not p.startswith(title)]
     body = "\n".join([head, ""] + lines).rstrip() + "\n"
     path.write_text("\n## ".join([parts[0].rstrip() + "\n"] + kept).rstrip() + "\n\n" + body)
+    console.print(f"report written to {path}")
 
 
 def peak_rss_mb() -> float:
@@ -138,6 +140,4 @@ def bench_pipeline(
               f"after: {peak_rss_mb():.0f} MB.", "",
               f"Command: `flash-restore bench pipeline --samples {samples} --reference-images {reference_images} "
               f"--single-images {single_images} --batch-size {batch_size} --engine {engine}`", ""]
-    Path(write).parent.mkdir(parents=True, exist_ok=True)
     write_section(Path(write), "`flash-restore bench pipeline`", lines)
-    console.print(f"report written to {write}")

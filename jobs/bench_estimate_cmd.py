@@ -68,7 +68,6 @@ def bench_estimate(
     lines += ["", f"Command: `flash-restore bench estimate --sizes {sizes} --batch-size {batch_size}` "
               "(after `flash-restore bench calibrate`)."]
     write_section(Path(write), "`flash-restore bench estimate`", lines)
-    console.print(f"report written to {write}")
 
 
 def bench_budget(
@@ -114,4 +113,3 @@ def bench_budget(
              f"Command: `flash-restore bench budget --samples {samples} --fraction {fraction} "
              f"--batch-size {batch_size}`."]
     write_section(Path(write), "`flash-restore bench budget`", lines)
-    console.print(f"report written to {write}")

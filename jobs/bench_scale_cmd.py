@@ -232,9 +232,8 @@ def _report(rss, rates, step, roofline, efficiency, samples, factor, cluster_sam
               f"{r1:.3f} images/s ({r1 / roofline:.0%} of it).", "",
               f"Command: `flash-restore bench scale --samples {samples} --factor {factor} --cluster-samples "
               f"{cluster_samples} --max-nfe {max_nfe} --batch-size {batch_size}`", ""]
-    Path(write).parent.mkdir(parents=True, exist_ok=True)
     write_section(Path(write), "`flash-restore bench scale`", lines)
-    console.print(f"report written to {write}")
+
 
 if __name__ == "__main__":  # the memory probe's fresh process
     _archive, _out, _batch, _sets = sys.argv[1:5]
