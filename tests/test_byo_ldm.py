@@ -190,7 +190,9 @@ def test_pickles_and_unknown_schedulers_are_refused(pipe, tmp_path, monkeypatch)
     cfg_file = sched / "scheduler" / "scheduler_config.json"
     base = json.loads(cfg_file.read_text())
     for change, message in (({"_class_name": "StableDiffusionSafetyChecker"}, "scheduler class .* is not allowed"),
-                            ({"prediction_type": "v_prediction"}, "prediction_type")):
+                            ({"prediction_type": "sample"}, "prediction_type")):
         cfg_file.write_text(json.dumps({**base, **change}))
         with pytest.raises(ValueError, match=message):
             ms.load_latent_diffusion(str(sched), str(sched))
+    cfg_file.write_text(json.dumps({**base, "prediction_type": "v_prediction"}))  # converted to ε for the solvers
+    assert ms.load_latent_diffusion(str(sched), str(sched)).prediction == "v_prediction"

@@ -98,3 +98,29 @@ def test_bad_inputs():
         Flash(flash.encoder, flash.solver, init="warm")
     with pytest.raises(ValueError, match="generator"):
         start_latent(torch.zeros(2, 3, 4, 4), torch.ones(2), 1.0, None)
+
+
+def test_a_v_prediction_unet_gives_the_solvers_exact_eps():
+    """ε = √ᾱ·v + √(1−ᾱ)·z_t: a UNet that outputs the true v yields the true ε at every timestep."""
+    import torch
+
+    from pipeline.models.latent import LatentDiffusion
+    from tests.factories import tiny_latent_diffusion
+
+    base = tiny_latent_diffusion("kl")
+    g = torch.Generator().manual_seed(0)
+    z0 = torch.randn(3, 4, 4, 4, generator=g, dtype=torch.float64)
+    eps = torch.randn(3, 4, 4, 4, generator=g, dtype=torch.float64)
+    t = torch.tensor([0, 500, 999])
+    a = base.schedule.alphas_cumprod[t].view(-1, 1, 1, 1)
+    zt = base.schedule.add_noise(z0, t, eps)
+    v = a.sqrt() * eps - (1 - a).sqrt() * z0
+
+    class TrueV(torch.nn.Module):
+        def forward(self, z, timesteps):
+            return type("Out", (), {"sample": v})()
+
+    ldm = LatentDiffusion(base.autoencoder, TrueV(), base.schedule, "v_prediction")
+    assert torch.allclose(ldm.eps(zt, t), eps, atol=1e-10)
+    with pytest.raises(ValueError, match="prediction"):
+        LatentDiffusion(base.autoencoder, TrueV(), base.schedule, "sample")

@@ -98,9 +98,12 @@ def test_train_vq_autoencoder_from_shards(corpus, tmp_path):
     assert load_meta(out)["kind"] == "vq"
 
 
-def test_train_ldm_loads_as_latent_diffusion(corpus, autoencoder, tmp_path):
-    out = _train("ldm", corpus, tmp_path / "ldm", "--autoencoder", autoencoder, sets=TINY_UNET)
+@pytest.mark.parametrize("prediction", ["epsilon", "v_prediction"])
+def test_train_ldm_loads_as_latent_diffusion(corpus, autoencoder, tmp_path, prediction):
+    out = _train("ldm", corpus, tmp_path / "ldm", "--autoencoder", autoencoder,
+                 sets=TINY_UNET + [f"model.prediction_type={prediction}"])
     ldm = load_latent_diffusion(os.path.join(out, "autoencoder"), out)
+    assert ldm.prediction == prediction and load_meta(out)["prediction_type"] == prediction
     assert ldm.autoencoder.scale == pytest.approx(load_meta(autoencoder)["latent_scale"])
     assert ldm.latent_shape == (3, 4, 4) and ldm.schedule.num_timesteps == 1000
     load_latent_diffusion(autoencoder, out)  # the original autoencoder folder matches too (same fingerprint)

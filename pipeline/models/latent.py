@@ -1,9 +1,14 @@
-"""The latent diffusion prior: an autoencoder (E0, D0) and an ε-denoiser on scaled latents.
+"""The latent diffusion prior: an autoencoder (E0, D0) and a denoiser on scaled latents.
 
 Diffusion latents are `scale · E0(x)` with x ∈ [−1,1]; `scale` makes them unit-variance
 (LDM's scale_factor; 1.0 for the CompVis checkpoints). For a VQ first stage E0 is the
 pre-quantization latent `quant_conv(Encoder(x))` and D0 quantizes with a straight-through
 gradient; for a KL first stage E0 is the posterior mode.
+
+The solvers consume ε. A UNet trained to predict v = √ᾱ·ε − √(1−ᾱ)·z0 (`v_prediction`)
+is converted: ε = √ᾱ·v + √(1−ᾱ)·z_t. Why offer v: with ε-prediction the clean-latent
+estimate (z_t − √(1−ᾱ)·ε̂)/√ᾱ multiplies the ε error by √((1−ᾱ)/ᾱ), some 85× at the end
+of the LDM schedule (docs/model-design.md); with v it stays bounded.
 """
 from __future__ import annotations
 
@@ -59,17 +64,30 @@ class Autoencoder(nn.Module):
         return self.model.decode(z / self.scale).sample
 
 
+PREDICTIONS = ("epsilon", "v_prediction")
+
+
 @dataclass
 class LatentDiffusion:
-    """Autoencoder + ε-prediction UNet2DModel + the schedule it was trained with."""
+    """Autoencoder + UNet2DModel (ε- or v-prediction) + the schedule it was trained with."""
 
     autoencoder: Autoencoder
     unet: nn.Module
     schedule: NoiseSchedule
+    prediction: str = "epsilon"
+
+    def __post_init__(self) -> None:
+        if self.prediction not in PREDICTIONS:
+            raise ValueError(f"prediction must be one of {PREDICTIONS}, got {self.prediction!r}")
 
     def eps(self, z: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
-        """ε_θ(z_t, t) at per-sample DDPM timesteps."""
-        return self.unet(z, timesteps.to(z.device)).sample
+        """ε_θ(z_t, t) at per-sample DDPM timesteps (converted from v for a v-prediction UNet)."""
+        t = timesteps.to(z.device)
+        out = self.unet(z, t).sample
+        if self.prediction == "epsilon":
+            return out
+        a = self.schedule.alphas_cumprod.to(z.device, z.dtype)[t].view(-1, *([1] * (z.dim() - 1)))
+        return a.sqrt() * out + (1.0 - a).sqrt() * z
 
     def to(self, device=None, dtype=None) -> "LatentDiffusion":
         self.autoencoder.to(device=device, dtype=dtype)

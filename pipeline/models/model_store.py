@@ -308,6 +308,7 @@ def save_latent_diffusion(ldm: LatentDiffusion, autoencoder_url: str, unet_url: 
     ae_fp = save_model(ae.model, autoencoder_url, extra={"role": "autoencoder", "kind": ae.kind, "latent_scale": ae.scale})
     unet_fp = save_model(ldm.unet, unet_url, extra={
         "role": "denoiser", "latent_scale": ae.scale, "schedule": _schedule_meta(ldm.schedule),
+        "prediction_type": ldm.prediction,
         "autoencoder_fingerprint": ae_fp, "autoencoder_kind": ae.kind})
     return {"autoencoder": ae_fp, "unet": unet_fp}
 
@@ -351,7 +352,8 @@ def load_latent_diffusion(autoencoder_url: str, unet_url: str, device="cpu", dty
         warnings.warn(f"{unet_url} has no {META_NAME}; assuming latent scale 1.0 and the LDM linear schedule")
     scale = float(meta.get("latent_scale", ae_meta.get("latent_scale", 1.0)))
     ae = Autoencoder(_cast(ae_model, device, dtype), scale)
-    return LatentDiffusion(ae, unet, _schedule_from_meta(meta.get("schedule"))).eval()
+    return LatentDiffusion(ae, unet, _schedule_from_meta(meta.get("schedule")),
+                           meta.get("prediction_type", "epsilon")).eval()
 
 
 def _load_pipeline_prior(autoencoder_url: str, pipe_url: str, device, dtype, on_mismatch: str) -> LatentDiffusion:

@@ -23,7 +23,7 @@ import tempfile
 
 import fsspec
 
-from pipeline.models.latent import Autoencoder, LatentDiffusion
+from pipeline.models.latent import PREDICTIONS, Autoencoder, LatentDiffusion
 from pipeline.restoration.schedules import NoiseSchedule
 
 INDEX_NAME = "model_index.json"
@@ -100,9 +100,9 @@ def scheduler_config(url: str) -> dict:
         raise ValueError(f"pipeline folder {url}: scheduler class {name!r} is not allowed; "
                          f"expected one of {ALLOWED_SCHEDULERS}")
     pred = config.get("prediction_type", "epsilon")
-    if pred != "epsilon":
-        raise ValueError(f"pipeline folder {url}: scheduler prediction_type {pred!r}; the solvers need an "
-                         "ε-prediction UNet ('epsilon')")
+    if pred not in PREDICTIONS:
+        raise ValueError(f"pipeline folder {url}: scheduler prediction_type {pred!r}; the solvers work with "
+                         f"{' or '.join(PREDICTIONS)} UNets")
     return config
 
 
@@ -203,11 +203,12 @@ def load_pipeline_autoencoder(url: str, device="cpu", dtype=None) -> tuple[Autoe
 def load_pipeline_folder(url: str, device="cpu", dtype=None, autoencoder: Autoencoder | None = None) -> LatentDiffusion:
     """The LatentDiffusion of a pipeline folder: its autoencoder (or `autoencoder`), UNet and ᾱ.
 
-    The UNet must be an ε-prediction UNet2DModel on the autoencoder's latent channels.
+    The UNet must be an ε- or v-prediction UNet2DModel on the autoencoder's latent channels.
     """
     from pipeline.models.model_store import load_model
 
-    schedule = schedule_from_config(scheduler_config(url), url)
+    config = scheduler_config(url)
+    schedule = schedule_from_config(config, url)
     ae = autoencoder if autoencoder is not None else load_pipeline_autoencoder(url, device, dtype)[0]
     unet_url = component_url(url, "unet")
     unet = load_model(unet_url, device=device, dtype=dtype)
@@ -217,5 +218,5 @@ def load_pipeline_folder(url: str, device="cpu", dtype=None, autoencoder: Autoen
     if cin != ae.latent_channels or cout != cin:
         raise ValueError(f"{unet_url}: UNet maps {cin}→{cout} channels, but the autoencoder has "
                          f"{ae.latent_channels} latent channels (an ε-UNet maps them to themselves)")
-    return LatentDiffusion(ae, unet, schedule).eval()
+    return LatentDiffusion(ae, unet, schedule, config.get("prediction_type", "epsilon")).eval()
 

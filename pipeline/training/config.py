@@ -118,6 +118,11 @@ class UNetConfig:
     norm_num_groups: int = 16
     attention_head_dim: int = 8
     num_timesteps: int = 1000
+    prediction_type: str = "epsilon"   # epsilon | v_prediction (docs/model-design.md)
+
+    def validate(self) -> None:
+        if self.prediction_type not in ("epsilon", "v_prediction"):
+            raise ValueError(f"model.prediction_type must be epsilon or v_prediction, got {self.prediction_type!r}")
 
 
 @dataclass

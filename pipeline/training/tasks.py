@@ -137,18 +137,22 @@ def build_unet(cfg: dict, channels: int, latent_size: int, seed: int) -> nn.Modu
 
 
 class _DenoiserLoss(nn.Module):
-    def __init__(self, unet: nn.Module, schedule: NoiseSchedule):
+    def __init__(self, unet: nn.Module, schedule: NoiseSchedule, prediction: str):
         super().__init__()
-        self.unet, self.schedule = unet, schedule
+        self.unet, self.schedule, self.prediction = unet, schedule, prediction
 
     def forward(self, z0: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> dict[str, torch.Tensor]:
         zt = self.schedule.add_noise(z0, t, eps)
-        mse = (self.unet(zt, t).sample.float() - eps).pow(2).mean()
+        target = eps
+        if self.prediction == "v_prediction":  # v = √ᾱ·ε − √(1−ᾱ)·z0
+            a = self.schedule.alphas_cumprod.to(z0.device, z0.dtype)[t].view(-1, 1, 1, 1)
+            target = a.sqrt() * eps - (1.0 - a).sqrt() * z0
+        mse = (self.unet(zt, t).sample.float() - target).pow(2).mean()
         return {"loss": mse, "mse": mse}
 
 
 class DenoiserTask:
-    """ε-prediction MSE on scaled latents scale·E0(x) (precomputed once, also for flipped crops)."""
+    """ε- or v-prediction MSE on scaled latents scale·E0(x) (precomputed once, also for flipped crops)."""
 
     kind = "ldm"
 
@@ -156,11 +160,12 @@ class DenoiserTask:
                  hflip: bool = True):
         self.ae, self.seed = ae, seed
         self.schedule = NoiseSchedule.ldm_linear(int(model_cfg["num_timesteps"]))
+        self.prediction = model_cfg.get("prediction_type", "epsilon")
         self.latents = self._encode(images, device)
         self.latents_flipped = self._encode(images.flip(-1), device) if hflip else self.latents
         c, h = self.latents.shape[1], self.latents.shape[-1]
         self.model = build_unet(model_cfg, c, h, sample_seed_int(seed, "init-unet"))
-        self.module = _DenoiserLoss(self.model, self.schedule)
+        self.module = _DenoiserLoss(self.model, self.schedule, self.prediction)
 
     @torch.no_grad()
     def _encode(self, images: torch.Tensor, device, batch: int = 128) -> torch.Tensor:
@@ -179,7 +184,7 @@ class DenoiserTask:
         """UNet at `url`, its autoencoder at `url/autoencoder` (load_latent_diffusion reads both)."""
         from pipeline.models.model_store import save_latent_diffusion
 
-        ldm = LatentDiffusion(self.ae, model, self.schedule)
+        ldm = LatentDiffusion(self.ae, model, self.schedule, self.prediction)
         return save_latent_diffusion(ldm, url.rstrip("/") + "/autoencoder", url)
 
 
