@@ -86,7 +86,7 @@ class LatentDiffusion:
         out = self.unet(z, t).sample
         if self.prediction == "epsilon":
             return out
-        a = self.schedule.alphas_cumprod.to(z.device, z.dtype)[t].view(-1, *([1] * (z.dim() - 1)))
+        a = self.schedule.alpha_bar(t, z)
         return a.sqrt() * out + (1.0 - a).sqrt() * z
 
     def to(self, device=None, dtype=None) -> "LatentDiffusion":

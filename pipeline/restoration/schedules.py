@@ -41,9 +41,13 @@ class NoiseSchedule:
         a = self.alphas_cumprod
         return a / (1.0 - a)
 
+    def alpha_bar(self, timesteps: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """ᾱ at per-sample DDPM timesteps, shaped to broadcast over `like` (its device and dtype)."""
+        return _per_sample(self.alphas_cumprod.to(like.device)[timesteps.to(like.device)], like)
+
     def add_noise(self, z0: torch.Tensor, timesteps: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         """Forward process q(z_t | z_0) at per-sample DDPM timesteps."""
-        a = self.alphas_cumprod.to(z0.device)[timesteps].to(z0.dtype).view(-1, *([1] * (z0.dim() - 1)))
+        a = self.alpha_bar(timesteps, z0)
         return a.sqrt() * z0 + (1.0 - a).sqrt() * eps
 
 

@@ -145,7 +145,7 @@ class _DenoiserLoss(nn.Module):
         zt = self.schedule.add_noise(z0, t, eps)
         target = eps
         if self.prediction == "v_prediction":  # v = √ᾱ·ε − √(1−ᾱ)·z0
-            a = self.schedule.alphas_cumprod.to(z0.device, z0.dtype)[t].view(-1, 1, 1, 1)
+            a = self.schedule.alpha_bar(t, z0)
             target = a.sqrt() * eps - (1.0 - a).sqrt() * z0
         mse = (self.unet(zt, t).sample.float() - target).pow(2).mean()
         return {"loss": mse, "mse": mse}
