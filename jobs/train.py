@@ -65,9 +65,13 @@ def preflight(kind: str, cfg) -> None:
     if kind in ("ldm", "severity"):
         from pipeline.training.loop import load_frozen_autoencoder
 
-        _, meta = load_frozen_autoencoder(cfg.autoencoder, "cpu")
+        ae, meta = load_frozen_autoencoder(cfg.autoencoder, "cpu")
         if kind == "ldm" and not meta.get("latent_scale"):
             raise ValueError(f"{cfg.autoencoder} records no latent_scale; train it with train-autoencoder")
+        if kind == "severity" and cfg.init:
+            from pipeline.training.tasks import load_severity_init
+
+            load_severity_init(cfg.init, cfg.operator, ae)
 
 
 def run_job(kind: str, cfg, command: str | None = None, progress: bool = True) -> dict:

@@ -17,7 +17,8 @@ from pipeline.training.data import BatchPlan, load_crops
 from pipeline.training.tasks import SeverityTask
 
 LOSS = {"lambda_sigma": 1.0, "lambda_img": 0.0, "variance_loss": "log", "couple_variance": False,
-        "head_channels": 64, "init_sigma2": 0.03, "head_lr_scale": 10.0}
+        "head_channels": 64, "init_sigma2": 0.03, "head_lr_scale": 10.0, "pair_weight": 0.0,
+        "freeze_mean": False}
 
 
 

@@ -155,6 +155,7 @@ def severity_loss(
     decode: Callable[[torch.Tensor], torch.Tensor] | None = None,
     variance_loss: str = "log",
     couple_variance: bool = False,
+    pair_weight: float = 0.0,
 ) -> dict[str, torch.Tensor]:
     """The severity loss, batch-averaged; returns {total, latent, variance, image, sigma2}.
 
@@ -166,7 +167,11 @@ def severity_loss(
                (the start step depends on log σ̂² through the SNR grid);
         "mse": (σ̄² − σ̂²)², the reference's term, dominated by the most damaged images;
         "nll": per-element Gaussian negative log-likelihood of e under exp(log_var);
-    image    = mean over pixels of (decode(ẑ) − x)², weighted by `lambda_img`.
+    image    = mean over pixels of (decode(ẑ) − x)², weighted by `lambda_img`;
+    pair     = with `pair_weight` > 0, rows 2k and 2k+1 are one crop at two severities and
+      ((log σ̂²_a − log σ̂²_b) − (log σ̄²_a − log σ̄²_b))² is added to both rows: the crop's
+      content cancels in the difference, so this term teaches what damage alone does to
+      the error — the within-image ordering the pooled term learns only slowly.
     `z0` should be the frozen autoencoder's `encode(x)`; it is detached here.
     """
     if variance_loss not in VARIANCE_LOSSES:
@@ -194,6 +199,12 @@ def severity_loss(
         image = (decode(z_hat) - x).pow(2).flatten(1).mean(dim=1)
     else:
         image = torch.zeros_like(latent)
-    total = latent + lambda_sigma * variance + lambda_img * image
+    pair = torch.zeros_like(latent)
+    if pair_weight:
+        if len(latent) % 2:
+            raise ValueError(f"pair_weight > 0 needs same-crop pairs in consecutive rows, got {len(latent)} rows")
+        d = sigma2_hat.log() - target.clamp_min(1e-10).log()
+        pair = (d[0::2] - d[1::2]).pow(2).repeat_interleave(2)
+    total = latent + lambda_sigma * (variance + pair_weight * pair) + lambda_img * image
     return {"total": total.mean(), "latent": latent.mean(), "variance": variance.mean(),
-            "image": image.mean(), "sigma2": sigma2_hat.mean().detach()}
+            "image": image.mean(), "pair": pair.mean().detach(), "sigma2": sigma2_hat.mean().detach()}

@@ -147,6 +147,8 @@ class SeverityLossConfig:
     head_channels: int = 64         # width of the variance head
     init_sigma2: float = 0.03       # σ̂² at initialisation (near the realised latent error level)
     head_lr_scale: float = 10.0     # the new variance head's learning rate, × optim.lr
+    pair_weight: float = 8.0        # within-crop paired-difference term (batches of same-crop pairs); 0 = off
+    freeze_mean: bool = False       # train the variance head only (the mean head stays as initialised)
 
     def validate(self) -> None:
         from pipeline.models.severity import VARIANCE_LOSSES
@@ -155,6 +157,8 @@ class SeverityLossConfig:
             raise ValueError(f"loss.variance_loss must be one of {VARIANCE_LOSSES}, got {self.variance_loss!r}")
         if not self.init_sigma2 > 0 or self.head_channels < 1 or not self.head_lr_scale > 0:
             raise ValueError("loss.init_sigma2 and loss.head_lr_scale must be > 0, loss.head_channels ≥ 1")
+        if not 0 <= self.pair_weight < 1e6:
+            raise ValueError(f"loss.pair_weight must be in [0, 1e6), got {self.pair_weight}")
 
 
 @dataclass
@@ -168,11 +172,15 @@ class SeverityJob:
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-4))
     loss: SeverityLossConfig = field(default_factory=SeverityLossConfig)
+    init: Optional[str] = None      # a severity encoder folder to start from instead of the autoencoder's E0
 
     def validate(self) -> None:
         from pipeline.operators import OPERATORS
 
         check_job(self)
+        if self.loss.pair_weight and (self.run.batch_size // self.run.workers) % 2:
+            raise ValueError(f"loss.pair_weight > 0 trains on same-crop pairs: each worker's rows "
+                             f"(run.batch_size / run.workers = {self.run.batch_size // self.run.workers}) must be even")
         if self.operator not in OPERATORS:
             raise ValueError(f"--operator must be one of {sorted(OPERATORS)}, got {self.operator!r}")
         if not 0 <= self.noise_sigma <= 1:

@@ -204,7 +204,7 @@ def build_task(kind: str, cfg: dict, images: torch.Tensor, device: torch.device)
         return DenoiserTask(images, ae, cfg["model"], seed, device, bool(cfg["data"]["hflip"]))
     if kind == "severity":
         return SeverityTask(images, ae, cfg["operator"], cfg["noise_sigma"], cfg["operator_params"],
-                            cfg["loss"], seed)
+                            cfg["loss"], seed, cfg.get("init"))
     raise ValueError(f"unknown training kind {kind!r}; choose one of {KINDS}")
 
 

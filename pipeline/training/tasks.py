@@ -203,18 +203,23 @@ class _SeverityLoss(nn.Module):
         lam_img = float(self.cfg["lambda_img"])
         out = severity_loss(z_hat.float(), log_var.float(), z0, lambda_sigma=float(self.cfg["lambda_sigma"]),
                             lambda_img=lam_img, x=x, decode=self._frozen[0].decode if lam_img else None,
-                            variance_loss=self.cfg["variance_loss"], couple_variance=bool(self.cfg["couple_variance"]))
+                            variance_loss=self.cfg["variance_loss"], couple_variance=bool(self.cfg["couple_variance"]),
+                            pair_weight=float(self.cfg["pair_weight"]))
         return {"loss": out["total"], "latent": out["latent"], "variance": out["variance"],
-                "image": out["image"], "sigma2": out["sigma2"]}
+                "pair": out["pair"], "image": out["image"], "sigma2": out["sigma2"]}
 
 
 class SeverityTask:
-    """Fine-tune a copy of E0 on degraded crops: t ~ U[0,1] per sample, y = A_t(x) + n (method §2)."""
+    """Fine-tune a copy of E0 on degraded crops: t ~ U[0,1] per sample, y = A_t(x) + n (method §2).
+
+    With `loss.pair_weight` > 0 each batch is same-crop pairs (rows 2k, 2k+1: one crop, one
+    flip, two independent severities) for the loss's paired-difference term. `init` starts from
+    a trained severity encoder instead of E0; `loss.freeze_mean` then retrains its head only."""
 
     kind = "severity"
 
     def __init__(self, images: torch.Tensor, ae: Autoencoder, operator: str, noise_sigma: float,
-                 operator_params: dict, loss_cfg: dict, seed: int):
+                 operator_params: dict, loss_cfg: dict, seed: int, init: str | None = None):
         from pipeline.operators import OPERATORS
         from pipeline.models.severity import SeverityEncoder
 
@@ -225,6 +230,15 @@ class SeverityTask:
         OPERATORS[operator].params_for(0.5, self.noise_sigma, 0, **self.operator_params)  # fail fast on bad params
         self.model = _seeded(sample_seed_int(seed, "init-severity"), lambda: SeverityEncoder.from_autoencoder(
             ae, int(loss_cfg["head_channels"]), float(loss_cfg["init_sigma2"])))
+        if init:
+            try:
+                self.model.load_state_dict(load_severity_init(init, operator, ae).state_dict(), strict=True)
+            except RuntimeError as exc:
+                raise ValueError(f"init {init} does not fit this encoder's architecture: {str(exc)[:300]}") from None
+        if loss_cfg["freeze_mean"]:
+            for name, p in self.model.named_parameters():
+                p.requires_grad_(name.startswith("variance_head."))
+        self.pairs = bool(loss_cfg["pair_weight"])
         self.module = _SeverityLoss(self.model, ae, loss_cfg)
         self.lr_scales = {"variance_head": float(loss_cfg["head_lr_scale"])}
 
@@ -235,6 +249,8 @@ class SeverityTask:
         b = len(index)
         t = torch.rand(b, generator=step_generator(self.seed, step, "severity"), dtype=torch.float64)
         op_seeds = torch.randint(0, 2 ** 31 - 1, (b,), generator=step_generator(self.seed, step, "operator-seed"))
+        if self.pairs:  # one crop per two rows; the severities and noise stay independent
+            index, flip = _paired(index, rows), _paired(flip, rows)
         rng = range(b)[rows]
         keys = [f"train-{step}-{i}" for i in rng]
         params = [OPERATORS[self.operator].params_for(float(t[i]), self.noise_sigma, int(op_seeds[i]),
@@ -266,6 +282,31 @@ class SeverityTask:
             "role": "severity", "operator": self.operator, "noise_sigma": self.noise_sigma,
             "operator_params": self.operator_params, "latent_scale": self.ae.scale,
             "autoencoder_fingerprint": model_fingerprint(self.ae.model), "autoencoder_kind": self.ae.kind, **extra})
+
+
+def _paired(v: torch.Tensor, rows: slice) -> torch.Tensor:
+    """`v` with this rank's rows replaced by their first half, each repeated twice (same-crop pairs)."""
+    out, part = v.clone(), v[rows]
+    if len(part) % 2:
+        raise ValueError(f"same-crop pairs need an even number of rows per worker, got {len(part)}")
+    out[rows] = part[: len(part) // 2].repeat_interleave(2)
+    return out
+
+
+def load_severity_init(url: str, operator: str, ae: Autoencoder) -> nn.Module:
+    """The severity encoder at `url`, checked to be for this family and this autoencoder (fails fast)."""
+    from pipeline.models.model_store import load_model, model_fingerprint
+
+    try:
+        init, meta = load_model(url, return_meta=True)
+    except (ValueError, OSError) as exc:
+        raise ValueError(f"init {url}: {exc}") from None
+    if meta.get("role") != "severity" or meta.get("operator") != operator:
+        raise ValueError(f"init {url} is not a severity encoder for {operator!r} "
+                         f"(role {meta.get('role')!r}, operator {meta.get('operator')!r})")
+    if meta.get("autoencoder_fingerprint") != model_fingerprint(ae.model):
+        raise ValueError(f"init {url} was trained on another autoencoder than --autoencoder")
+    return init
 
 
 def sample_seed_int(seed: int, purpose: str) -> int:
