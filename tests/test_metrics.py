@@ -161,3 +161,17 @@ def test_colour_shift_sees_a_uniform_tint_that_noise_does_not_make():
     noisy = clean + 0.05 * torch.randn(clean.shape, generator=g)
     assert torch.allclose(colour_shift(tinted, clean), torch.tensor([0.02, 0.02]), atol=1e-6)
     assert bool((colour_shift(noisy, clean) < 0.01).all())
+
+
+def test_kid_is_near_zero_for_one_distribution_and_grows_with_a_shift():
+    from pipeline.evaluation.metrics import kernel_inception_distance
+
+    g = np.random.default_rng(0)
+    a, b = g.normal(size=(400, 32)), g.normal(size=(300, 32))
+    same, _ = kernel_inception_distance(a, b, subset_size=200)
+    shifted, _ = kernel_inception_distance(a, b + 0.5, subset_size=200)
+    far, _ = kernel_inception_distance(a, b + 1.0, subset_size=200)
+    assert abs(same) < 0.05 < shifted < far
+    assert kernel_inception_distance(a, b, subset_size=200) == kernel_inception_distance(a, b, subset_size=200)
+    with pytest.raises(ValueError, match="at least 2"):
+        kernel_inception_distance(a, b[:1])

@@ -81,6 +81,8 @@ def test_report_models_tiny(tiny_models, tmp_path):
         assert s["operator_params"] == FAMILY_PARAMS[fam]
     ldm = fig["ldm"]
     assert isinstance(ldm["fid"], float) or "missing" in ldm["fid"]   # missing only with a reason
+    if isinstance(ldm["fid"], float):   # the real-photo floor is scored with the same features and n
+        assert ldm["floor_n"] == 6 and ldm["floor_fid"] > 0 and abs(ldm["kid"]) < 10
     assert ldm["fid_samples"] == 6
     (step,) = fig["step"].values()
     assert step["seconds"] > 0 and step["batch"] == 4

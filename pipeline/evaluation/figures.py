@@ -157,7 +157,7 @@ def md_table(rows: list[tuple[str, object, str]]) -> str:
 
 HOW = {
     "autoencoder.psnr_db": "mean PSNR of D0(E0(x)) vs x, dev crops",
-    "ordering_accuracy": "10 severities linspace(0,1,10), noise 0.05; matching pairs of 45, mean over crops",
+    "ordering_accuracy": "10 severities linspace(0,1,10), one operator seed per crop, noise 0.05; matching pairs of 45, mean over crops",
     "spearman": "ρ(σ̂², t) pooled over crops × severities",
     "calibration_pearson": "Pearson(σ̂², unbiased var(ẑ − z0)) per image",
 }
@@ -190,8 +190,14 @@ def figure_rows(fig: dict) -> list[tuple[str, object, str]]:
             rows.append(("LDM", ldm, ""))
         else:
             rows += [(f"LDM FID ({ldm['fid_samples']} samples)", ldm["fid"],
-                      f"vs {ldm['fid_real']} dev crops; sampler {ldm['sampler']}"),
-                     ("LDM sample sheet", f"![samples]({ldm['sheet']})", "64 unconditional samples")]
+                      f"vs {ldm['fid_real']} dev crops; sampler {ldm['sampler']}")]
+            if "kid" in ldm:
+                rows += [(f"LDM KID ({ldm['fid_samples']} samples)", f"{ldm['kid']:.4f} ± {ldm['kid_std']:.4f}",
+                          "same Inception features; mean ± std over 100 subsets"),
+                         (f"real-photo floor: FID / KID of {ldm['floor_n']} training crops",
+                          f"{ldm['floor_fid']:.1f} / {ldm['floor_kid']:.4f}",
+                          "other photos than dev, scored like the samples: what real images get at this n")]
+            rows.append(("LDM sample sheet", f"![samples]({ldm['sheet']})", "64 unconditional samples"))
     for label, st in (fig.get("step") or {}).items():
         rows.append((f"Latent-DPS step, batch {st.get('batch', '?')} ({label}) (s)", st.get("seconds", st),
                      f"median of {st.get('repeats')} after a warm-up" if "seconds" in st else ""))

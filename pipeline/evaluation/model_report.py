@@ -91,7 +91,10 @@ def measure_autoencoder(ae, crops01, device, batch: int) -> dict:
 
 def measure_severity(encoder, ae, family: str, crops01, params: dict, device, seed: int, batch: int,
                      sampler) -> dict:
-    """Ordering accuracy, Spearman/Pearson ρ(σ̂², t) and calibration against var(ẑ − z0) (method §2.3, §7)."""
+    """Ordering accuracy, Spearman/Pearson ρ(σ̂², t) and calibration against var(ẑ − z0) (method §2.3, §7).
+
+    Each crop's ladder keeps one operator seed (kernel shape, mask field) for all its severities,
+    so only the severity changes along it; the noise draw is per rung."""
     import numpy as np
     import torch
 
@@ -107,7 +110,9 @@ def measure_severity(encoder, ae, family: str, crops01, params: dict, device, se
     with torch.no_grad():
         for i in range(0, len(x01), batch):
             xb = x01[i:i + batch]
-            y, _, _ = degrade_crops(family, xb, t_all[i:i + batch], params, seed, f"sev-{family}-{i}")
+            crop = np.arange(i, i + len(xb)) // K
+            y, _, _ = degrade_crops(family, xb, t_all[i:i + batch], params, seed, f"sev-{family}-{i}",
+                                    op_seeds=1000 + crop)
             z_hat, sig = encoder(y.to(device))
             z0 = ae.encode(xb.to(device) * 2 - 1)
             s2.append(sig.float().cpu())
@@ -145,19 +150,33 @@ def sample_ldm(ldm, n: int, steps: int, device, seed: int, batch: int):
     return torch.cat(out), f"{sampler.name}-{sampler.num_steps}"
 
 
-def fid(fake01, real01, device) -> float | dict:
-    from pipeline.evaluation.metrics import FID, Missing
+def image_set_distances(fake01, real01, device, floor01=None) -> dict:
+    """FID and KID of `fake01` against `real01` from one Inception pass, and the same of `floor01`
+    (real crops from other photos, as many as the fakes) against `real01`: the score real photos
+    get at this n, below which no generator can go (FID is biased at small n; KID is not)."""
+    from pipeline.evaluation.metrics import FID, frechet_distance_from_features, kernel_inception_distance
 
     metric = FID(device)
-    metric.update(real01, real=True)
-    metric.update(fake01, real=False)
-    value = metric.compute()
-    return missing(value.reason) if isinstance(value, Missing) else float(value)
+    if metric.missing is not None:
+        return missing(metric.missing.reason)
+    real = metric.features(real01)
+    out = {}
+    for name, images in (("", fake01), ("floor_", floor01)):
+        if images is None:
+            continue
+        feats = metric.features(images)
+        if min(len(feats), len(real)) < 2:
+            return missing(f"FID/KID need at least 2 images per set; got {len(real)} real, {len(feats)} generated")
+        kid, kid_std = kernel_inception_distance(real, feats)
+        out.update({f"{name}fid": frechet_distance_from_features(real, feats), f"{name}kid": kid,
+                    f"{name}kid_std": kid_std, f"{name}n": len(feats)})
+    return out
 
 
 def measure_ldm(ldm, crops01, n: int, steps: int, device, seed: int, batch: int, doc_dir: Path,
-                fid_from: str | None, samples_out: str | None) -> dict:
-    """64-sample contact sheet (docs/ldm_samples.png) and FID of n samples against the dev crops."""
+                fid_from: str | None, samples_out: str | None, floor01=None) -> dict:
+    """64-sample contact sheet (docs/ldm_samples.png), FID and KID of n samples against the dev
+    crops, and the real-photo floor: n training crops scored the same way (`image_set_distances`)."""
     import numpy as np
     import torch
 
@@ -175,11 +194,16 @@ def measure_ldm(ldm, crops01, n: int, steps: int, device, seed: int, batch: int,
     if samples_out:
         Path(samples_out).parent.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(samples_out, samples=to_uint8(samples))
-    value = fid(samples[:n] if n > 1 else samples, crops01, device)
-    if isinstance(value, dict) and samples_out:
-        value["missing"] += f"; samples saved: rerun `report-models --only ldm --fid-from {samples_out}`"
-    return {"fid": value, "fid_samples": min(n, len(samples)) if n > 1 else len(samples), "fid_real": len(crops01),
-            "sampler": how, "sampling_s": seconds, "sheet": "ldm_samples.png"}
+    fake = samples[:n] if n > 1 else samples
+    floor = floor01[spread(len(floor01), len(fake))] if floor01 is not None else None
+    value = image_set_distances(fake, crops01, device, floor)
+    if "missing" in value:
+        if samples_out:
+            value["missing"] += f"; samples saved: rerun `report-models --only ldm --fid-from {samples_out}`"
+        return {"fid": value, "fid_samples": len(fake), "fid_real": len(crops01), "sampler": how,
+                "sampling_s": seconds, "sheet": "ldm_samples.png"}
+    return {**value, "fid_samples": len(fake), "fid_real": len(crops01), "sampler": how, "sampling_s": seconds,
+            "sheet": "ldm_samples.png"}
 
 
 def measure_step(ldm, crops01, params: dict, device, batch: int, repeats: int, step_size: float, seed: int) -> dict:
@@ -340,7 +364,8 @@ def measure_sections(root: Path, photos_url: str, wanted: set, figures: dict, de
     else:
         if "ldm" in wanted:
             guard(figures, "ldm", lambda: measure_ldm(ldm, crops01, opts.fid_samples, opts.sample_steps, dev, opts.seed,
-                                                       opts.sample_batch, doc_dir, opts.fid_from, opts.samples_out))
+                                                       opts.sample_batch, doc_dir, opts.fid_from, opts.samples_out,
+                                                       load_eval_crops(resolve_photos("train"), size)))
         if "step" in wanted:
             steps = dict(figures.get("step") or {}) if "missing" not in (figures.get("step") or {}) else {}
             label = machine_name(dev)

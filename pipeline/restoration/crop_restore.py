@@ -16,13 +16,17 @@ NOISE = 0.05   # [0,1] units, as the severity encoders are trained
 
 
 def degrade_crops(family: str, x01: torch.Tensor, severities: Sequence[float], params: dict, seed: int,
-                  prefix: str, noise: float = NOISE):
-    """(y in [−1,1], operator, keys): each crop at its severity, seeded per key."""
+                  prefix: str, noise: float = NOISE, op_seeds: Sequence[int] | None = None):
+    """(y in [−1,1], operator, keys): each crop at its severity, seeded per key.
+
+    `op_seeds` are the operators' own seeds (kernel shape, mask field), 1000 + row by default;
+    rows that share one give one damage growing with severity (a severity ladder)."""
     from pipeline.operators import OPERATORS, build_operator, measure, to_model_domain
     from pipeline.restoration.seeding import DEGRADATION, generators
 
     keys = [f"{prefix}-{i:05d}" for i in range(len(x01))]
-    dicts = [OPERATORS[family].params_for(float(t), noise, 1000 + i, **params) for i, t in enumerate(severities)]
+    op_seeds = [1000 + i for i in range(len(x01))] if op_seeds is None else [int(s) for s in op_seeds]
+    dicts = [OPERATORS[family].params_for(float(t), noise, op_seeds[i], **params) for i, t in enumerate(severities)]
     op = build_operator(dicts, keys)
     y01 = measure(op, x01, generators(seed, keys, DEGRADATION))
     return to_model_domain(y01), op, keys
