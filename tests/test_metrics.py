@@ -175,3 +175,17 @@ def test_kid_is_near_zero_for_one_distribution_and_grows_with_a_shift():
     assert kernel_inception_distance(a, b, subset_size=200) == kernel_inception_distance(a, b, subset_size=200)
     with pytest.raises(ValueError, match="at least 2"):
         kernel_inception_distance(a, b[:1])
+
+
+def test_paired_mean_ci_covers_the_true_gain_and_excludes_zero_only_when_it_should():
+    from pipeline.evaluation.figures import paired_mean_ci
+
+    g = np.random.default_rng(1)
+    base = g.normal(22.0, 3.0, 200)
+    clear = paired_mean_ci(base + 1.0 + g.normal(0, 0.5, 200), base)
+    assert clear["lo"] < 1.0 < clear["hi"] and clear["lo"] > 0.8 and clear["n"] == 200
+    noise = paired_mean_ci(base + g.normal(0, 0.5, 200), base)
+    assert noise["lo"] < 0 < noise["hi"]
+    assert paired_mean_ci([2.0, 3.0], [1.0, 2.0]) == {"mean": 1.0, "lo": 1.0, "hi": 1.0, "n": 2, "confidence": 0.95}
+    with pytest.raises(ValueError, match="≥ 2"):
+        paired_mean_ci([1.0], [0.0])

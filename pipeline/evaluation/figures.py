@@ -70,6 +70,22 @@ def spearman(x, y) -> float:
     return pearson(rankdata(x), rankdata(y))
 
 
+def paired_mean_ci(a, b, confidence: float = 0.95, resamples: int = 2000, seed: int = 0) -> dict:
+    """Mean of the per-image difference a − b with a bootstrap confidence interval over images
+    (scipy's BCa bootstrap): whether a gain is larger than the spread between images."""
+    from scipy.stats import bootstrap
+
+    d = np.asarray(a, np.float64) - np.asarray(b, np.float64)
+    if d.ndim != 1 or len(d) < 2:
+        raise ValueError(f"paired_mean_ci needs two equal-length series of ≥ 2 values, got shape {d.shape}")
+    if np.ptp(d) == 0:
+        return {"mean": float(d[0]), "lo": float(d[0]), "hi": float(d[0]), "n": len(d), "confidence": confidence}
+    res = bootstrap((d,), np.mean, confidence_level=confidence, n_resamples=resamples,
+                    rng=np.random.default_rng(seed))
+    ci = res.confidence_interval
+    return {"mean": float(d.mean()), "lo": float(ci.low), "hi": float(ci.high), "n": len(d), "confidence": confidence}
+
+
 # ------------------------------------------------------------------ figures
 
 def to_uint8(images01: torch.Tensor) -> np.ndarray:
@@ -210,6 +226,9 @@ def figure_rows(fig: dict) -> list[tuple[str, object, str]]:
                       f"Gaussian blur {e2e['severities']}"),
                      ("Flash(Latent-DPS) PSNR (dB)", e2e["flash_psnr_db"], f"ζ = {e2e['step_size']}"),
                      ("degraded input PSNR (dB)", e2e["input_psnr_db"], "same crops"),
+                     *([("Flash − input PSNR (dB), 95 % CI",
+                         f"{g['mean']:+.2f} [{g['lo']:+.2f}, {g['hi']:+.2f}]", f"bootstrap over {g['n']} crops")]
+                       if (g := e2e.get("flash_gain_db")) else []),
                      ("colour shift Flash / input", f"{e2e.get('flash_colour_shift', float('nan')):.4f} / "
                       f"{e2e.get('input_colour_shift', float('nan')):.4f}", "max over RGB of |mean error|, [0,1]"),
                      (f"baseline Latent-DPS NFE ({e2e['baseline_crops']} crops)", e2e["baseline_mean_nfe"],

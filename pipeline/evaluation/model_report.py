@@ -243,6 +243,7 @@ def measure_e2e(models: Path, crops01, params: dict, device, seed: int, n: int, 
     """Flash(Latent-DPS) vs the full-schedule Latent-DPS baseline through the in-process `Restorer`."""
     import numpy as np
 
+    from pipeline.evaluation.figures import paired_mean_ci
     from pipeline.execution.config import load_config
     from pipeline.restoration.crop_restore import degraded_samples, restore_samples
 
@@ -267,7 +268,8 @@ def measure_e2e(models: Path, crops01, params: dict, device, seed: int, n: int, 
     t_base = time.perf_counter() - t0
     mean = lambda rows, k: float(np.mean([row[k] for row in rows])) if rows else None  # noqa: E731
     sub = [flash[i] for i in base_idx]
-    return {"crops": len(flash), "flash_mean_nfe": mean(flash, "nfe"), "flash_psnr_db": mean(flash, "psnr"),
+    gain = paired_mean_ci([r["psnr"] for r in flash], [r["psnr_input"] for r in flash]) if len(flash) > 1 else None
+    return {"flash_gain_db": gain, "crops": len(flash), "flash_mean_nfe": mean(flash, "nfe"), "flash_psnr_db": mean(flash, "psnr"),
             "input_psnr_db": mean(flash, "psnr_input"), "flash_seconds": t_flash,
             "flash_colour_shift": mean(flash, "colour_shift"), "input_colour_shift": mean(flash, "colour_shift_input"),
             "baseline_crops": len(base), "baseline_mean_nfe": mean(base, "nfe") if base else missing("--baseline-crops 0"),
