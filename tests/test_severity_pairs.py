@@ -90,6 +90,10 @@ def test_init_copies_a_trained_encoder_and_freeze_mean_trains_the_head_only(tmp_
     for (name, a), b in zip(task.model.named_parameters(), first.model.parameters()):
         assert torch.equal(a, b), name
         assert a.requires_grad == name.startswith("variance_head."), name
+    reset = SeverityTask(images, ae, "inpainting", 0.05, {}, {**LOSS, "reset_head": True}, seed=1, init=url).model
+    for (name, a), b in zip(reset.named_parameters(), first.model.parameters()):
+        assert torch.equal(a, b) != name.startswith("variance_head."), name   # mean kept, head afresh
+    assert torch.all(reset.variance_head.out.weight == 0)
     with pytest.raises(ValueError, match="not a severity encoder for 'gaussian_blur'"):
         load_severity_init(url, "gaussian_blur", ae)
     with pytest.raises(ValueError, match="another autoencoder"):

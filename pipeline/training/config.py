@@ -149,6 +149,7 @@ class SeverityLossConfig:
     head_lr_scale: float = 10.0     # the new variance head's learning rate, × optim.lr
     pair_weight: float = 8.0        # within-crop paired-difference term (batches of same-crop pairs); 0 = off
     freeze_mean: bool = False       # train the variance head only (the mean head stays as initialised)
+    reset_head: bool = False        # with `init`: keep its mean head, start the variance head afresh
 
     def validate(self) -> None:
         from pipeline.models.severity import VARIANCE_LOSSES

@@ -214,7 +214,8 @@ class SeverityTask:
 
     With `loss.pair_weight` > 0 each batch is same-crop pairs (rows 2k, 2k+1: one crop, one
     flip, two independent severities) for the loss's paired-difference term. `init` starts from
-    a trained severity encoder instead of E0; `loss.freeze_mean` then retrains its head only."""
+    a trained severity encoder instead of E0; `loss.freeze_mean` then retrains its head only, from
+    scratch with `loss.reset_head`."""
 
     kind = "severity"
 
@@ -235,6 +236,10 @@ class SeverityTask:
                 self.model.load_state_dict(load_severity_init(init, operator, ae).state_dict(), strict=True)
             except RuntimeError as exc:
                 raise ValueError(f"init {init} does not fit this encoder's architecture: {str(exc)[:300]}") from None
+            if loss_cfg.get("reset_head"):
+                fresh = _seeded(sample_seed_int(seed, "init-severity"), lambda: SeverityEncoder.from_autoencoder(
+                    ae, int(loss_cfg["head_channels"]), float(loss_cfg["init_sigma2"])))
+                self.model.variance_head.load_state_dict(fresh.variance_head.state_dict())
         if loss_cfg["freeze_mean"]:
             for name, p in self.model.named_parameters():
                 p.requires_grad_(name.startswith("variance_head."))
