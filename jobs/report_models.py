@@ -75,7 +75,7 @@ def report_models(
     figures = measure_sections(root, resolve_photos(photos), wanted, figures, dev, opts, doc.parent)
     report = {"date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), "machine": machine_name(dev),
               "device": str(dev), "command": command_line(ctx), "models": model_info(root), "figures": figures,
-              "commands": old.get("commands", []) + [command_line(ctx)],
+              "commands": [c for c in old.get("commands", []) if c != command_line(ctx)] + [command_line(ctx)],
               "seconds": time.perf_counter() - t_start}
     json_path.write_text(json.dumps(report, indent=1, sort_keys=True, default=str))
     write_docs(report, doc)
