@@ -197,13 +197,10 @@ def measure_ldm(ldm, crops01, n: int, steps: int, device, seed: int, batch: int,
     fake = samples[:n] if n > 1 else samples
     floor = floor01[spread(len(floor01), len(fake))] if floor01 is not None else None
     value = image_set_distances(fake, crops01, device, floor)
-    if "missing" in value:
-        if samples_out:
-            value["missing"] += f"; samples saved: rerun `report-models --only ldm --fid-from {samples_out}`"
-        return {"fid": value, "fid_samples": len(fake), "fid_real": len(crops01), "sampler": how,
-                "sampling_s": seconds, "sheet": "ldm_samples.png"}
-    return {**value, "fid_samples": len(fake), "fid_real": len(crops01), "sampler": how, "sampling_s": seconds,
-            "sheet": "ldm_samples.png"}
+    if "missing" in value and samples_out:
+        value["missing"] += f"; samples saved: rerun `report-models --only ldm --fid-from {samples_out}`"
+    return {**({"fid": value} if "missing" in value else value), "fid_samples": len(fake), "fid_real": len(crops01),
+            "sampler": how, "sampling_s": seconds, "sheet": "ldm_samples.png"}
 
 
 def measure_step(ldm, crops01, params: dict, device, batch: int, repeats: int, step_size: float, seed: int) -> dict:

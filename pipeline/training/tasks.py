@@ -232,14 +232,13 @@ class SeverityTask:
         self.model = _seeded(sample_seed_int(seed, "init-severity"), lambda: SeverityEncoder.from_autoencoder(
             ae, int(loss_cfg["head_channels"]), float(loss_cfg["init_sigma2"])))
         if init:
+            fresh_head = {k: v.clone() for k, v in self.model.variance_head.state_dict().items()}
             try:
                 self.model.load_state_dict(load_severity_init(init, operator, ae).state_dict(), strict=True)
             except RuntimeError as exc:
                 raise ValueError(f"init {init} does not fit this encoder's architecture: {str(exc)[:300]}") from None
             if loss_cfg.get("reset_head"):
-                fresh = _seeded(sample_seed_int(seed, "init-severity"), lambda: SeverityEncoder.from_autoencoder(
-                    ae, int(loss_cfg["head_channels"]), float(loss_cfg["init_sigma2"])))
-                self.model.variance_head.load_state_dict(fresh.variance_head.state_dict())
+                self.model.variance_head.load_state_dict(fresh_head)
         if loss_cfg["freeze_mean"]:
             for name, p in self.model.named_parameters():
                 p.requires_grad_(name.startswith("variance_head."))
