@@ -110,8 +110,31 @@ def test_inspect_reports_and_draws_the_best_median_and_worst(models, tmp_path):
     text = " ".join(res.output.split())
     assert res.exit_code == 0 and "status ok" in text and "Spearman(residual_z, PSNR)" in text, res.output
     sheet = Image.open(out / "preview.png")
-    assert sheet.size[1] == 3 * (16 * 3 + 14)  # three strips: best, median, worst
-    assert sheet.size[0] == 3 * 16 * 3  # degraded | restored | clean
+    sheet.load()  # a whole, decodable PNG
+    assert sheet.size[0] > 2 * sheet.size[1] / 3  # three rows (best, median, worst), each 3 panels wide
+    assert len(sheet.convert("RGB").getcolors(maxcolors=1 << 20)) > 50  # images and text, not a blank canvas
     assert Image.open(out / "plots.png").size[0] > 100
     missing = runner.invoke(app, ["inspect", str(tmp_path / "nothing")])
     assert missing.exit_code == 1 and "error:" in missing.output
+
+
+def test_preview_has_a_row_per_sample_and_draws_one_without_a_reference(models, tmp_path):
+    from pipeline.evaluation.inspection import pick_examples, preview
+
+    no_ref = archive_samples(2, prefix="n")
+    for s in no_ref:
+        del s["clean.png"]
+    write_shard(str(tmp_path / "in" / "a.tar"), archive_samples(3) + no_ref)
+    out = tmp_path / "out"
+    assert runner.invoke(app, ["restore", "--input", str(tmp_path / "in"), "--output", str(out), "--engine", "local",
+                               *_sets(models)]).exit_code == 0
+    store = OutputStore(str(out))
+    rows = {r["key"]: r for r in store.read_metrics().to_pylist()}
+    assert rows["n0000"]["status"] == "ok" and rows["n0000"]["psnr"] is None
+    three = preview(store, pick_examples(list(rows.values())))
+    one = preview(store, {"only": rows["s0000"]})
+    assert one.size[1] < three.size[1] and one.size[0] > one.size[1]  # grows with rows; 3 columns, 1 row
+    bare = preview(store, {"no reference": rows["n0000"]})
+    assert bare.size[0] > bare.size[1] and len(bare.getcolors(maxcolors=1 << 20)) > 50
+    mixed = preview(store, {"ref": rows["s0001"], "no reference": rows["n0001"]})
+    assert mixed.size[0] == one.size[0] and mixed.size[1] > one.size[1]  # same columns with a blank reference

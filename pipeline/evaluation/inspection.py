@@ -3,7 +3,7 @@
 Pure functions over an output folder (`OutputStore`): `summarise` gives the numbers the
 `inspect` command prints, `pick_examples` the best, median and worst restorations by
 measurement residual (the signal every sample has, with or without a reference), and
-`preview` draws degraded | restored | clean strips for them. Degraded and clean images come
+`preview` draws a degraded | restored | reference grid of them. Degraded and clean images come
 from the input shard each row names; restored ones from the output's image parts.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ import tarfile
 from collections import Counter
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from pipeline.io.outputs import OutputStore
 from pipeline.io.shards import iter_samples
@@ -78,28 +78,55 @@ def save_png(image: Image.Image, store: OutputStore, rel: str) -> str:
     return store.public_url(rel)
 
 
+_PANELS = ("degraded", "restored", "reference")
+
+
+def _panel_titles(row: dict) -> tuple[str, str, str]:
+    """Titles for degraded | restored | reference: the numbers that say how good this one is."""
+    degraded, restored = "degraded", f"restored\nNFE {row['nfe']} · residual_z {row['residual_z']:.2f}"
+    if row.get("psnr") is not None:
+        degraded += f"\nPSNR {row['psnr_input']:.1f} dB"
+        restored += f"\nPSNR {row['psnr']:.1f} dB"
+    return degraded, restored, "reference"
+
+
 def preview(store: OutputStore, examples: dict[str, dict], scale: int = 3) -> Image.Image:
-    """One strip per example: degraded | restored | clean (when present), labelled."""
-    strips = []
+    """One row per example: degraded | restored | reference, titled with NFE, residual_z and PSNR.
+
+    Drawn with matplotlib (Agg, no pyplot state) so the labels are real, readable text; the
+    tiles keep their pixels (nearest-neighbour) and are shown at least `scale` times their size.
+    A missing image (no reference in the shard, say) leaves a labelled blank panel, so every
+    row keeps the same columns.
+    """
+    from matplotlib.figure import Figure
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    rows = []
     for label, row in examples.items():
         degraded, clean = _inputs(row)
-        tiles = [t for t in (degraded, _restored(store, row), clean) if t is not None]
-        w, h = tiles[0].size
-        strip = Image.new("RGB", (len(tiles) * w * scale, h * scale + 14), "white")
-        for i, t in enumerate(tiles):
-            strip.paste(t.resize((w * scale, h * scale), Image.NEAREST), (i * w * scale, 14))
-        text = f"{label}: {row['key']}  residual_z {row['residual_z']:.2f}  nfe {row['nfe']}"
-        if row.get("psnr") is not None:
-            text += f"  psnr {row['psnr']:.1f} (input {row['psnr_input']:.1f})"
-        ImageDraw.Draw(strip).text((2, 1), text, fill="black")
-        strips.append(strip)
-    width = max(s.size[0] for s in strips)
-    sheet = Image.new("RGB", (width, sum(s.size[1] for s in strips)), "white")
-    y = 0
-    for s in strips:
-        sheet.paste(s, (0, y))
-        y += s.size[1]
-    return sheet
+        rows.append((label, row, degraded, _restored(store, row), clean))
+    ncols = 3 if any(clean is not None for *_, clean in rows) else 2
+    dpi = 100
+    w, h = rows[0][3].size
+    panel = max(2.2, max(w, h) * scale / dpi)  # inches; room for three lines of title
+    fig = Figure(figsize=(ncols * panel, len(rows) * (panel + 0.6)), dpi=dpi, layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(len(rows), ncols, squeeze=False)
+    for r, (label, row, degraded, restored, clean) in enumerate(rows):
+        tiles = (degraded, restored, clean)[:ncols]
+        for ax, tile, name, title in zip(axes[r], tiles, _PANELS, _panel_titles(row)):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(title, fontsize=9)
+            if tile is None:
+                ax.set_box_aspect(restored.size[1] / restored.size[0])  # same shape as its neighbours
+                ax.text(0.5, 0.5, f"no {name}", ha="center", va="center",
+                        fontsize=9, color="0.4", transform=ax.transAxes)
+            else:
+                ax.imshow(np.asarray(tile), interpolation="nearest")
+        axes[r, 0].set_ylabel(f"{label}\n{row['key']}", fontsize=10, fontweight="bold")
+    fig.canvas.draw()
+    return Image.fromarray(np.asarray(fig.canvas.buffer_rgba())).convert("RGB")
 
 
 def plots(rows: list[dict], store: OutputStore, rel: str = "plots.png") -> None:
