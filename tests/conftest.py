@@ -73,3 +73,11 @@ def ray_local(s3_server):
     yield
     ray.shutdown()
     shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory):
+    """A tiny random model set (tests.factories.model_set), one per test module."""
+    from tests.factories import model_set
+
+    return model_set(tmp_path_factory.mktemp("models"))

@@ -85,3 +85,24 @@ def random_images(batch: int = 2, image_size: int = 16, seed: int = 0, dtype=tor
     """Images in [−1,1], (B, 3, H, W)."""
     g = torch.Generator().manual_seed(seed)
     return torch.rand(batch, 3, image_size, image_size, generator=g, dtype=dtype) * 2 - 1
+
+
+FAMILY_PARAMS = {"gaussian_blur": {"kernel_size": 7}, "inpainting": {}, "nonlinear_blur": {}}
+
+
+def model_set(root):
+    """Tiny random models (16 px, T = 50) in the layout train-* writes, with model cards."""
+    from pipeline.models.model_store import save_latent_diffusion, save_model
+    from pipeline.models.severity import SeverityEncoder
+
+    ldm = tiny_latent_diffusion("vq", dtype=torch.float32, num_timesteps=50, image_size=16)
+    save_latent_diffusion(ldm, str(root / "autoencoder"), str(root / "ldm"))
+    for i, fam in enumerate(FAMILY_PARAMS):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(100 + i)
+            enc = SeverityEncoder.from_autoencoder(ldm.autoencoder).float()
+        save_model(enc, str(root / f"severity-{fam}"),
+                   extra={"role": "severity", "operator": fam, "operator_params": FAMILY_PARAMS[fam]})
+    for name in ("autoencoder", "ldm", *(f"severity-{f}" for f in FAMILY_PARAMS)):
+        (root / name / "MODEL_CARD.md").write_text(f"# flash-restore {name} model\n\n- steps: 1\n")
+    return root

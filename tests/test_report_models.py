@@ -5,12 +5,11 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from pipeline.evaluation.figures import ordering_accuracy, rankdata, replace_section, spearman
+from tests.factories import FAMILY_PARAMS
 
-FAMILY_PARAMS = {"gaussian_blur": {"kernel_size": 7}, "inpainting": {}, "nonlinear_blur": {}}
 
 
 def test_ordering_accuracy_perfect_reversed_and_ties():
@@ -39,27 +38,6 @@ def test_replace_section_is_idempotent():
     assert "| a | 2 |" in twice and "| a | 1 |" not in twice and twice.count("## Measured figures") == 1
     with_next = replace_section(once + "\n## Other\n\nkeep\n", "| b |")
     assert "keep" in with_next and "| a | 1 |" not in with_next
-
-
-@pytest.fixture(scope="module")
-def tiny_models(tmp_path_factory):
-    """Tiny random models (16 px, T = 50) in the layout train-* writes, with model cards."""
-    from pipeline.models.model_store import save_latent_diffusion, save_model
-    from pipeline.models.severity import SeverityEncoder
-    from tests.factories import tiny_latent_diffusion
-
-    root = tmp_path_factory.mktemp("models")
-    ldm = tiny_latent_diffusion("vq", dtype=torch.float32, num_timesteps=50, image_size=16)
-    save_latent_diffusion(ldm, str(root / "autoencoder"), str(root / "ldm"))
-    for i, fam in enumerate(FAMILY_PARAMS):
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(100 + i)
-            enc = SeverityEncoder.from_autoencoder(ldm.autoencoder).float()
-        save_model(enc, str(root / f"severity-{fam}"),
-                   extra={"role": "severity", "operator": fam, "operator_params": FAMILY_PARAMS[fam]})
-    for name in ("autoencoder", "ldm", *(f"severity-{f}" for f in FAMILY_PARAMS)):
-        (root / name / "MODEL_CARD.md").write_text(f"# flash-restore {name} model\n\n- steps: 1\n")
-    return root
 
 
 def test_report_models_tiny(tiny_models, tmp_path):

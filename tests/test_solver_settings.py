@@ -6,7 +6,6 @@ import pytest
 from pipeline.restoration import solver_settings as ss
 from pipeline.execution.config import load_config
 from pipeline.evaluation.tuning import write_table
-from tests.test_report_models import tiny_models  # noqa: F401  (fixture)
 
 RESULT = {"flash": {"best": {"step_size": 2.0, "noise_correction": 0.6, "psnr": 25.0, "nfe": 40.0}, "crops": 8},
           "baseline": {"best": {"step_size": 0.5, "psnr": 23.0, "nfe": 1000.0}, "crops": 2}}
