@@ -66,10 +66,18 @@ class FlashConfig:
     noise_correction: float | str | None = "tuned"   # c; "tuned" = the solver settings table (else 1.2)
     init: str = "noise_correction"   # noise_correction | encoder_mean | ddim_inversion
     max_nfe: int | None = None       # cap on reverse steps per sample (a budget); rows say when it cut
+    start_step: int | None = None    # one start index for every sample (the fixed-start ablation); σ̂² is still reported
+    decode_only: bool = False        # decode ẑ with no reverse step (the "autoencoder only" row, NFE 0)
 
     def validate(self) -> None:
         if self.max_nfe is not None and self.max_nfe < 1:
             raise ValueError(f"flash.max_nfe must be ≥ 1, got {self.max_nfe}")
+        if self.start_step is not None and (isinstance(self.start_step, bool) or self.start_step < 0):
+            raise ValueError(f"flash.start_step must be an index ≥ 0 on the sampler's grid, got {self.start_step!r}")
+        if (self.start_step is not None or self.decode_only) and not self.enabled:
+            raise ValueError("flash.start_step and flash.decode_only need the severity encoder (flash.enabled=true)")
+        if self.start_step is not None and self.decode_only:
+            raise ValueError("flash.decode_only runs no reverse step; it takes no flash.start_step")
         if self.init not in ("noise_correction", "encoder_mean", "ddim_inversion"):
             raise ValueError(f"flash.init must be noise_correction|encoder_mean|ddim_inversion, got {self.init!r}")
         c = self.noise_correction

@@ -15,7 +15,7 @@ import torch
 from pipeline.models.latent import LatentDiffusion
 from pipeline.restoration.schedules import Sampler
 from pipeline.restoration.seeding import BASELINE_INIT, NOISE_INJECTION, SAMPLER, generators, randn_per_sample
-from pipeline.solvers.base import Solver
+from pipeline.solvers.base import ACCOUNT_KEYS, Solver
 
 INITS = ("noise_correction", "ddim_inversion", "encoder_mean")
 
@@ -127,6 +127,21 @@ class Flash:
         account["severity_forward"] = torch.ones(len(keys), dtype=torch.long)
         return FlashResult(x=out.x, z0=out.z0, sigma2=torch.as_tensor(sigma2).reshape(-1).detach().cpu(),
                            start_index=k, nfe=out.nfe + extra, account=account)
+
+    @torch.no_grad()
+    def decode(self, z_hat: torch.Tensor, sigma2: torch.Tensor) -> FlashResult:
+        """The autoencoder-only answer: D(ẑ), no reverse step (NFE 0, start index −1).
+
+        Why: the paper's "AE" row; what the solver adds over the encoder's own guess."""
+        n = z_hat.shape[0]
+        account = {k: torch.zeros(n, dtype=torch.long) for k in ACCOUNT_KEYS}
+        account["decoder_forward"] += 1
+        account["severity_forward"] = torch.ones(n, dtype=torch.long)
+        account["inversion_calls"] = torch.zeros(n, dtype=torch.long)
+        return FlashResult(x=self.solver.model.autoencoder.decode(z_hat), z0=z_hat.clone(),
+                           sigma2=torch.as_tensor(sigma2).reshape(-1).detach().cpu(),
+                           start_index=torch.full((n,), -1, dtype=torch.long), nfe=torch.zeros(n, dtype=torch.long),
+                           account=account)
 
     def baseline(self, y: torch.Tensor, operator, keys: Sequence[str], job_seed: int) -> FlashResult:
         """The paper's comparison: the solver's full schedule from pure noise (k = K−1, NFE = K)."""

@@ -81,6 +81,9 @@ class Restorer:
         self.ae_fingerprint = autoencoder_fingerprint(cfg.models.autoencoder)  # a pipeline folder: its vqvae/
         self.model_hash = "+".join([self.ae_fingerprint, fingerprint(cfg.models.denoiser)])
         self._family_hash: dict[str, str] = {}
+        if cfg.flash.start_step is not None and cfg.flash.start_step >= sampler.num_steps:
+            raise ValueError(f"flash.start_step={cfg.flash.start_step} is off the {sc.name} sampler's grid "
+                             f"(0..{sampler.num_steps - 1})")
         for family in (cfg.models.severity if cfg.flash.enabled else ()):
             self.flash_for(family)  # load every encoder now: a mismatched model fails before any compute
 
@@ -131,8 +134,14 @@ class Restorer:
                 z_hat, sigma2, k = self.flash_for(group[0]).estimate(y)
                 dt = (time.perf_counter() - t0) / len(chunk)
                 for j, p in enumerate(chunk):
-                    out[p.key] = self._capped(Estimated(p, z_hat[j].detach().cpu(), float(sigma2[j]), int(k[j]), dt))
+                    out[p.key] = self._capped(Estimated(p, z_hat[j].detach().cpu(), float(sigma2[j]),
+                                                        self._start(int(k[j])), dt))
         return [out[p.key] for p in items]
+
+    def _start(self, k: int) -> int:
+        """The encoder's start index, or the configured fixed one (flash.start_step), or −1 (flash.decode_only)."""
+        fl = self.cfg.flash
+        return -1 if fl.decode_only else k if fl.start_step is None else fl.start_step
 
     def _capped(self, e: Estimated) -> Estimated:
         """flash.max_nfe: remember what the cap cut."""
@@ -156,7 +165,11 @@ class Restorer:
             z_hat = torch.stack([e.z_hat for e in batch]).to(self.device, self.dtype)
             sigma2 = torch.tensor([e.sigma2 for e in batch], dtype=torch.float64)
             k = torch.tensor([e.start_step for e in batch], dtype=torch.long)
-            res = flash.restore(y, op, keys, self.cfg.seed, estimate=(z_hat, sigma2, k))
+            if self.cfg.flash.decode_only:
+                res = flash.decode(z_hat, sigma2)
+            else:  # a fixed start takes the noise its own step implies, in the same start-latent formula
+                level = sigma2 if self.cfg.flash.start_step is None else self.sampler.noise_level(k).double()
+                res = flash.restore(y, op, keys, self.cfg.seed, estimate=(z_hat, level, k))
         else:
             res = flash.baseline(y, op, keys, self.cfg.seed)
         seconds = (time.perf_counter() - t0) / len(batch)
