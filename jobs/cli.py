@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import typer
 
-from jobs import bench_cmd, bench_estimate_cmd, bench_scale_cmd, calibrate_cmd, corpus, estimate_cmd, inspect_cmd, reprocess_cmd, restore_cmd, submit_cmd, tune_cmd
+from jobs import bench_cmd, bench_estimate_cmd, bench_scale_cmd, calibrate_cmd, corpus, estimate_cmd, evaluate_cmd, inspect_cmd, reprocess_cmd, restore_cmd, submit_cmd, tune_cmd
 from jobs import train
 from jobs import report_models
 
@@ -31,6 +31,7 @@ app.command("degrade")(corpus.degrade)
 app.command("export-corpus")(corpus.export_corpus)
 app.command("report-models")(report_models.report_models)
 app.command("tune")(tune_cmd.tune)
+app.command("evaluate")(evaluate_cmd.evaluate)
 app.command("submit", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(submit_cmd.submit)
 app.add_typer(submit_cmd.job_app, name="job")
 

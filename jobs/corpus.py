@@ -185,7 +185,7 @@ def degradation_params(key: str, seed: int, families: list[tuple[str, float]], s
                                         **(overrides or {}))
 
 
-def _degrade_batch(batch: list, seed: int, families, severity, noise, overrides) -> Iterator[dict]:
+def degrade_samples(batch: list, seed: int, families, severity, noise, overrides) -> Iterator[dict]:
     """Degrade samples of one shard; batches are per family, results do not depend on partners."""
     import torch
 
@@ -255,7 +255,7 @@ def degrade(
 
             def produce():
                 for start in range(0, len(samples), max(1, batch_size)):
-                    for row in _degrade_batch(samples[start:start + batch_size], seed, families, sev, noise,
+                    for row in degrade_samples(samples[start:start + batch_size], seed, families, sev, noise,
                                               overrides):
                         counts[row["json"]["operator"]] = counts.get(row["json"]["operator"], 0) + 1
                         yield row

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from functools import lru_cache
 from dataclasses import dataclass
 
 import numpy as np
@@ -165,6 +166,14 @@ class _Moments:
         return mu, cov
 
 
+@lru_cache(maxsize=2)
+def _inception(path: str, device: str):
+    """The TorchScript Inception, loaded once per process (an evaluation measures many cells)."""
+    with warnings.catch_warnings():  # torch ≥ 2.13 marks jit.load deprecated; still the format shipped
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return torch.jit.load(path, map_location="cpu").eval().to(device)
+
+
 class FID:
     """Fréchet Inception distance between a "real" and a "fake" image set.
 
@@ -186,9 +195,7 @@ class FID:
         self.model = None
         if self.missing is None:
             try:
-                with warnings.catch_warnings():  # torch ≥ 2.13 marks jit.load deprecated; still the format shipped
-                    warnings.simplefilter("ignore", DeprecationWarning)
-                    self.model = torch.jit.load(path, map_location="cpu").eval().to(self.device)
+                self.model = _inception(path, str(self.device))
             except Exception as exc:  # unreadable file: report, do not crash a job's metrics
                 self.missing = Missing(f"FID Inception weights at {path} could not be loaded: {exc}")
         self.reset()
@@ -248,7 +255,9 @@ def kernel_inception_distance(real: np.ndarray, fake: np.ndarray, subset_size: i
     n = min(len(real), len(fake))
     if n < 2:
         raise ValueError(f"KID needs at least 2 features per set; got {len(real)} real, {len(fake)} fake")
-    metric = KernelInceptionDistance(feature=torch.nn.Identity(), subsets=subsets, subset_size=min(subset_size, n))
+    with warnings.catch_warnings():  # it warns that it keeps the features: these are already in memory
+        warnings.simplefilter("ignore", UserWarning)
+        metric = KernelInceptionDistance(feature=torch.nn.Identity(), subsets=subsets, subset_size=min(subset_size, n))
     metric.update(torch.as_tensor(real, dtype=torch.float64), real=True)
     metric.update(torch.as_tensor(fake, dtype=torch.float64), real=False)
     with torch.random.fork_rng(devices=[]):  # its subsets come from the global generator

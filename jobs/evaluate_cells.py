@@ -1,0 +1,201 @@
+"""Running the evaluation's cells: each one a restore job through `workers.execute` on its
+task's shard, its results kept under the output folder and reused while its key matches.
+
+Why here (jobs/): a cell is a product job (the same backends, batching, resume), so this
+layer may call `workers`; what a cell is and how its results are stored and reported lives
+in `pipeline.evaluation`.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from pipeline.evaluation.cell_store import (load_cell, load_task, reference_rows, save_cell, save_task,
+                                            set_metrics)
+from pipeline.evaluation.suite import Budget, Cell, Task, cell_key, cell_overrides, data_key, task_named
+
+GRID = "grid"   # the subset the baselines restore and the sample grids show
+
+
+@dataclass
+class TaskData:
+    task: Task
+    url: str                      # the degraded shard
+    key: str                      # data_key: protocol + crops + seed
+    keys: list[str]               # every image, sorted by severity
+    severity: dict[str, float]
+    degraded: dict[str, torch.Tensor]
+    clean: dict[str, torch.Tensor]
+
+
+def spread_keys(keys: list[str], n: int) -> list[str]:
+    """n keys spread over a severity-sorted list (easy to hard), all when n ≥ len."""
+    if n >= len(keys):
+        return list(keys)
+    return [keys[i] for i in sorted({int(i) for i in np.linspace(0, len(keys) - 1, n).round()})]
+
+
+def portable_hash(cfg) -> str:
+    """The config hash with the model folders named by role, not by path: the model
+    fingerprints enter the cell key beside it, so committed cells are reused from any checkout."""
+    c = copy.deepcopy(cfg)
+    c.models.autoencoder, c.models.denoiser = "autoencoder", "ldm"
+    c.models.severity = {f: f"severity-{f}" for f in c.models.severity}
+    return c.output_hash()
+
+
+@dataclass
+class Evaluation:
+    """One evaluation's fixed inputs: models, crops, budget, where results and work go."""
+    models: Path
+    crops01: torch.Tensor
+    crop_keys: list[str]
+    budget: Budget
+    out: Path
+    work: Path
+    seed: int = 0
+    engine: str = "local"
+    batch_size: int = 16
+    device: str = "cpu"
+    lpips_weights: str | None = None
+    command: str = ""
+    log: Callable[[str], None] = print
+    _data: dict = field(default_factory=dict)
+
+    # --- models ---------------------------------------------------------------------
+    def severity_url(self, family: str) -> str:
+        return str(self.models / f"severity-{family}")
+
+    def operator_params(self, family: str) -> dict:
+        from pipeline.models.model_store import load_meta
+
+        return dict(load_meta(self.severity_url(family)).get("operator_params", {}))
+
+    def model_hashes(self, family: str) -> dict:
+        from pipeline.models.model_store import fingerprint
+
+        return {name: fingerprint(str(self.models / name)) for name in ("autoencoder", "ldm", f"severity-{family}")}
+
+    def base_sets(self, family: str) -> list[str]:
+        sets = [f"models.autoencoder={self.models / 'autoencoder'}", f"models.denoiser={self.models / 'ldm'}",
+                f"models.device={self.device}", f"execution.engine={self.engine}",
+                f"execution.batch_size={self.batch_size}", f"seed={self.seed}"]
+        if self.lpips_weights:
+            sets.append(f"metrics.lpips_weights={self.lpips_weights}")
+        return sets
+
+    # --- data -----------------------------------------------------------------------
+    def data(self, task: Task) -> TaskData:
+        """The task's degraded shard (written once per data key) and the grid's images."""
+        if task.name in self._data:
+            return self._data[task.name]
+        from jobs.corpus import degrade_samples
+        from pipeline.io.samples import Sample
+        from pipeline.io.shards import iter_samples, write_shard
+
+        dk = data_key(task, self.crop_keys, self.seed)
+        folder = self.work / "data" / f"{task.name}-{dk}"
+        shard = folder / "degraded-000000.tar"
+        if not (folder / "index.json").exists():
+            folder.mkdir(parents=True, exist_ok=True)
+            clean = [Sample(k, "", self.crops01[i], None, {"photo": k}, "") for i, k in enumerate(self.crop_keys)]
+            overrides = {**self.operator_params(task.family), **task.overrides()}
+            rows = degrade_samples(clean, self.seed, [(task.family, 1.0)], task.severity, task.noise, overrides)
+            write_shard(str(shard), rows)
+            (folder / "index.json").write_text(json.dumps({"task": task.name, "data_key": dk}) + "\n")
+        degraded, cleans, sev = {}, {}, {}
+        for s in iter_samples(str(shard)):
+            degraded[s.key], cleans[s.key], sev[s.key] = s.image01, s.clean01, float(s.params["severity"])
+        keys = sorted(sev, key=lambda k: (sev[k], k))
+        data = TaskData(task, str(shard), dk, keys, sev, degraded, cleans)
+        grid = spread_keys(keys, self.budget.n_baseline)
+        save_task(self.out, task.name, {"task": task.name, "label": task.label, "family": task.family,
+                                        "severity": list(task.severity), "noise": task.noise,
+                                        "params": task.overrides(), "data_key": dk, "images": len(keys),
+                                        GRID: grid, "severities": sev},
+                  {k: degraded[k] for k in grid}, {k: cleans[k] for k in grid})
+        self._data[task.name] = data
+        return data
+
+    # --- cells ----------------------------------------------------------------------
+    def keys_for(self, cell: Cell, data: TaskData) -> list[str]:
+        return spread_keys(data.keys, cell.n(self.budget))
+
+    def config_for(self, cell: Cell, task: Task):
+        from pipeline.execution.config import load_config
+
+        flash_nfe = None
+        if cell.mode == "equal_nfe":
+            flash_nfe = self.run(Cell(cell.task, cell.solver, "flash"))["mean_nfe"]
+        cfg = load_config(None, self.base_sets(task.family) + cell_overrides(cell, task, self.budget, flash_nfe))
+        cfg.models.severity = {task.family: self.severity_url(task.family)}
+        return cfg
+
+    def run(self, cell: Cell, force: bool = False) -> dict:
+        """The cell's record: stored when its key matches (unless `force`), else computed now."""
+        task = task_named(cell.task)
+        data = self.data(task)
+        keys = self.keys_for(cell, data)
+        if cell.mode == "input":
+            cfg_hash, cfg = json.dumps({"input": True, "lpips": self.lpips_weights}), None
+        else:
+            cfg = self.config_for(cell, task)
+            cfg_hash = portable_hash(cfg)
+        key = cell_key(cfg_hash, self.model_hashes(task.family) if cfg else {}, data.key, len(keys))
+        stored = load_cell(self.out, cell.id)
+        if stored and stored.get("key") == key and not force:
+            return stored
+        self.log(f"cell {cell.id}: {len(keys)} images" + (" (results found under another key: recomputing)"
+                                                          if stored else ""))
+        t0 = time.time()
+        clean = torch.stack([data.clean[k] for k in keys])
+        if cfg is None:
+            from pipeline.evaluation.metrics import lpips_metric
+
+            rows = reference_rows(keys, torch.stack([data.degraded[k] for k in keys]), clean, data.severity,
+                                  task.family, task.noise, lpips_metric(self.lpips_weights))
+            images, summary = {k: data.degraded[k] for k in keys}, {}
+        else:
+            rows, images, summary = self.restore(cfg, data, keys)
+        ok = [r for r in rows if r["status"] == "ok"]
+        restored = torch.stack([images[r["key"]] for r in ok]) if ok else clean[:0]
+        ref = torch.stack([data.clean[r["key"]] for r in ok]) if ok else clean[:0]
+        grid = set(load_task(self.out, task.name)[GRID])
+        subset = [i for i, r in enumerate(ok) if r["key"] in grid]
+        record = {"id": cell.id, "key": key, "task": task.name, "solver": cell.solver, "mode": cell.mode,
+                  "n": len(keys), "ok": len(ok), "errors": len(rows) - len(ok), "data_key": data.key,
+                  "config_hash": cfg_hash if cfg else None, "models": self.model_hashes(task.family) if cfg else {},
+                  "mean_nfe": float(np.mean([r["nfe"] for r in ok])) if ok else None,
+                  "seconds": round(time.time() - t0, 1), "engine": self.engine, "command": self.command,
+                  "sampler_steps": summary.get("sampler_steps"), "finished": time.strftime("%Y-%m-%d %H:%M UTC",
+                                                                                           time.gmtime()),
+                  "set_metrics": set_metrics(restored, ref, {GRID: subset}, self.device)}
+        save_cell(self.out, record, rows, {k: images[k] for k in grid if k in images})
+        self.log(f"cell {cell.id}: done in {record['seconds']} s, mean NFE {record['mean_nfe']}")
+        return load_cell(self.out, cell.id)
+
+    def restore(self, cfg, data: TaskData, keys: list[str]):
+        """The restore job for a cell; its work folder is keyed, so an interrupted cell resumes."""
+        from pipeline.io.outputs import OutputStore
+        from pipeline.io.shards import iter_samples
+        from workers.execute import execute
+
+        work = self.work / "cells" / cfg.output_hash()
+        summary = execute(cfg, data.url, str(work), only=set(keys))
+        store = OutputStore(str(work))
+        rows = [r for r in store.read_metrics().to_pylist() if r["key"] in set(keys)]
+        images = {}
+        for part in sorted((work / "images").glob("part-*.tar")):
+            for s in iter_samples(str(part), allow_convert=True):
+                if hasattr(s, "image01") and s.key in set(keys):
+                    images[s.key] = s.image01
+        if not cfg.flash.enabled:  # the length of the schedule a baseline ran
+            summary["sampler_steps"] = 1 + max((r["start_step"] for r in rows if r["status"] == "ok"), default=-1)
+        return sorted(rows, key=lambda r: r["key"]), images, summary

@@ -1,0 +1,132 @@
+"""`flash-restore evaluate`: the paper's claims checked on our models and photos.
+
+Runs every cell of the suite (`pipeline.evaluation.suite`) as a restore job, keeps each
+cell's results under --out, and writes the report (`pipeline.evaluation.reproduction`)
+next to it as OUT.md. Rerunning continues: cells whose key matches are reused.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+
+console = Console(stderr=True)
+
+
+def evaluation_crops(photos: str, n: int, size: int):
+    """(crops (N,3,size,size) in [0,1], keys, what they are): n crops spread over the photos.
+
+    `dev` is the committed dev export; a photo-list file is cut into crops as the corpus is.
+    Training photos are refused: the solver settings were tuned on them."""
+    import numpy as np
+    import torch
+
+    from pipeline.corpus.photos import read_photo_list
+    from pipeline.evaluation.model_report import load_eval_crops, resolve_photos, spread
+
+    if photos == "train":
+        raise ValueError("--photos train: the solver settings were tuned on the training photos; evaluate on "
+                         "dev or another photo list")
+    if photos == "dev" or Path(photos, "meta.json").exists():
+        from pipeline.corpus.crops import load_corpus_export
+
+        url = resolve_photos(photos)
+        x, keys = load_eval_crops(url, size), load_corpus_export(url)[1]
+        source = f"corpus export {url}"
+    else:
+        from pipeline.corpus.crops import iter_crops
+
+        entries = read_photo_list(photos, check=True)
+        overlap = set(entries) & set(read_photo_list("train"))
+        if overlap:
+            raise ValueError(f"--photos {photos} holds training photos ({sorted(overlap)[:3]}…); the solver "
+                             "settings were tuned on them")
+        crops = [c for batch, _ in iter_crops(entries, size=size) for c in batch]
+        if not crops:
+            raise ValueError(f"--photos {photos}: no crops kept from {len(entries)} photos")
+        x = torch.from_numpy(np.stack([c.pixels for c in crops])).permute(0, 3, 1, 2).float() / 255.0
+        keys, source = [c.key for c in crops], f"photo list {photos} ({len(entries)} photos)"
+    idx = spread(len(keys), n)
+    return x[idx], [keys[i] for i in idx], source
+
+
+def evaluate(
+    ctx: typer.Context,
+    suite: str = typer.Option("paper", "--suite", help="The experiment suite (paper)"),
+    photos: str = typer.Option("dev", "--photos", help="dev, a corpus export folder, or a photo-list file"),
+    n: Optional[int] = typer.Option(None, "--n", help="Images per Flash cell (default 32; --quick 2)"),
+    n_baseline: Optional[int] = typer.Option(None, "--n-baseline", help="Images per full-schedule baseline cell"),
+    out: str = typer.Option("docs/reproduction", "--out", help="Results folder; the report is OUT.md"),
+    work: str = typer.Option("out/evaluate", "--work", help="Restore jobs' working outputs (resumable)"),
+    quick: bool = typer.Option(False, "--quick", help="Smoke run: 2 images, a 10-step schedule"),
+    cell: Optional[List[str]] = typer.Option(None, "--cell", help="Rerun only TASK/SOLVER/MODE (repeatable)"),
+    report_only: bool = typer.Option(False, "--report-only", help="Rebuild the report from stored cells"),
+    models: str = typer.Option("models", "--models", help="Folder with autoencoder/, ldm/, severity-<family>/"),
+    lpips_weights: Optional[str] = typer.Option(None, "--lpips-weights", help="LPIPS safetensors (else missing)"),
+    engine: str = typer.Option("local", "--engine", help="local | ray (same results, hashes ignore it)"),
+    batch_size: int = typer.Option(16, "--batch-size"),
+    device: str = typer.Option("cpu", "--device"),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Run the paper-reproduction suite through the pipeline and write OUT.md."""
+    from dataclasses import replace
+
+    from jobs.evaluate_cells import Evaluation
+    from jobs.train import command_line
+    from pipeline.evaluation.reproduction import write_report
+    from pipeline.evaluation.suite import Budget, parse_cell, suite_cells
+
+    try:
+        if suite != "paper":
+            raise ValueError(f"--suite {suite!r}: the one suite is 'paper'")
+        if engine not in ("local", "ray"):
+            raise ValueError(f"--engine must be local or ray, got {engine!r}")
+        budget = Budget.quick() if quick else Budget()
+        for name, value in (("n", n), ("n_baseline", n_baseline)):
+            if value is not None:
+                if value < 1 or value > 10_000:
+                    raise ValueError(f"--{name.replace('_', '-')} must be in 1..10000, got {value}")
+                budget = replace(budget, **{name: value})
+        budget = replace(budget, n_baseline=min(budget.n_baseline, budget.n), n_fixed=min(budget.n_fixed, budget.n))
+        wanted = [parse_cell(c) for c in cell or []]
+        root = Path(models)
+        for name in ("autoencoder", "ldm", "severity-gaussian_blur", "severity-inpainting", "severity-nonlinear_blur"):
+            if not (root / name / "config.json").exists():
+                raise ValueError(f"model folder {root / name} has no config.json")
+        out_dir = Path(out)
+        if report_only:
+            path = write_report(out_dir, suite_cells(budget), budget, quick)
+            console.print(f"evaluate: report rebuilt from stored cells → {path}")
+            return
+        import json
+
+        size = int(json.loads((root / "autoencoder" / "config.json").read_text()).get("sample_size", 64))
+        crops, keys, source = evaluation_crops(photos, budget.n, size)
+    except (ValueError, OSError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2)
+    ev = Evaluation(models=root, crops01=crops, crop_keys=keys, budget=budget, out=out_dir, work=Path(work),
+                    seed=seed, engine=engine, batch_size=batch_size, device=device, lpips_weights=lpips_weights,
+                    command=command_line(ctx), log=lambda m: console.print(m))
+    t0 = time.time()
+    todo, failed = wanted or suite_cells(budget), {}
+    for c in todo:
+        try:
+            ev.run(c, force=bool(wanted))
+        except Exception as exc:  # noqa: BLE001 - one failed cell is reported; the others still run
+            failed[c.id] = f"{type(exc).__name__}: {exc}"
+            console.print(f"[red]cell {c.id} failed:[/red] {failed[c.id]}")
+    import os
+
+    import torch
+
+    meta = {"photos": source, "command": command_line(ctx), "seconds_this_run": round(time.time() - t0, 1),
+            "crops": len(keys), "failed": failed,
+            "machine": f"{os.cpu_count()} CPU cores, torch {torch.__version__}, device {device}, engine {engine}"}
+    path = write_report(out_dir, suite_cells(budget), budget, quick, meta)
+    console.print(f"evaluate: {len(todo)} cells in {time.time() - t0:.0f} s ({len(failed)} failed) → {path}")
+    if failed:
+        raise typer.Exit(1)

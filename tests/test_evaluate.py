@@ -1,0 +1,163 @@
+"""`flash-restore evaluate`: the suite's cells, the fixed-start and decode-only modes, resumable
+cells, and the report (a --quick run on tiny random models)."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from pipeline.evaluation.suite import Budget, Cell, parse_cell, suite_cells
+
+
+def test_suite_holds_every_row_of_the_issue():
+    cells = {c.id for c in suite_cells(Budget())}
+    for task in ("blur_varying", "blur_fixed", "nonlinear_blur", "inpainting"):
+        assert {f"{task}/none/input", f"{task}/none/decode"} <= cells
+        for solver in ("ldps", "gml_dps", "resample") + (("psld",) if task != "nonlinear_blur" else ()):
+            assert {f"{task}/{solver}/{m}" for m in ("flash", "baseline", "equal_nfe")} <= cells
+    assert not any(c.startswith("nonlinear_blur/psld/") for c in cells)  # PSLD needs a linear operator
+    assert {f"blur_varying/ldps/start-{k}" for k in (25, 50, 100, 200, 400, 700)} <= cells
+    for sigma in ("0", "0.025", "0.075", "0.1"):
+        assert {f"blur_varying-noise{sigma}/ldps/flash", f"blur_varying-noise{sigma}/ldps/baseline"} <= cells
+    assert len(cells) == len(suite_cells(Budget()))  # σ = 0.05 is the main task, not a copy of it
+
+
+@pytest.mark.parametrize("bad", ["blur_varying/ldps", "nope/ldps/flash", "blur_varying/dps/flash",
+                                 "blur_varying/none/flash", "blur_varying/ldps/start-x", "blur_varying/ldps/fast"])
+def test_bad_cell_names_are_refused(bad):
+    with pytest.raises(ValueError):
+        parse_cell(bad)
+
+
+def test_fixed_start_and_decode_only_config_checks():
+    from pipeline.execution.config import load_config
+
+    for sets in (["flash.start_step=-1"], ["flash.enabled=false", "flash.decode_only=true"],
+                 ["flash.start_step=3", "flash.decode_only=true"]):
+        with pytest.raises(ValueError):
+            load_config(None, sets)
+    a = load_config(None, ["flash.start_step=10"]).output_hash()
+    assert a != load_config(None, ["flash.start_step=11"]).output_hash() != load_config().output_hash()
+
+
+def _restore(tiny_models, sets, n=3):
+    from pipeline.execution.config import load_config
+    from pipeline.restoration.crop_restore import degraded_samples
+    from pipeline.restoration.restore import Restorer
+
+    cfg = load_config(None, [f"models.autoencoder={tiny_models / 'autoencoder'}", f"models.denoiser={tiny_models / 'ldm'}",
+                             "models.device=cpu", "execution.engine=local", *sets])
+    cfg.models.severity = {"gaussian_blur": str(tiny_models / "severity-gaussian_blur")}
+    x01 = torch.rand(n, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    samples = degraded_samples("gaussian_blur", x01, np.linspace(0.1, 0.9, n), {"kernel_size": 7}, 0, "t")
+    r = Restorer(cfg)
+    est = r.estimate([r.prepare(s) for s in samples])
+    return r, est, r.solve(est)
+
+
+def test_decode_only_is_the_autoencoders_answer(tiny_models):
+    from pipeline.io.samples import decode_image
+    from pipeline.operators.noise import to_unit_domain
+
+    r, est, out = _restore(tiny_models, ["flash.decode_only=true"])
+    z_hat = torch.stack([e.z_hat for e in est])
+    expected = to_unit_domain(r.ldm.autoencoder.decode(z_hat)).clamp(0, 1)
+    for (row, png, _), e, x in zip(out, est, expected):
+        assert row["nfe"] == 0 and row["denoiser_calls"] == 0 and row["start_step"] == -1
+        assert row["sigma2_hat"] == pytest.approx(e.sigma2)
+        assert torch.allclose(decode_image(png, "k"), (x * 255).round() / 255, atol=1e-6)
+
+
+def test_fixed_start_runs_every_sample_from_k(tiny_models):
+    with pytest.raises(ValueError, match="off the"):
+        _restore(tiny_models, ["flash.start_step=50"])  # the tiny schedule has 50 steps: 0..49
+    _, est, out = _restore(tiny_models, ["flash.start_step=7"])
+    assert {row["start_step"] for row, _, _ in out} == {7} and {row["nfe"] for row, _, _ in out} == {8}
+    assert [row["sigma2_hat"] for row, _, _ in out] == pytest.approx([e.sigma2 for e in est])  # still reported
+
+
+def _evaluate(args):
+    from jobs.cli import app
+
+    return CliRunner().invoke(app, ["evaluate", *args])
+
+
+@pytest.fixture(scope="module")
+def quick_run(tiny_models, tmp_path_factory):
+    root = tmp_path_factory.mktemp("evaluate")
+    args = ["--quick", "--models", str(tiny_models), "--out", str(root / "rep"), "--work", str(root / "work")]
+    result = _evaluate(args)
+    assert result.exit_code == 0, result.output
+    return root, args
+
+
+def test_quick_evaluation_writes_every_section(quick_run):
+    root, _ = quick_run
+    text = (root / "rep.md").read_text()
+    for heading in ("## Verdicts", "## 1. Main table", "What the solver adds", "## 2. Adaptivity", "## 3. Robustness",
+                    "## 4. Severity", "## 5. Sample grids", "## Cells"):
+        assert heading in text
+    assert "not run yet" not in text and "--quick smoke run" in text
+    for name in ("adaptivity.png", "robustness.png", "severity.png", "grid-blur_varying.png", "grid-inpainting.png"):
+        assert (root / "rep" / name).stat().st_size > 1000
+    cells = suite_cells(Budget.quick())
+    for c in cells:
+        record = json.loads((root / "rep" / "cells" / c.id / "cell.json").read_text())
+        assert record["ok"] == c.n(Budget.quick()) and record["errors"] == 0, c.id
+    eq = json.loads((root / "rep" / "cells" / "inpainting/ldps/equal_nfe" / "cell.json").read_text())
+    fl = json.loads((root / "rep" / "cells" / "inpainting/ldps/flash" / "cell.json").read_text())
+    assert eq["sampler_steps"] == max(1, round(fl["mean_nfe"]))  # equal compute: the baseline on Flash's NFE
+
+
+def test_cells_are_reused_and_one_can_be_rerun(quick_run):
+    root, args = quick_run
+    cells = root / "rep" / "cells"
+    before = {p: p.stat().st_mtime_ns for p in cells.glob("**/cell.json")}
+    again = _evaluate(args)
+    assert again.exit_code == 0 and "images" not in again.output  # every cell reused, none run
+    assert {p: p.stat().st_mtime_ns for p in cells.glob("**/cell.json")} == before
+    one = _evaluate(args + ["--cell", "blur_fixed/ldps/flash"])
+    assert one.exit_code == 0, one.output
+    changed = [p for p in cells.glob("**/cell.json") if p.stat().st_mtime_ns != before[p]]
+    assert [p.relative_to(cells).parent.as_posix() for p in changed] == ["blur_fixed/ldps/flash"]
+    rebuilt = _evaluate(args + ["--report-only"])
+    assert rebuilt.exit_code == 0 and (root / "rep.md").exists()
+
+
+def test_a_changed_model_invalidates_only_its_cells(quick_run, tiny_models, tmp_path):
+    import shutil
+
+    from jobs.evaluate_cells import Evaluation
+    from jobs.evaluate_cmd import evaluation_crops
+    from pipeline.models.model_store import load_model, save_model, load_meta
+
+    root, _ = quick_run
+    rep = tmp_path / "rep"
+    shutil.copytree(root / "rep", rep)
+    models = tmp_path / "models"
+    shutil.copytree(tiny_models, models)
+    enc = load_model(str(models / "severity-gaussian_blur"))
+    with torch.no_grad():
+        next(enc.parameters()).add_(0.01)
+    meta = load_meta(str(models / "severity-gaussian_blur"))
+    save_model(enc, str(models / "severity-gaussian_blur"), extra={k: meta[k] for k in ("role", "operator", "operator_params")})
+    crops, keys, _ = evaluation_crops("dev", 2, 16)
+    log = []
+    ev = Evaluation(models=models, crops01=crops, crop_keys=keys, budget=Budget.quick(), out=rep,
+                    work=root / "work", log=log.append)
+    stored = json.loads((rep / "cells/blur_varying/ldps/flash/cell.json").read_text())
+    ev.run(Cell("inpainting", "ldps", "flash"))         # another family's encoder: reused
+    assert log == []
+    record = ev.run(Cell("blur_varying", "ldps", "flash"))  # this family's encoder changed: recomputed
+    assert any("another key" in m for m in log)
+    assert record["key"] != stored["key"] and record["models"]["severity-gaussian_blur"] != stored["models"]["severity-gaussian_blur"]
+
+
+@pytest.mark.parametrize("bad", [["--photos", "train"], ["--n", "0"], ["--suite", "other"], ["--cell", "x/y"],
+                                 ["--engine", "spark"], ["--models", "/nonexistent"]])
+def test_bad_options_fail_before_any_compute(bad, tmp_path, tiny_models):
+    result = _evaluate(["--quick", "--models", str(tiny_models), "--out", str(tmp_path / "r"),
+                        "--work", str(tmp_path / "w"), *bad])
+    assert result.exit_code == 2, result.output
+    assert not (tmp_path / "w").exists() and not (tmp_path / "r").exists()
