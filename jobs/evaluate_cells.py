@@ -174,12 +174,25 @@ class Evaluation:
                   "config_hash": cfg_hash if cfg else None, "models": self.model_hashes(task.family) if cfg else {},
                   "mean_nfe": float(np.mean([r["nfe"] for r in ok])) if ok else None,
                   "seconds": round(time.time() - t0, 1), "engine": self.engine, "command": self.command,
-                  "sampler_steps": summary.get("sampler_steps"), "finished": time.strftime("%Y-%m-%d %H:%M UTC",
+                  "sampler_steps": summary.get("sampler_steps"), "settings": self.settings(cell, task, cfg), "finished": time.strftime("%Y-%m-%d %H:%M UTC",
                                                                                            time.gmtime()),
                   "set_metrics": set_metrics(restored, ref, {GRID: subset}, self.device)}
         save_cell(self.out, record, rows, {k: images[k] for k in grid if k in images})
         self.log(f"cell {cell.id}: done in {record['seconds']} s, mean NFE {record['mean_nfe']}")
         return load_cell(self.out, cell.id)
+
+    @staticmethod
+    def settings(cell: Cell, task: Task, cfg) -> dict | None:
+        """The solver hyperparameters and c the cell ran with, and whether the tuned table had them."""
+        from pipeline.restoration.solver_settings import resolve, tuned
+
+        if cfg is None:
+            return None
+        mode = "flash" if cfg.flash.enabled else "baseline"
+        params, c = resolve(cfg.solver.name, task.family, cfg.flash.enabled, cfg.solver.params,
+                            cfg.flash.noise_correction, cfg.solver.settings == "tuned")
+        return {"params": params, "noise_correction": c if cfg.flash.enabled else None,
+                "tuned": bool(tuned(cfg.solver.name, task.family, mode).get("params"))}
 
     def restore(self, cfg, data: TaskData, keys: list[str]):
         """The restore job for a cell; its work folder is keyed, so an interrupted cell resumes."""

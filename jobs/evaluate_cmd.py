@@ -57,7 +57,7 @@ def evaluate(
     ctx: typer.Context,
     suite: str = typer.Option("paper", "--suite", help="The experiment suite (paper)"),
     photos: str = typer.Option("dev", "--photos", help="dev, a corpus export folder, or a photo-list file"),
-    n: Optional[int] = typer.Option(None, "--n", help="Images per Flash cell (default 32; --quick 2)"),
+    n: Optional[int] = typer.Option(None, "--n", help="Images per Flash cell (default 16; --quick 2)"),
     n_baseline: Optional[int] = typer.Option(None, "--n-baseline", help="Images per full-schedule baseline cell"),
     out: str = typer.Option("docs/reproduction", "--out", help="Results folder; the report is OUT.md"),
     work: str = typer.Option("out/evaluate", "--work", help="Restore jobs' working outputs (resumable)"),

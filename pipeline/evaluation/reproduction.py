@@ -111,7 +111,14 @@ class Report:
             lines.append(f"| {method_label(solver, mode)} | {fmt(mean(rows, 'psnr'))} | {fmt(mean(rows, 'ssim'), 3)} | "
                          f"{fmt(lpips, 3) if lpips is not None else 'missing¹'} | {fid} | {kid} | "
                          f"{np.mean(nfe):.1f} ± {np.std(nfe):.1f} | {len(rows)} | {ptxt} |")
-        return "\n".join(lines) + "\n"
+        notes = []
+        for solver, mode in methods:
+            st = (self.cell(task, solver, mode) or {}).get("settings")
+            if st:
+                c = f", c = {st['noise_correction']:g}" if st.get("noise_correction") is not None else ""
+                params = ", ".join(f"{k} = {v}" for k, v in sorted(st["params"].items())) or "defaults"
+                notes.append(f"{method_label(solver, mode)}: {params}{c} ({'tuned' if st['tuned'] else 'built-in, not tuned'})")
+        return "\n".join(lines) + ("\n\nSettings: " + "; ".join(notes) + ".\n" if notes else "\n")
 
     def main_verdicts(self, task: str) -> str:
         lines = ["| solver | NFE Flash / baseline (≤ 0.12) | PSNR Flash − baseline, same images (≥ +1 dB) | "

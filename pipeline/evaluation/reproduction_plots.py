@@ -91,6 +91,7 @@ def sample_grid(out: Path, task: dict, columns: list[tuple[str, str]], path: Pat
             ax = fig.add_subplot(len(picked), len(columns), r * len(columns) + c + 1)
             ax.set_xticks([])
             ax.set_yticks([])
+            ax.set_box_aspect(1)
             if img is None:
                 ax.text(0.5, 0.5, "not run", ha="center", va="center", transform=ax.transAxes)
             else:

@@ -69,8 +69,9 @@ def task_named(name: str) -> Task:
 
 @dataclass(frozen=True)
 class Budget:
-    """Images per cell. Baselines (1000 steps from noise) get fewer, the report says how many."""
-    n: int = 32
+    """Images per cell. Baselines (1000 steps from noise) get fewer, the report says how many.
+    The default fits this 2-core CPU in about an hour and a half; a GPU takes `--n 64` or more."""
+    n: int = 16
     n_baseline: int = 4
     n_fixed: int = 16
     fixed_starts: tuple = FIXED_STARTS
