@@ -42,12 +42,19 @@ def spread_keys(keys: list[str], n: int) -> list[str]:
     return [keys[i] for i in sorted({int(i) for i in np.linspace(0, len(keys) - 1, n).round()})]
 
 
-def portable_hash(cfg) -> str:
-    """The config hash with the model folders named by role, not by path: the model
-    fingerprints enter the cell key beside it, so committed cells are reused from any checkout."""
+def portable_hash(cfg, family: str) -> str:
+    """The config hash as a cell key needs it: model folders named by role, not by path (the
+    model fingerprints enter the key beside it, so committed cells are reused from any
+    checkout), and the tuned settings this cell resolves to instead of the whole table's
+    hash (retuning one solver keeps every other solver's cells)."""
+    from pipeline.restoration.solver_settings import resolve
+
     c = copy.deepcopy(cfg)
     c.models.autoencoder, c.models.denoiser = "autoencoder", "ldm"
     c.models.severity = {f: f"severity-{f}" for f in c.models.severity}
+    if c.solver.settings == "tuned":
+        params, nc = resolve(c.solver.name, family, c.flash.enabled, c.solver.params, c.flash.noise_correction, True)
+        c.solver.settings, c.solver.params, c.flash.noise_correction = None, params, nc
     return c.output_hash()
 
 
@@ -147,7 +154,7 @@ class Evaluation:
             cfg_hash, cfg = json.dumps({"input": True, "lpips": self.lpips_weights}), None
         else:
             cfg = self.config_for(cell, task)
-            cfg_hash = portable_hash(cfg)
+            cfg_hash = portable_hash(cfg, task.family)
         key = cell_key(cfg_hash, self.model_hashes(task.family) if cfg else {}, data.key, len(keys))
         stored = load_cell(self.out, cell.id)
         if stored and stored.get("key") == key and not force:

@@ -161,3 +161,24 @@ def test_bad_options_fail_before_any_compute(bad, tmp_path, tiny_models):
                         "--work", str(tmp_path / "w"), *bad])
     assert result.exit_code == 2, result.output
     assert not (tmp_path / "w").exists() and not (tmp_path / "r").exists()
+
+
+def test_cell_key_follows_the_cells_own_settings_not_the_whole_table(tmp_path, monkeypatch):
+    from jobs.evaluate_cells import portable_hash
+    from pipeline.evaluation.tuning import write_table
+    from pipeline.execution.config import load_config
+    from pipeline.restoration import solver_settings as ss
+
+    flash = {"flash": {"best": {"step_size": 2.0, "noise_correction": 0.6, "psnr": 25.0, "nfe": 40.0}, "crops": 8}}
+    monkeypatch.setattr(ss, "TABLE", tmp_path / "settings.yaml")
+    write_table(ss.TABLE, "ldps", "gaussian_blur", flash, "test")
+    ldps, gml = load_config(None, ["solver.name=ldps"]), load_config(None, ["solver.name=gml_dps"])
+    moved = load_config(None, ["solver.name=ldps", "models.autoencoder=/elsewhere/autoencoder"])
+    key = portable_hash(ldps, "gaussian_blur")
+    assert portable_hash(moved, "gaussian_blur") == key  # model folders enter by fingerprint, not path
+    gml_key = portable_hash(gml, "gaussian_blur")
+    write_table(ss.TABLE, "gml_dps", "gaussian_blur", flash, "retuned another solver")
+    assert portable_hash(ldps, "gaussian_blur") == key and portable_hash(gml, "gaussian_blur") != gml_key
+    flash["flash"]["best"]["step_size"] = 1.0
+    write_table(ss.TABLE, "ldps", "gaussian_blur", flash, "retuned this one")
+    assert portable_hash(ldps, "gaussian_blur") != key
