@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from pipeline.evaluation.figures import ordering_accuracy, rankdata, replace_section, spearman
+from pipeline.evaluation.figures import ordering_accuracy, replace_section, spearman
 from tests.factories import FAMILY_PARAMS
 
 
@@ -27,7 +27,8 @@ def test_spearman_monotone_and_ranks():
     x = np.random.default_rng(0).random(50)
     assert spearman(x, np.exp(3 * x)) == pytest.approx(1.0)
     assert spearman(x, -x ** 3) == pytest.approx(-1.0)
-    assert rankdata([3, 1, 3, 2]).tolist() == [3.5, 1.0, 3.5, 2.0]
+    assert spearman([3, 1, 3, 2], [5, 0, 5, 1]) == pytest.approx(1.0)   # ties share their average rank
+    assert np.isnan(spearman(x, np.ones(50)))                         # a constant σ̂² has no ranking
 
 
 def test_replace_section_is_idempotent():

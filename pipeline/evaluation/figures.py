@@ -39,35 +39,31 @@ def ordering_accuracy(sigma2, severity) -> float:
     return float((match / pairs.sum(axis=(1, 2))).mean())
 
 
-def rankdata(x) -> np.ndarray:
-    """Ranks 1..n with ties given their average rank (as scipy.stats.rankdata)."""
-    x = np.asarray(x, np.float64).reshape(-1)
-    order = np.argsort(x, kind="mergesort")
-    ranks = np.empty(len(x), np.float64)
-    sx = x[order]
-    i = 0
-    while i < len(x):
-        j = i
-        while j + 1 < len(x) and sx[j + 1] == sx[i]:
-            j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2.0 + 1.0
-        i = j + 1
-    return ranks
+def _pair(x, y, name: str) -> tuple[np.ndarray, np.ndarray]:
+    x, y = np.asarray(x, np.float64).reshape(-1), np.asarray(y, np.float64).reshape(-1)
+    if len(x) != len(y) or len(x) < 2:
+        raise ValueError(f"{name} needs two equal-length series of ≥ 2 values, got {len(x)} and {len(y)}")
+    return x, y
 
 
 def pearson(x, y) -> float:
-    """Pearson correlation; NaN when either input is constant."""
-    x, y = np.asarray(x, np.float64).reshape(-1), np.asarray(y, np.float64).reshape(-1)
-    if len(x) != len(y) or len(x) < 2:
-        raise ValueError(f"pearson needs two equal-length series of ≥ 2 values, got {len(x)} and {len(y)}")
-    a, b = x - x.mean(), y - y.mean()
-    den = math.sqrt(float((a * a).sum() * (b * b).sum()))
-    return float((a * b).sum() / den) if den > 0 else float("nan")
+    """Pearson correlation (scipy); NaN when either input is constant."""
+    from scipy.stats import pearsonr
+
+    x, y = _pair(x, y, "pearson")
+    if np.ptp(x) == 0 or np.ptp(y) == 0:
+        return float("nan")
+    return float(pearsonr(x, y).statistic)
 
 
 def spearman(x, y) -> float:
-    """Spearman ρ = Pearson of the average ranks."""
-    return pearson(rankdata(x), rankdata(y))
+    """Spearman ρ (scipy: Pearson of the average ranks); NaN when either input is constant."""
+    from scipy.stats import spearmanr
+
+    x, y = _pair(x, y, "spearman")
+    if np.ptp(x) == 0 or np.ptp(y) == 0:
+        return float("nan")
+    return float(spearmanr(x, y).statistic)
 
 
 def paired_mean_ci(a, b, confidence: float = 0.95, resamples: int = 2000, seed: int = 0) -> dict:
