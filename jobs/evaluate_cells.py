@@ -170,7 +170,7 @@ class Evaluation:
                                   task.family, task.noise, lpips_metric(self.lpips_weights))
             images, summary = {k: data.degraded[k] for k in keys}, {}
         else:
-            rows, images, summary = self.restore(cfg, data, keys)
+            rows, images, summary = self.restore(cfg, data, keys, key)
         ok = [r for r in rows if r["status"] == "ok"]
         restored = torch.stack([images[r["key"]] for r in ok]) if ok else clean[:0]
         ref = torch.stack([data.clean[r["key"]] for r in ok]) if ok else clean[:0]
@@ -201,13 +201,15 @@ class Evaluation:
         return {"params": params, "noise_correction": c if cfg.flash.enabled else None,
                 "tuned": bool(tuned(cfg.solver.name, task.family, mode).get("params"))}
 
-    def restore(self, cfg, data: TaskData, keys: list[str]):
-        """The restore job for a cell; its work folder is keyed, so an interrupted cell resumes."""
+    def restore(self, cfg, data: TaskData, keys: list[str], key: str):
+        """The restore job for a cell. Its work folder is named by the cell key (which holds the
+        task's data: tasks share crop keys, so a folder per config alone would hand one task's
+        rows to another) and the job's own hash, so an interrupted cell resumes."""
         from pipeline.io.outputs import OutputStore
         from pipeline.io.shards import iter_samples
         from workers.execute import execute
 
-        work = self.work / "cells" / cfg.output_hash()
+        work = self.work / "cells" / f"{key}-{cfg.output_hash()}"
         summary = execute(cfg, data.url, str(work), only=set(keys))
         store = OutputStore(str(work))
         rows = [r for r in store.read_metrics().to_pylist() if r["key"] in set(keys)]

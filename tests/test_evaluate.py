@@ -101,10 +101,19 @@ def test_quick_evaluation_writes_every_section(quick_run):
     assert "not run yet" not in text and "--quick smoke run" in text
     for name in ("adaptivity.png", "robustness.png", "severity.png", "grid-blur_varying.png", "grid-inpainting.png"):
         assert (root / "rep" / name).stat().st_size > 1000
+    import pyarrow.parquet as pq
+
+    from pipeline.evaluation.suite import task_named
+
     cells = suite_cells(Budget.quick())
     for c in cells:
         record = json.loads((root / "rep" / "cells" / c.id / "cell.json").read_text())
         assert record["ok"] == c.n(Budget.quick()) and record["errors"] == 0, c.id
+        task = task_named(c.task)  # tasks share crop keys: each cell's rows must be its own task's
+        rows = pq.read_table(root / "rep" / "cells" / c.id / "metrics.parquet").to_pylist()
+        assert {r["operator"] for r in rows} == {task.family}, c.id
+        assert all(task.severity[0] <= r["severity"] <= task.severity[1] for r in rows), c.id
+        assert {r["noise_sigma"] for r in rows} == {task.noise}, c.id
     eq = json.loads((root / "rep" / "cells" / "inpainting/ldps/equal_nfe" / "cell.json").read_text())
     fl = json.loads((root / "rep" / "cells" / "inpainting/ldps/flash" / "cell.json").read_text())
     assert eq["sampler_steps"] == max(1, round(fl["mean_nfe"]))  # equal compute: the baseline on Flash's NFE
@@ -123,6 +132,22 @@ def test_cells_are_reused_and_one_can_be_rerun(quick_run):
     assert [p.relative_to(cells).parent.as_posix() for p in changed] == ["blur_fixed/ldps/flash"]
     rebuilt = _evaluate(args + ["--report-only"])
     assert rebuilt.exit_code == 0 and (root / "rep.md").exists()
+
+
+def test_findings_are_included_and_flagged_when_the_cells_change(quick_run):
+    import re
+
+    root, args = quick_run
+    (root / "rep" / "findings.md").write_text("<!-- cells: 000000000000 -->\nThe baseline wins here because X.\n")
+    assert _evaluate(args + ["--report-only"]).exit_code == 0
+    text = (root / "rep.md").read_text()
+    assert "The baseline wins here because X." in text and "written for other cell results" in text
+    digest = re.search(r"Cells digest `([0-9a-f]{12})`", text).group(1)
+    (root / "rep" / "findings.md").write_text(f"<!-- cells: {digest} -->\nThe baseline wins here because X.\n")
+    assert _evaluate(args + ["--report-only"]).exit_code == 0
+    text = (root / "rep.md").read_text()
+    assert "because X." in text and "written for other cell results" not in text
+    (root / "rep" / "findings.md").unlink()
 
 
 def test_a_changed_model_invalidates_only_its_cells(quick_run, tiny_models, tmp_path):

@@ -114,7 +114,7 @@ class Report:
         notes = []
         for solver, mode in methods:
             st = (self.cell(task, solver, mode) or {}).get("settings")
-            if st:
+            if st and solver != "none":  # D(ẑ) runs no solver step
                 c = f", c = {st['noise_correction']:g}" if st.get("noise_correction") is not None else ""
                 params = ", ".join(f"{k} = {v}" for k, v in sorted(st["params"].items())) or "defaults"
                 notes.append(f"{method_label(solver, mode)}: {params}{c} ({'tuned' if st['tuned'] else 'built-in, not tuned'})")
@@ -122,7 +122,7 @@ class Report:
 
     def main_verdicts(self, task: str) -> str:
         lines = ["| solver | NFE Flash / baseline (≤ 0.12) | PSNR Flash − baseline, same images (≥ +1 dB) | "
-                 "KID Flash vs baseline, same images | Flash − equal-NFE baseline | Flash − D(ẑ) |", "|---|---|---|---|---|---|"]
+                 "KID and FID Flash vs baseline, same images | Flash − equal-NFE baseline | Flash − D(ẑ) |", "|---|---|---|---|---|---|"]
         for solver in SOLVER_NAMES:
             if not applicable(solver, TASKS[task].family):
                 continue
@@ -137,13 +137,15 @@ class Report:
             psnr_ok = None if ci is None else ci["mean"] >= 1.0
             fk, bk = ((c or {}).get("set_metrics", {}).get("grid", {}) for c in (f, b))
             kid_ok = fk["kid"] < bk["kid"] if "kid" in fk and "kid" in bk else None
-            kid_txt = f"{fk['kid']:.3f} vs {bk['kid']:.3f} (n={fk['n']})" if kid_ok is not None else "missing (n < 2 or no Inception weights)"
+            fid_ok = fk["fid"] < bk["fid"] if kid_ok is not None else None
+            kid_txt = (f"KID {fk['kid']:.3f} vs {bk['kid']:.3f}, FID {fk['fid']:.0f} vs {bk['fid']:.0f} (n={fk['n']})"
+                       if kid_ok is not None else "missing (n < 2 or no Inception weights)")
             lines.append(f"| {solver} | {fmt(ratio, 3)} {verdict(nfe_ok)} | {ci_text(ci)} {verdict(psnr_ok)} | "
                          f"{kid_txt} {verdict(kid_ok)} | {ci_text(paired(f, e))} | "
                          f"{ci_text(paired(f, self.cell(task, 'none', 'decode')))} |")
             self.grid[(task, solver)] = " · ".join(
                 ([f"NFE {verdict(nfe_ok)}"] if solver in DDPM_SOLVERS else [])
-                + [f"PSNR {verdict(psnr_ok)}" + (f" ({ci['mean']:+.1f} dB)" if ci else ""), f"KID {verdict(kid_ok)}"])
+                + [f"PSNR {verdict(psnr_ok)}" + (f" ({ci['mean']:+.1f} dB)" if ci else ""), f"KID {verdict(kid_ok)}", f"FID {verdict(fid_ok)}"])
         return "\n".join(lines) + "\n"
 
     def solver_adds(self) -> str:

@@ -30,6 +30,28 @@ How the numbers are made (the method and its caveats):
 """
 
 
+def cells_digest(report: Report) -> str:
+    import hashlib
+
+    keys = sorted(f"{cid}={c['key']}" for cid, c in report.cells.items() if c)
+    return hashlib.sha256("\n".join(keys).encode()).hexdigest()[:12]
+
+
+def findings(report: Report) -> list[str]:
+    """OUT/findings.md: the reasons found for missed targets, written by hand after reading the
+    cells. Its `<!-- cells: DIGEST -->` line names the cells it was written for; when they have
+    changed since, the report says so instead of passing old reasons off as current."""
+    path = report.out / "findings.md"
+    if not path.exists():
+        return []
+    text = path.read_text().strip()
+    digest = cells_digest(report)
+    stale = f"<!-- cells: {digest} -->" not in text
+    note = (f"> These findings were written for other cell results than the ones above (cells digest now "
+            f"`{digest}`): read them as the previous run's, until they are revised.\n\n" if stale else "")
+    return ["## Findings: why targets are missed (written after reading the cells)", "", note + text, ""]
+
+
 def render(report: Report, meta: dict, tasks: dict, quick: bool) -> str:
     out = report.out
     b = report.budget
@@ -82,14 +104,16 @@ def render(report: Report, meta: dict, tasks: dict, quick: bool) -> str:
             body += [f"**{TASKS[t].label}**", "", f"![{t}]({rel}/{name})", ""]
     solvers = list(dict.fromkeys(s for _, s in report.grid))
     head = ["## Verdicts", "", "Main table, per task × solver: Flash NFE ≤ 0.12 × the baseline's (DDPM solvers), Flash "
-            "PSNR ≥ baseline + 1 dB and lower KID on the images both restored (details in §1):", "",
+            "PSNR ≥ baseline + 1 dB, lower KID and FID on the images both restored (details in §1; at these n the "
+            "set metrics are indicative only):", "",
             "| task | " + " | ".join(solvers) + " |", "|---" * (1 + len(solvers)) + "|"]
     head += [f"| {t} | " + " | ".join(report.grid.get((t, s), "n/a (PSLD needs a linear operator)") for s in solvers) + " |"
              for t in TASKS]
     head += ["", "| claim | measured | verdict | note |", "|---|---|---|---|"]
     head += [f"| {c} | {m} | {v} | {w} |" for c, m, v, w in report.verdicts]
-    lines += head + [""] + body
-    lines += ["## Cells", "", "| cell | key | config hash | models | n (ok) | seconds | finished |", "|---|---|---|---|---|---|---|"]
+    lines += head + [""] + findings(report) + body
+    lines += ["## Cells", "", f"Cells digest `{cells_digest(report)}` (a findings file written for these results "
+              f"carries `<!-- cells: {cells_digest(report)} -->`).", "", "| cell | key | config hash | models | n (ok) | seconds | finished |", "|---|---|---|---|---|---|---|"]
     for cid, c in report.cells.items():
         if c is None:
             lines.append(f"| `{cid}` | not run yet | | | | | |")
