@@ -39,11 +39,14 @@ def evaluation_crops(photos: str, n: int, size: int):
     else:
         from pipeline.corpus.crops import iter_crops
 
-        entries = read_photo_list(photos, check=True)
+        entries = read_photo_list(photos)
+        if not entries:
+            raise ValueError(f"--photos {photos} lists no photos")
         overlap = set(entries) & set(read_photo_list("train"))
         if overlap:
             raise ValueError(f"--photos {photos} holds training photos ({sorted(overlap)[:3]}…); the solver "
                              "settings were tuned on them")
+        read_photo_list(photos, check=True)  # every entry resolves, before any crop is cut
         crops = [c for batch, _ in iter_crops(entries, size=size) for c in batch]
         if not crops:
             raise ValueError(f"--photos {photos}: no crops kept from {len(entries)} photos")

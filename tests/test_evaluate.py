@@ -179,6 +179,19 @@ def test_a_changed_model_invalidates_only_its_cells(quick_run, tiny_models, tmp_
     assert record["key"] != stored["key"] and record["models"]["severity-gaussian_blur"] != stored["models"]["severity-gaussian_blur"]
 
 
+def test_photo_lists_with_training_photos_or_none_are_refused(tmp_path, tiny_models):
+    from pipeline.corpus.photos import read_photo_list
+
+    lists = {"train.txt": read_photo_list("train")[0] + "\n", "empty.txt": "# nothing\n"}
+    for name, text in lists.items():
+        (tmp_path / name).write_text(text)
+        result = _evaluate(["--quick", "--models", str(tiny_models), "--photos", str(tmp_path / name),
+                            "--out", str(tmp_path / "r"), "--work", str(tmp_path / "w")])
+        said = " ".join(result.output.split())  # rich wraps long lines
+        assert result.exit_code == 2 and ("training photos" in said or "lists no photos" in said), said
+    assert not (tmp_path / "w").exists()
+
+
 @pytest.mark.parametrize("bad", [["--photos", "train"], ["--n", "0"], ["--suite", "other"], ["--cell", "x/y"],
                                  ["--engine", "spark"], ["--models", "/nonexistent"]])
 def test_bad_options_fail_before_any_compute(bad, tmp_path, tiny_models):
