@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 
 from pipeline.evaluation.cell_store import load_png
 
@@ -32,6 +33,7 @@ def adaptivity_plot(data: dict, path: Path) -> str | None:
         if flash[0] is not None and flash[1] is not None:
             ax.plot([flash[0]], [flash[1]], "r*", markersize=14, label="Flash (adaptive)")
         ax.set(xscale="log", xlabel="mean NFE", ylabel="PSNR (dB)", title=title)
+        ax.xaxis.set_minor_formatter(NullFormatter())  # log minor labels collide at this width
         ax.grid(alpha=0.3)
         if i == 0:
             ax.legend()

