@@ -17,7 +17,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from pipeline.evaluation.cell_store import (load_cell, load_task, reference_rows, save_cell, save_task,
+from pipeline.evaluation.cell_store import (load_cell, reference_rows, save_cell, save_task,
                                             set_metrics)
 from pipeline.evaluation.suite import Budget, Cell, Task, cell_key, cell_overrides, data_key, task_named
 
@@ -33,6 +33,7 @@ class TaskData:
     severity: dict[str, float]
     degraded: dict[str, torch.Tensor]
     clean: dict[str, torch.Tensor]
+    grid: list[str]               # the baselines' images, which the sample grids show
 
 
 def spread_keys(keys: list[str], n: int) -> list[str]:
@@ -121,8 +122,8 @@ class Evaluation:
         for s in iter_samples(str(shard)):
             degraded[s.key], cleans[s.key], sev[s.key] = s.image01, s.clean01, float(s.params["severity"])
         keys = sorted(sev, key=lambda k: (sev[k], k))
-        data = TaskData(task, str(shard), dk, keys, sev, degraded, cleans)
         grid = spread_keys(keys, self.budget.n_baseline)
+        data = TaskData(task, str(shard), dk, keys, sev, degraded, cleans, grid)
         save_task(self.out, task.name, {"task": task.name, "label": task.label, "family": task.family,
                                         "severity": list(task.severity), "noise": task.noise,
                                         "params": task.overrides(), "data_key": dk, "images": len(keys),
@@ -155,7 +156,8 @@ class Evaluation:
         else:
             cfg = self.config_for(cell, task)
             cfg_hash = portable_hash(cfg, task.family)
-        key = cell_key(cfg_hash, self.model_hashes(task.family) if cfg else {}, data.key, len(keys))
+        models = self.model_hashes(task.family) if cfg else {}
+        key = cell_key(cfg_hash, models, data.key, len(keys))
         stored = load_cell(self.out, cell.id)
         if stored and stored.get("key") == key and not force:
             return stored
@@ -174,15 +176,15 @@ class Evaluation:
         ok = [r for r in rows if r["status"] == "ok"]
         restored = torch.stack([images[r["key"]] for r in ok]) if ok else clean[:0]
         ref = torch.stack([data.clean[r["key"]] for r in ok]) if ok else clean[:0]
-        grid = set(load_task(self.out, task.name)[GRID])
+        grid = set(data.grid)
         subset = [i for i, r in enumerate(ok) if r["key"] in grid]
         record = {"id": cell.id, "key": key, "task": task.name, "solver": cell.solver, "mode": cell.mode,
                   "n": len(keys), "ok": len(ok), "errors": len(rows) - len(ok), "data_key": data.key,
-                  "config_hash": cfg_hash if cfg else None, "models": self.model_hashes(task.family) if cfg else {},
+                  "config_hash": cfg_hash if cfg else None, "models": models,
                   "mean_nfe": float(np.mean([r["nfe"] for r in ok])) if ok else None,
                   "seconds": round(time.time() - t0, 1), "engine": self.engine, "command": self.command,
-                  "sampler_steps": summary.get("sampler_steps"), "settings": self.settings(cell, task, cfg), "finished": time.strftime("%Y-%m-%d %H:%M UTC",
-                                                                                           time.gmtime()),
+                  "sampler_steps": summary.get("sampler_steps"), "settings": self.settings(cell, task, cfg),
+                  "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                   "set_metrics": set_metrics(restored, ref, {GRID: subset}, self.device)}
         save_cell(self.out, record, rows, {k: images[k] for k in grid if k in images})
         self.log(f"cell {cell.id}: done in {record['seconds']} s, mean NFE {record['mean_nfe']}")
@@ -210,13 +212,14 @@ class Evaluation:
         from workers.execute import execute
 
         work = self.work / "cells" / f"{key}-{cfg.output_hash()}"
-        summary = execute(cfg, data.url, str(work), only=set(keys))
+        wanted = set(keys)
+        summary = execute(cfg, data.url, str(work), only=wanted)
         store = OutputStore(str(work))
-        rows = [r for r in store.read_metrics().to_pylist() if r["key"] in set(keys)]
+        rows = [r for r in store.read_metrics().to_pylist() if r["key"] in wanted]
         images = {}
         for part in sorted((work / "images").glob("part-*.tar")):
             for s in iter_samples(str(part), allow_convert=True):
-                if hasattr(s, "image01") and s.key in set(keys):
+                if hasattr(s, "image01") and s.key in wanted:
                     images[s.key] = s.image01
         if not cfg.flash.enabled:  # the length of the schedule a baseline ran
             summary["sampler_steps"] = 1 + max((r["start_step"] for r in rows if r["status"] == "ok"), default=-1)

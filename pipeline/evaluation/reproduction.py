@@ -234,7 +234,9 @@ class Report:
 
     # ------------------------------------------------------------------ severity
     def severity(self) -> tuple[str, dict]:
-        from scipy.stats import kendalltau, pearsonr, spearmanr
+        from scipy.stats import kendalltau
+
+        from pipeline.evaluation.figures import pearson, spearman
 
         lines = ["| family (task) | Spearman ρ(σ̂², t) | pairwise ordering (σ̂² vs t) | n |", "|---|---|---|---|"]
         points = {}
@@ -247,7 +249,7 @@ class Report:
                 lines.append(f"| {task} | {'not run yet' if cell is None else 'too few images for ranks'} | | | {len(rows)} |")
                 continue
             s2, t = [r["sigma2_hat"] for r in rows], [r["severity"] for r in rows]
-            rho = float(spearmanr(s2, t).statistic)
+            rho = spearman(s2, t)
             lines.append(f"| {TASKS[task].family} ({task}) | {rho:.3f} | {(1 + kendalltau(s2, t).statistic) / 2:.3f} | {len(rows)} |")
             if task == "blur_varying":
                 self.target("σ̂² Spearman ≥ 0.8 (Gaussian blur)", f"{rho:.3f}", rho >= 0.8)
@@ -256,7 +258,7 @@ class Report:
         if len(d) >= 3:
             s2, err = [r["sigma2_hat"] for r in d], [10 ** (-r["psnr"] / 10) for r in d]
             text += (f"\nAt fixed severity (blur_fixed, t = 1), per image: Pearson(σ̂², MSE of D(ẑ)) "
-                     f"{pearsonr(s2, err).statistic:.3f}, Spearman {spearmanr(s2, err).statistic:.3f} (n={len(d)}): "
+                     f"{pearson(s2, err):.3f}, Spearman {spearman(s2, err):.3f} (n={len(d)}): "
                      "with the severity fixed, σ̂² still has to say which images the encoder gets wrong.\n")
             points["fixed"] = (err, s2)
         return text, points
