@@ -142,7 +142,13 @@ class Evaluation:
         flash_nfe = None
         if cell.mode == "equal_nfe":
             flash_nfe = self.run(Cell(cell.task, cell.solver, "flash"))["mean_nfe"]
-        cfg = load_config(None, self.base_sets(task.family) + cell_overrides(cell, task, self.budget, flash_nfe))
+        sets = self.base_sets(task.family) + cell_overrides(cell, task, self.budget, flash_nfe)
+        if cell.mode == "equal_nfe":   # ζ tuned on a short schedule, when the table has it
+            from pipeline.restoration.solver_settings import tuned
+
+            entry = tuned(cell.solver, task.family, "equal_nfe")["params"]
+            sets += [f"solver.params.{k}={v}" for k, v in entry.items()]
+        cfg = load_config(None, sets)
         cfg.models.severity = {task.family: self.severity_url(task.family)}
         return cfg
 
@@ -197,7 +203,7 @@ class Evaluation:
 
         if cfg is None:
             return None
-        mode = "flash" if cfg.flash.enabled else "baseline"
+        mode = "flash" if cfg.flash.enabled else "equal_nfe" if cell.mode == "equal_nfe" else "baseline"
         params, c = resolve(cfg.solver.name, task.family, cfg.flash.enabled, cfg.solver.params,
                             cfg.flash.noise_correction, cfg.solver.settings == "tuned")
         return {"params": params, "noise_correction": c if cfg.flash.enabled else None,

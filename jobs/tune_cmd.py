@@ -1,4 +1,4 @@
-"""`flash-restore tune`: grid-search ζ and c on validation crops of the training photos; write the table."""
+"""`flash-restore tune`: grid-search solver settings on validation crops of the training photos; write the table."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -16,6 +16,22 @@ def _floats(text: str, name: str) -> list[float]:
     return vals
 
 
+def _grid(step_sizes: str, flag: str, params: list[str], flag_params: str) -> dict[str, list]:
+    """{name: values} from a ζ list ('' = the solver has none) and NAME=V1,V2 options."""
+    import yaml
+
+    out = {"step_size": _floats(step_sizes, flag)} if step_sizes else {}
+    for spec in params:
+        name, sep, values = spec.partition("=")
+        if not sep or not name.strip() or not values.strip():
+            raise typer.BadParameter(f"{flag_params} takes NAME=V1,V2,..., got {spec!r}")
+        try:
+            out[name.strip()] = [yaml.safe_load(v) for v in values.split(",") if v.strip()]
+        except yaml.YAMLError:
+            raise typer.BadParameter(f"{flag_params} {spec!r}: values must be numbers or words") from None
+    return out
+
+
 def tune(
     solver: str = typer.Option("ldps", "--solver"),
     family: str = typer.Option("gaussian_blur", "--family", help="Operator family (its severity encoder is used)"),
@@ -23,9 +39,15 @@ def tune(
     data: str = typer.Option("data/corpus/train", "--data", help="Training corpus export (validation crops come from it)"),
     crops: int = typer.Option(16, "--crops", help="Validation crops for the Flash grid"),
     baseline_crops: int = typer.Option(4, "--baseline-crops", help="Of those, restored for the baseline grid"),
-    step_sizes: str = typer.Option("0.5,1,2", "--step-sizes", help="Flash ζ grid"),
+    step_sizes: str = typer.Option("0.5,1,2", "--step-sizes", help="Flash ζ grid ('' = the solver has no ζ)"),
     noise_corrections: str = typer.Option("0.6,1.2", "--noise-corrections", help="Flash c grid"),
-    baseline_step_sizes: str = typer.Option("0.5,1,2", "--baseline-step-sizes", help="Baseline ζ grid ('' = skip)"),
+    params: list[str] = typer.Option([], "--param", help="More of the Flash grid: NAME=V1,V2 (repeatable)"),
+    baseline_step_sizes: str = typer.Option("0.5,1,2", "--baseline-step-sizes", help="Baseline ζ grid"),
+    baseline_params: list[str] = typer.Option([], "--baseline-param", help="More of the baseline grid: NAME=V1,V2"),
+    baseline_steps: int = typer.Option(0, "--baseline-steps", min=0, help="Tune the baseline on a schedule this "
+                                       "long (stored as the equal-NFE settings); 0 = the solver's full schedule"),
+    skip_flash: bool = typer.Option(False, "--skip-flash", help="Tune the baseline only"),
+    skip_baseline: bool = typer.Option(False, "--skip-baseline", help="Tune Flash only"),
     batch_size: int = typer.Option(16, "--batch-size"),
     table: str = typer.Option("pipeline/restoration/solver_settings.yaml", "--table", help="Settings table to update"),
     doc: str = typer.Option("docs/tuning.md", "--doc", help="Report of every trial"),
@@ -45,9 +67,18 @@ def tune(
         console.print(f"[red]error:[/red] --solver one of {sorted(SOLVERS)}, --family one of {sorted(OPERATORS)}")
         raise typer.Exit(2)
     root = Path(models)
-    flash_grid = {"step_size": _floats(step_sizes, "--step-sizes"),
-                  "noise_correction": _floats(noise_corrections, "--noise-corrections")}
-    base_grid = {"step_size": _floats(baseline_step_sizes, "--baseline-step-sizes")} if baseline_step_sizes else {}
+    flash_grid = {} if skip_flash else {**_grid(step_sizes, "--step-sizes", params, "--param"),
+                                        "noise_correction": _floats(noise_corrections, "--noise-corrections")}
+    base_grid = {} if skip_baseline else _grid(baseline_step_sizes, "--baseline-step-sizes", baseline_params,
+                                               "--baseline-param")
+    unknown = sorted((set(flash_grid) | set(base_grid)) - set(SOLVERS[solver].defaults) - {"noise_correction"})
+    if unknown:
+        console.print(f"[red]error:[/red] {solver} has no hyperparameters {unknown}; known: "
+                      f"{sorted(SOLVERS[solver].defaults)} (--step-sizes '' for a solver without step_size)")
+        raise typer.Exit(2)
+    if not flash_grid and not base_grid:
+        console.print("[red]error:[/red] nothing to tune: --skip-flash and --skip-baseline together")
+        raise typer.Exit(2)
     sets = [f"models.autoencoder={root / 'autoencoder'}", f"models.denoiser={root / 'ldm'}",
             f"models.severity.{family}={root / f'severity-{family}'}", "execution.engine=local",
             f"execution.batch_size={batch_size}", f"seed={seed}"]
@@ -56,30 +87,30 @@ def tune(
 
     try:
         ae, _ = load_frozen_autoencoder(str(root / "autoencoder"), "cpu")
-        params = load_meta(str(root / f"severity-{family}")).get("operator_params", {})
+        operator = load_meta(str(root / f"severity-{family}")).get("operator_params", {})
     except (ValueError, OSError) as exc:
         console.print(f"[red]error:[/red] models under {root}: {exc}")
         raise typer.Exit(2)
     x01 = validation_crops(data, crops, int(ae.model.config.sample_size))
-    result = run_tune(sets, solver, family, x01, flash_grid, base_grid, baseline_crops, batch_size, seed, params,
-                      progress=lambda mode, r: console.print(f"{mode}: {r}"))
+    result = run_tune(sets, solver, family, x01, flash_grid, base_grid, baseline_crops, batch_size, seed, operator,
+                      baseline_steps=baseline_steps or None, progress=lambda mode, r: console.print(f"{mode}: {r}"))
     note = f"{len(x01)} validation crops of {data} (every 7th crop, training photos only), t ~ linspace(0,1), noise 0.05"
     write_table(Path(table), solver, family, result, note)
+    names = sorted({k for g in (flash_grid, base_grid) for k in g})
+    cols = ["mode", *names, "PSNR (dB)", "input PSNR", "mean NFE", "seconds", "crops", "chosen"]
     out = Table(title=f"tune {solver}/{family}")
-    for col in ("mode", "step_size", "c", "PSNR", "input PSNR", "NFE", "s", "crops"):
+    for col in cols:
         out.add_column(col)
-    lines = [f"Command: `{command_line()}`", "", note, "",
-             "| mode | ζ | c | PSNR (dB) | input PSNR | mean NFE | seconds | crops | chosen |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = [f"Command: `{command_line()}`", "", note, "", "| " + " | ".join(cols) + " |", "|---" * len(cols) + "|"]
     for mode, res in result.items():
         for r in res["trials"]:
-            chosen = "yes" if r is res["best"] else ""
-            c = r.get("noise_correction", "")
-            out.add_row(mode, str(r["step_size"]), str(c), f"{r['psnr']:.2f}", f"{r['input_psnr']:.2f}",
-                        f"{r['nfe']:.1f}", f"{r['seconds']:.0f}", str(r["n"]))
-            lines.append(f"| {mode} | {r['step_size']} | {c} | {r['psnr']:.2f} | {r['input_psnr']:.2f} | "
-                         f"{r['nfe']:.1f} | {r['seconds']:.0f} | {r['n']} | {chosen} |")
+            cells = [mode, *(str(r.get(k, "")) for k in names), f"{r['psnr']:.2f}", f"{r['input_psnr']:.2f}",
+                     f"{r['nfe']:.1f}", f"{r['seconds']:.0f}", str(r["n"]), "yes" if r is res["best"] else ""]
+            out.add_row(*cells)
+            lines.append("| " + " | ".join(cells) + " |")
     console.print(out)
-    _replace_section(Path(doc), f"## {solver} / {family}", "\n".join(lines) + "\n")
+    heading = f"## {solver} / {family}" + (f" (baseline on {baseline_steps} steps)" if baseline_steps else "")
+    _replace_section(Path(doc), heading, "\n".join(lines) + "\n")
     console.print(f"tune: {table} updated, report in {doc}")
 
 

@@ -66,3 +66,26 @@ def test_tune_command_picks_the_best_trial_and_writes_table_and_report(tiny_mode
     assert best.endswith("| yes |") and f"| {entry['flash']['params']['step_size']} |" in best
     bad = CliRunner().invoke(app, ["tune", "--models", str(tiny_models), "--step-sizes", "fast", "--table", str(table)])
     assert bad.exit_code != 0
+
+
+def test_tune_grids_any_solver_hyperparameter_and_the_short_schedule(tiny_models, tmp_path):
+    """ReSample has no ζ: its own hyperparameters are the grid; --baseline-steps tunes the equal-NFE entry."""
+    import yaml
+    from typer.testing import CliRunner
+
+    from jobs.cli import app
+
+    table, doc = tmp_path / "settings.yaml", tmp_path / "tuning.md"
+    result = CliRunner().invoke(app, [
+        "tune", "--models", str(tiny_models), "--solver", "resample", "--crops", "2", "--baseline-crops", "2",
+        "--step-sizes", "", "--noise-corrections", "1.2", "--param", "resample_step=100,1600",
+        "--baseline-step-sizes", "", "--baseline-param", "every_n=2", "--baseline-steps", "4",
+        "--batch-size", "2", "--table", str(table), "--doc", str(doc)])
+    assert result.exit_code == 0, result.output
+    entry = yaml.safe_load(table.read_text())["settings"]["resample"]["gaussian_blur"]
+    assert entry["flash"]["params"]["resample_step"] in (100, 1600) and "step_size" not in entry["flash"]["params"]
+    assert entry["equal_nfe"] == {**entry["equal_nfe"], "params": {"every_n": 2}, "steps": 4}
+    assert "baseline" not in entry and "(baseline on 4 steps)" in doc.read_text()
+    for bad in (["--param", "zeta=1"], ["--param", "nonsense"], ["--skip-flash", "--skip-baseline"]):
+        out = CliRunner().invoke(app, ["tune", "--models", str(tiny_models), "--table", str(table), *bad])
+        assert out.exit_code == 2, (bad, out.output)

@@ -2,7 +2,8 @@
 
 Why: an untuned solver is judged unfairly (Latent-DPS at ζ = 1 from noise lands below the
 degraded input it started from), and an untuned baseline makes Flash look good for the
-wrong reason. So Flash (ζ × noise correction c) and the full-schedule baseline (ζ) are
+wrong reason. So Flash (its solver's grid × noise correction c) and the baseline (its
+solver's grid, on the full schedule or on a short one for the equal-NFE comparison) are
 tuned the same way, on the same crops, by mean PSNR, and the winners go into the
 versioned table `pipeline/restoration/solver_settings.yaml` that jobs read.
 """
@@ -58,24 +59,34 @@ def grid(spec: dict[str, list]) -> list[dict]:
 
 
 def tune(base_sets: list[str], solver: str, family: str, x01: torch.Tensor, flash_grid: dict, baseline_grid: dict,
-         baseline_crops: int, batch: int, seed: int = 0, params: dict | None = None, progress=None) -> dict:
-    """{'flash': {best, trials}, 'baseline': {best, trials}} by mean PSNR; t ~ linspace(0,1,n).
+         baseline_crops: int, batch: int, seed: int = 0, params: dict | None = None, baseline_steps: int | None = None,
+         progress=None) -> dict:
+    """{'flash': {best, trials}, 'baseline' | 'equal_nfe': {best, trials}} by mean PSNR; t ~ linspace(0,1,n).
 
-    `params` are the operator overrides the family's severity encoder was trained with."""
+    `params` are the operator overrides the family's severity encoder was trained with. With
+    `baseline_steps` the baseline runs from noise on a schedule that long (the solver's own
+    sampler) and its winner is the 'equal_nfe' entry: ζ tuned for 1000 steps overshoots on 60."""
     samples = degraded_samples(family, x01, np.linspace(0.0, 1.0, len(x01)), params or {}, seed, f"tune-{family}")
     base_idx = np.linspace(0, len(samples) - 1, min(baseline_crops, len(samples))).round().astype(int)
+    base_mode, base_sets_extra = "baseline", []
+    if baseline_steps:
+        sampler = "ddim" if solver == "resample" else "ddpm"
+        base_mode, base_sets_extra = "equal_nfe", [f"solver.sampler={sampler}", f"solver.steps={baseline_steps}"]
     out = {}
-    for mode, spec, chosen in (("flash", flash_grid, samples), ("baseline", baseline_grid,
+    for mode, spec, chosen in (("flash", flash_grid, samples), (base_mode, baseline_grid,
                                                                  [samples[i] for i in sorted(set(base_idx))])):
         if not chosen or not spec:
             continue
         trials = []
+        extra = base_sets_extra if mode == base_mode else []
         for settings in grid(spec):
-            trials.append(score(base_sets + [f"solver.name={solver}"], family, chosen, mode == "flash", settings, batch))
+            trials.append(score(base_sets + [f"solver.name={solver}"] + extra, family, chosen, mode == "flash",
+                                settings, batch))
             if progress:
                 progress(mode, trials[-1])
         best = max(trials, key=lambda r: -np.inf if r["psnr"] is None else r["psnr"])
-        out[mode] = {"best": best, "trials": trials, "crops": len(chosen)}
+        out[mode] = {"best": best, "trials": trials, "crops": len(chosen),
+                     **({"steps": baseline_steps} if mode == "equal_nfe" else {})}
     return out
 
 
@@ -92,6 +103,8 @@ def write_table(path: Path, solver: str, family: str, result: dict, note: str) -
                "score": {"psnr": round(best["psnr"], 3), "nfe": round(best["nfe"], 1), "crops": res["crops"]}}
         if "noise_correction" in best:
             new["noise_correction"] = best["noise_correction"]
+        if "steps" in res:
+            new["steps"] = res["steps"]
         entry[mode] = new
     table = {"version": int(table.get("version", 0)) + 1, "tuned_on": note, "settings": settings}
     path.write_text("# Tuned solver settings, read by jobs with solver.settings: tuned (the default).\n"

@@ -19,7 +19,7 @@ from pathlib import Path
 import yaml
 
 TABLE = Path(__file__).resolve().parent / "solver_settings.yaml"
-MODES = ("flash", "baseline")
+MODES = ("flash", "baseline", "equal_nfe")   # equal_nfe: from noise on a short schedule
 
 
 def load_table(path: str | None = None) -> dict:
