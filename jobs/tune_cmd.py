@@ -101,16 +101,17 @@ def tune(
     out = Table(title=f"tune {solver}/{family}")
     for col in cols:
         out.add_column(col)
-    lines = [f"Command: `{command_line()}`", "", note, "", "| " + " | ".join(cols) + " |", "|---" * len(cols) + "|"]
-    for mode, res in result.items():
+    for mode, res in result.items():   # one section per solver / family / mode: a rerun of one mode keeps the others
+        lines = [f"Command: `{command_line()}`", "", note, "", "| " + " | ".join(cols) + " |",
+                 "|---" * len(cols) + "|"]
         for r in res["trials"]:
             cells = [mode, *(str(r.get(k, "")) for k in names), f"{r['psnr']:.2f}", f"{r['input_psnr']:.2f}",
                      f"{r['nfe']:.1f}", f"{r['seconds']:.0f}", str(r["n"]), "yes" if r is res["best"] else ""]
             out.add_row(*cells)
             lines.append("| " + " | ".join(cells) + " |")
+        label = f"equal_nfe ({res['steps']} steps from noise)" if "steps" in res else mode
+        _replace_section(Path(doc), f"## {solver} / {family} / {label}", "\n".join(lines) + "\n")
     console.print(out)
-    heading = f"## {solver} / {family}" + (f" (baseline on {baseline_steps} steps)" if baseline_steps else "")
-    _replace_section(Path(doc), heading, "\n".join(lines) + "\n")
     console.print(f"tune: {table} updated, report in {doc}")
 
 

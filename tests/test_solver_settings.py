@@ -85,7 +85,7 @@ def test_tune_grids_any_solver_hyperparameter_and_the_short_schedule(tiny_models
     entry = yaml.safe_load(table.read_text())["settings"]["resample"]["gaussian_blur"]
     assert entry["flash"]["params"]["resample_step"] in (100, 1600) and "step_size" not in entry["flash"]["params"]
     assert entry["equal_nfe"] == {**entry["equal_nfe"], "params": {"every_n": 2}, "steps": 4}
-    assert "baseline" not in entry and "(baseline on 4 steps)" in doc.read_text()
+    assert "baseline" not in entry and "## resample / gaussian_blur / equal_nfe (4 steps from noise)" in doc.read_text()
     for bad in (["--param", "zeta=1"], ["--param", "nonsense"], ["--skip-flash", "--skip-baseline"]):
         out = CliRunner().invoke(app, ["tune", "--models", str(tiny_models), "--table", str(table), *bad])
         assert out.exit_code == 2, (bad, out.output)

