@@ -194,6 +194,10 @@ def figure_rows(fig: dict) -> list[tuple[str, object, str]]:
                  (f"severity {fam}: σ̂² mean (min–max)",
                   f"{s['sigma2_mean']:.4g} ({s['sigma2_min']:.4g}–{s['sigma2_max']:.4g})", "over the sweep"),
                  (f"severity {fam}: realised var mean", s["realised_var_mean"], "var(ẑ − z0) per image, mean"),
+                 *([(f"severity {fam}: realised error's own ordering / Spearman",
+                     f"{s['realised_ordering_accuracy']:.4g} / {s['realised_spearman']:.4g}",
+                     "var(ẑ − z0) in place of σ̂²: what a perfect error predictor scores")]
+                   if "realised_spearman" in s else []),
                  (f"severity {fam}: start step mean (min–max)",
                   f"{s['start_step_mean']:.1f} ({s['start_step_min']}–{s['start_step_max']})", "DDPM grid, §3.2")]
     ldm = fig.get("ldm")

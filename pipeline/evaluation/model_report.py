@@ -121,6 +121,9 @@ def measure_severity(encoder, ae, family: str, crops01, params: dict, device, se
     k = sampler.start_index(torch.from_numpy(s2)).numpy()
     return {"ordering_accuracy": ordering_accuracy(s2.reshape(n, K), ts), "spearman": spearman(s2, t_all),
             "pearson": pearson(s2, t_all), "calibration_pearson": pearson(s2, real),
+            # what a perfect predictor of the realised error would score on the same ladder
+            "realised_ordering_accuracy": ordering_accuracy(real.reshape(n, K), ts),
+            "realised_spearman": spearman(real, t_all),
             "sigma2_mean": float(s2.mean()), "sigma2_min": float(s2.min()), "sigma2_max": float(s2.max()),
             "realised_var_mean": float(real.mean()), "start_step_mean": float(k.mean()),
             "start_step_min": int(k.min()), "start_step_max": int(k.max()), "crops": n, "severities": K,
