@@ -66,6 +66,8 @@ def evaluate(
     work: str = typer.Option("out/evaluate", "--work", help="Restore jobs' working outputs (resumable)"),
     quick: bool = typer.Option(False, "--quick", help="Smoke run: 2 images, a 10-step schedule"),
     cell: Optional[List[str]] = typer.Option(None, "--cell", help="Rerun only TASK/SOLVER/MODE (repeatable)"),
+    reuse: bool = typer.Option(False, "--reuse", help="With --cell: keep a stored cell whose key still matches "
+                               "(run only those that are missing or stale)"),
     report_only: bool = typer.Option(False, "--report-only", help="Rebuild the report from stored cells"),
     models: str = typer.Option("models", "--models", help="Folder with autoencoder/, ldm/, severity-<family>/"),
     lpips_weights: Optional[str] = typer.Option(None, "--lpips-weights", help="LPIPS safetensors (else missing)"),
@@ -118,7 +120,7 @@ def evaluate(
     todo, failed = wanted or suite_cells(budget), {}
     for c in todo:
         try:
-            ev.run(c, force=bool(wanted))
+            ev.run(c, force=bool(wanted) and not reuse)
         except Exception as exc:  # noqa: BLE001 - one failed cell is reported; the others still run
             failed[c.id] = f"{type(exc).__name__}: {exc}"
             console.print(f"[red]cell {c.id} failed:[/red] {failed[c.id]}")

@@ -130,6 +130,8 @@ def test_cells_are_reused_and_one_can_be_rerun(quick_run):
     assert one.exit_code == 0, one.output
     changed = [p for p in cells.glob("**/cell.json") if p.stat().st_mtime_ns != before[p]]
     assert [p.relative_to(cells).parent.as_posix() for p in changed] == ["blur_fixed/ldps/flash"]
+    kept = _evaluate(args + ["--cell", "blur_fixed/ldps/flash", "--reuse"])   # stored and current: not rerun
+    assert kept.exit_code == 0 and "images" not in kept.output, kept.output
     rebuilt = _evaluate(args + ["--report-only"])
     assert rebuilt.exit_code == 0 and (root / "rep.md").exists()
 
