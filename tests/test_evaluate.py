@@ -222,3 +222,23 @@ def test_cell_key_follows_the_cells_own_settings_not_the_whole_table(tmp_path, m
     flash["flash"]["best"]["step_size"] = 1.0
     write_table(ss.TABLE, "ldps", "gaussian_blur", flash, "retuned this one")
     assert portable_hash(ldps, "gaussian_blur") != key
+
+
+def test_a_cell_run_before_a_retune_is_reported_stale(tmp_path, monkeypatch):
+    """The report flags cells whose recorded settings the table no longer resolves to, per mode."""
+    from pipeline.evaluation.reproduction import stale_settings
+    from pipeline.evaluation.suite import Cell
+    from pipeline.evaluation.tuning import write_table
+    from pipeline.restoration import solver_settings as ss
+
+    monkeypatch.setattr(ss, "TABLE", tmp_path / "settings.yaml")
+    best = {"step_size": 2.0, "noise_correction": 0.6, "psnr": 25.0, "nfe": 40.0}
+    write_table(ss.TABLE, "ldps", "gaussian_blur", {"flash": {"best": best, "crops": 8}}, "test")
+    ran = {"settings": {"params": {"step_size": 2.0}, "noise_correction": 0.6, "tuned": True}}
+    flash, equal = Cell("blur_varying", "ldps", "flash"), Cell("blur_varying", "ldps", "equal_nfe")
+    assert not stale_settings(flash, ran) and not stale_settings(Cell("blur_varying", "none", "input"), None)
+    assert stale_settings(Cell("blur_varying", "ldps", "start-25"), {"settings": {**ran["settings"], "noise_correction": 1.2}})
+    assert not stale_settings(equal, {"settings": {"params": {}, "noise_correction": None}})   # built-ins, untuned
+    write_table(ss.TABLE, "ldps", "gaussian_blur",
+                {"equal_nfe": {"best": {"step_size": 0.5, "psnr": 16.0, "nfe": 60.0}, "crops": 4, "steps": 60}}, "short")
+    assert stale_settings(equal, {"settings": {"params": {}, "noise_correction": None}}) and not stale_settings(flash, ran)

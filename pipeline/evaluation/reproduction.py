@@ -16,7 +16,7 @@ import yaml
 
 from pipeline.evaluation.cell_store import load_cell, load_task
 from pipeline.evaluation.figures import paired_mean_ci
-from pipeline.evaluation.suite import SOLVER_NAMES, TASKS, Budget, Cell, applicable, noise_task
+from pipeline.evaluation.suite import SOLVER_NAMES, TASKS, Budget, Cell, applicable, noise_task, task_named
 
 PAPER = Path(__file__).with_name("paper_table.yaml")
 DDPM_SOLVERS = ("ldps", "gml_dps", "psld")
@@ -68,6 +68,21 @@ def kid_text(cell: dict | None, subset: str = "all") -> tuple[str, str]:
     return f"{sm['fid']:.1f}", f"{sm['kid']:.3f} ± {sm['kid_std']:.3f}"
 
 
+def stale_settings(cell: Cell, record: dict | None) -> bool:
+    """True when the settings table now resolves this cell to other settings than it ran with
+    (it was retuned since): its figures stand for a configuration jobs no longer run."""
+    from pipeline.restoration.solver_settings import resolve, tuned
+
+    st = (record or {}).get("settings")
+    if not st or cell.solver == "none":
+        return False
+    family = task_named(cell.task).family
+    flash = cell.mode not in ("baseline", "equal_nfe")
+    user = tuned(cell.solver, family, "equal_nfe")["params"] if cell.mode == "equal_nfe" else {}
+    params, c = resolve(cell.solver, family, flash, user, "tuned", True)
+    return params != st.get("params") or (flash and c != st.get("noise_correction"))
+
+
 def verdict(ok: bool | None) -> str:
     return "n/a" if ok is None else ("✓" if ok else "✗")
 
@@ -79,6 +94,7 @@ class Report:
         self.out, self.budget = out, budget
         self.cells = {c.id: load_cell(out, c.id) for c in cells}
         self.missing = [c.id for c in cells if self.cells[c.id] is None]
+        self.stale = [c.id for c in cells if stale_settings(c, self.cells[c.id])]
         self.paper = yaml.safe_load(PAPER.read_text())
         self.verdicts: list[tuple[str, str, str, str]] = []
         self.grid: dict[tuple[str, str], str] = {}   # (task, solver) → the main-table targets' verdicts

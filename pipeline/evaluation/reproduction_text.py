@@ -83,6 +83,10 @@ def render(report: Report, meta: dict, tasks: dict, quick: bool) -> str:
     if report.missing:
         lines += [f"**{len(report.missing)} of {len(report.cells)} cells not run yet**: "
                   + ", ".join(f"`{c}`" for c in report.missing[:40]) + (" …" if len(report.missing) > 40 else ""), ""]
+    if report.stale:
+        lines += [f"**{len(report.stale)} cells ran with settings the tuned table has changed since** (their figures "
+                  "below are for the old settings; rerun the command to refresh them): "
+                  + ", ".join(f"`{c}`" for c in report.stale), ""]
     body = ["## 1. Main table", "",
             "Ours beside the paper's (FID/KID: see the notes at the end). ¹ LPIPS is missing unless the evaluation is given "
             "LPIPS weights (`--lpips-weights`; none can be downloaded here).", ""]
@@ -122,7 +126,8 @@ def render(report: Report, meta: dict, tasks: dict, quick: bool) -> str:
             lines.append(f"| `{cid}` | not run yet | | | | | |")
             continue
         models = ", ".join(f"{k} {v[:8]}" for k, v in sorted(c.get("models", {}).items())) or "–"
-        lines.append(f"| `{cid}` | {c['key']} | {c.get('config_hash') or '–'} | {models} | {c['n']} ({c['ok']}) | "
+        key = c["key"] + (" (stale settings)" if cid in report.stale else "")
+        lines.append(f"| `{cid}` | {key} | {c.get('config_hash') or '–'} | {models} | {c['n']} ({c['ok']}) | "
                      f"{c['seconds']} | {c.get('finished', '')} |")
     lines += ["", METHOD_NOTES]
     return "\n".join(lines) + "\n"
