@@ -7,6 +7,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from pipeline.corpus.photos import SHARED_DATA
 from pipeline.evaluation.suite import Budget, Cell, parse_cell, suite_cells
 
 
@@ -181,6 +182,7 @@ def test_a_changed_model_invalidates_only_its_cells(quick_run, tiny_models, tmp_
     assert record["key"] != stored["key"] and record["models"]["severity-gaussian_blur"] != stored["models"]["severity-gaussian_blur"]
 
 
+@pytest.mark.skipif(not (SHARED_DATA / "train_photos.txt").exists(), reason="needs ../shared/data's training list")
 def test_photo_lists_with_training_photos_or_none_are_refused(tmp_path, tiny_models):
     from pipeline.corpus.photos import read_photo_list
 
