@@ -71,10 +71,10 @@ def tune(
                                         "noise_correction": _floats(noise_corrections, "--noise-corrections")}
     base_grid = {} if skip_baseline else _grid(baseline_step_sizes, "--baseline-step-sizes", baseline_params,
                                                "--baseline-param")
-    unknown = sorted((set(flash_grid) | set(base_grid)) - set(SOLVERS[solver].defaults) - {"noise_correction"})
-    if unknown:
-        console.print(f"[red]error:[/red] {solver} has no hyperparameters {unknown}; known: "
-                      f"{sorted(SOLVERS[solver].defaults)} (--step-sizes '' for a solver without step_size)")
+    try:
+        SOLVERS[solver].check_names((set(flash_grid) | set(base_grid)) - {"noise_correction"})
+    except ValueError as exc:
+        console.print(f"[red]error:[/red] {exc} (--step-sizes '' for a solver without step_size)")
         raise typer.Exit(2)
     if not flash_grid and not base_grid:
         console.print("[red]error:[/red] nothing to tune: --skip-flash and --skip-baseline together")

@@ -142,20 +142,26 @@ def suite_cells(budget: Budget) -> list[Cell]:
     return list(dict.fromkeys(cells))
 
 
+def schedule_sets(solver: str, steps: int) -> list[str]:
+    """Overrides for the solver's own sampler family on a schedule of `steps` (a shortened reference)."""
+    from pipeline.solvers import default_sampler_name
+
+    return [f"solver.sampler={default_sampler_name(solver)}", f"solver.steps={steps}"]
+
+
 def cell_overrides(cell: Cell, task: Task, budget: Budget, flash_nfe: float | None = None) -> list[str]:
     """The restore-job config of a cell as dotted overrides (beside the models and the engine)."""
     solver = "ldps" if cell.solver == "none" else cell.solver
     sets = [f"solver.name={solver}"]
-    sampler = "ddim" if solver == "resample" else "ddpm"
     if budget.steps:
-        sets += [f"solver.sampler={sampler}", f"solver.steps={budget.steps}"]
+        sets += schedule_sets(solver, budget.steps)
     if cell.mode == "baseline":
         sets.append("flash.enabled=false")
     elif cell.mode == "equal_nfe":
         if flash_nfe is None:
             raise ValueError(f"cell {cell.id} needs its flash cell's mean NFE first")
         sets = [s for s in sets if not s.startswith(("solver.sampler", "solver.steps"))]
-        sets += ["flash.enabled=false", f"solver.sampler={sampler}", f"solver.steps={max(1, round(flash_nfe))}"]
+        sets += ["flash.enabled=false", *schedule_sets(solver, max(1, round(flash_nfe)))]
     elif cell.mode == "decode":
         sets.append("flash.decode_only=true")
     elif cell.fixed_start is not None:

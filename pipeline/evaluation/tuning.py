@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import yaml
 
+from pipeline.evaluation.suite import schedule_sets
 from pipeline.restoration.crop_restore import degraded_samples, mean_of, restore_samples
 
 VALIDATION_EVERY = 7   # every 7th training crop in export order (crops of all training photos)
@@ -68,17 +69,14 @@ def tune(base_sets: list[str], solver: str, family: str, x01: torch.Tensor, flas
     sampler) and its winner is the 'equal_nfe' entry: ζ tuned for 1000 steps overshoots on 60."""
     samples = degraded_samples(family, x01, np.linspace(0.0, 1.0, len(x01)), params or {}, seed, f"tune-{family}")
     base_idx = np.linspace(0, len(samples) - 1, min(baseline_crops, len(samples))).round().astype(int)
-    base_mode, base_sets_extra = "baseline", []
-    if baseline_steps:
-        sampler = "ddim" if solver == "resample" else "ddpm"
-        base_mode, base_sets_extra = "equal_nfe", [f"solver.sampler={sampler}", f"solver.steps={baseline_steps}"]
+    base_samples = [samples[i] for i in sorted(set(base_idx))]
+    base_mode, base_extra = ("equal_nfe", schedule_sets(solver, baseline_steps)) if baseline_steps else ("baseline", [])
     out = {}
-    for mode, spec, chosen in (("flash", flash_grid, samples), (base_mode, baseline_grid,
-                                                                 [samples[i] for i in sorted(set(base_idx))])):
+    for mode, spec, chosen, extra in (("flash", flash_grid, samples, []),
+                                      (base_mode, baseline_grid, base_samples, base_extra)):
         if not chosen or not spec:
             continue
         trials = []
-        extra = base_sets_extra if mode == base_mode else []
         for settings in grid(spec):
             trials.append(score(base_sets + [f"solver.name={solver}"] + extra, family, chosen, mode == "flash",
                                 settings, batch))

@@ -23,11 +23,16 @@ SOLVERS: dict[str, type[Solver]] = {
 }
 
 
-def default_sampler(name: str, schedule: NoiseSchedule) -> Sampler:
-    """The reference's sampler for a solver: DDIM-500 (η=1) for ReSample, else DDPM over all T."""
+def default_sampler_name(name: str) -> str:
+    """The family of a solver's reference sampler, as `solver.sampler` names it: ddim for ReSample, else ddpm."""
     if name not in SOLVERS:
         raise ValueError(f"unknown solver {name!r}; choose one of {sorted(SOLVERS)}")
-    if name == "resample":
+    return "ddim" if name == "resample" else "ddpm"
+
+
+def default_sampler(name: str, schedule: NoiseSchedule) -> Sampler:
+    """The reference's sampler for a solver: DDIM-500 (η=1) for ReSample, else DDPM over all T."""
+    if default_sampler_name(name) == "ddim":
         return DDIMSampler(schedule, min(500, schedule.num_timesteps), eta=1.0)
     return DDPMSampler(schedule)
 
@@ -41,4 +46,4 @@ def make_solver(name: str, model: LatentDiffusion, sampler: Sampler | None = Non
 
 
 __all__ = ["ACCOUNT_KEYS", "SOLVERS", "GMLDPS", "LatentDPS", "PSLD", "ReSample", "Solver", "SolveResult",
-           "Unconditional", "default_sampler", "make_solver"]
+           "Unconditional", "default_sampler", "default_sampler_name", "make_solver"]

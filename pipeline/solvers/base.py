@@ -58,10 +58,15 @@ class Solver:
     differentiable: ClassVar[bool] = False
     needs_linear: ClassVar[bool] = False
 
-    def __init__(self, model: LatentDiffusion, sampler: Sampler, **hyperparameters):
-        unknown = sorted(set(hyperparameters) - set(self.defaults))
+    @classmethod
+    def check_names(cls, names) -> None:
+        """ValueError naming any hyperparameter this solver does not have (before any model is built)."""
+        unknown = sorted(set(names) - set(cls.defaults))
         if unknown:
-            raise ValueError(f"{self.name}: unknown hyperparameters {unknown}; known: {sorted(self.defaults)}")
+            raise ValueError(f"{cls.name}: unknown hyperparameters {unknown}; known: {sorted(cls.defaults)}")
+
+    def __init__(self, model: LatentDiffusion, sampler: Sampler, **hyperparameters):
+        self.check_names(hyperparameters)
         self.model = model
         self.sampler = sampler
         self.config = self.check_config({**self.defaults, **hyperparameters})
