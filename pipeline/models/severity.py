@@ -49,14 +49,23 @@ class VarianceHead(nn.Module):
     each map's mean energy over the image and a linear layer. Log energies make the
     prediction a weighted sum of log band energies, which is how blur (high- against
     low-frequency energy) and texture (what blur can destroy) combine into log σ². The
-    linear weight starts at zero and its bias at log(init_sigma2)."""
+    linear weight starts at zero and its bias at log(init_sigma2).
 
-    def __init__(self, in_channels: int, channels: int, init_sigma2: float):
+    With `bands` > 0 the head also reads the log energies of a Laplacian pyramid of the grey
+    degraded image at full resolution (`bands` levels and the coarse residual's variance),
+    through one small hidden layer: a fixed, content-light measure of how much fine detail
+    survives, which is what blur removes (docs/model-design.md, "Band energies")."""
+
+    def __init__(self, in_channels: int, channels: int, init_sigma2: float, bands: int = 0):
         super().__init__()
+        self.bands = int(bands)
         self.norm = nn.GroupNorm(1, in_channels, affine=False)
         self.conv1 = nn.Conv2d(in_channels, channels, 3, padding=1)
         self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
-        self.out = nn.Linear(2 * channels, 1)
+        hidden = 32 if self.bands else 0
+        if self.bands:
+            self.band_mlp = nn.Sequential(nn.Linear(self.bands + 1, hidden), nn.SiLU())
+        self.out = nn.Linear(2 * channels + hidden, 1)
         nn.init.zeros_(self.out.weight)
         nn.init.constant_(self.out.bias, math.log(init_sigma2))
 
@@ -64,10 +73,27 @@ class VarianceHead(nn.Module):
     def _log_energy(h: torch.Tensor) -> torch.Tensor:
         return h.pow(2).flatten(2).mean(dim=2).add(1e-6).log()
 
-    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+    def band_energies(self, y: torch.Tensor) -> torch.Tensor:
+        """(B, bands+1): log mean energy of each Laplacian level of grey y, then the residual's."""
+        g = y.mean(dim=1, keepdim=True)
+        out = []
+        for _ in range(self.bands):
+            if min(g.shape[-2:]) < 2:
+                raise ValueError(f"head bands={self.bands} need an image of at least {2 ** self.bands} px")
+            coarse = F.avg_pool2d(g, 2)
+            out.append(self._log_energy(g[..., :coarse.shape[-2] * 2, :coarse.shape[-1] * 2]
+                                        - F.interpolate(coarse, scale_factor=2, mode="nearest")))
+            g = coarse
+        out.append(g.flatten(1).var(dim=1, keepdim=True).add(1e-6).log())
+        return torch.cat(out, dim=1)
+
+    def forward(self, inputs: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         h1 = self.conv1(self.norm(inputs))
         h2 = self.conv2(F.silu(h1))
-        return self.out(torch.cat([self._log_energy(h1), self._log_energy(h2)], dim=1)).squeeze(1)
+        feats = [self._log_energy(h1), self._log_energy(h2)]
+        if self.bands:
+            feats.append(self.band_mlp(self.band_energies(y)))
+        return self.out(torch.cat(feats, dim=1)).squeeze(1)
 
 
 class SeverityEncoder(ModelMixin, ConfigMixin):
@@ -83,10 +109,11 @@ class SeverityEncoder(ModelMixin, ConfigMixin):
         scale: float = 1.0,
         head_channels: int = 64,
         init_sigma2: float = 0.03,
+        head_bands: int = 0,
     ):
         super().__init__()
-        if not init_sigma2 > 0 or downsample < 1 or head_channels < 1:
-            raise ValueError("init_sigma2 must be > 0, downsample and head_channels ≥ 1")
+        if not init_sigma2 > 0 or downsample < 1 or head_channels < 1 or not 0 <= head_bands <= 8:
+            raise ValueError("init_sigma2 must be > 0, downsample and head_channels ≥ 1, head_bands in 0..8")
         first_stage = _first_stage_class(autoencoder_class).from_config(dict(autoencoder_config or {}))
         self.encoder = first_stage.encoder
         self.quant_conv = getattr(first_stage, "quant_conv", None)
@@ -96,7 +123,7 @@ class SeverityEncoder(ModelMixin, ConfigMixin):
         self._features: list[torch.Tensor] = []
         last_conv.register_forward_pre_hook(self._keep_features)  # a bound method survives deepcopy
         self.variance_head = VarianceHead(latent_channels + last_conv.in_channels + in_ch * downsample ** 2,
-                                          head_channels, init_sigma2)
+                                          head_channels, init_sigma2, head_bands)
         del first_stage
 
     def _keep_features(self, _module, args) -> None:
@@ -104,7 +131,8 @@ class SeverityEncoder(ModelMixin, ConfigMixin):
         self._features.append(args[0])
 
     @classmethod
-    def from_autoencoder(cls, ae, head_channels: int = 64, init_sigma2: float = 0.03) -> "SeverityEncoder":
+    def from_autoencoder(cls, ae, head_channels: int = 64, init_sigma2: float = 0.03,
+                         head_bands: int = 0) -> "SeverityEncoder":
         """A severity encoder whose mean head equals `ae.encode` (E0 · scale) before training.
 
         `ae` is a `pipeline.models.latent.Autoencoder`; its encoder (and quant_conv) weights are copied
@@ -113,7 +141,7 @@ class SeverityEncoder(ModelMixin, ConfigMixin):
         cfg = {k: v for k, v in dict(ae.model.config).items() if not k.startswith("_")}
         model = cls(autoencoder_class=type(ae.model).__name__, autoencoder_config=cfg, downsample=ae.downsample,
                     latent_channels=ae.latent_channels, scale=float(ae.scale), head_channels=head_channels,
-                    init_sigma2=init_sigma2)
+                    init_sigma2=init_sigma2, head_bands=head_bands)
         ref = next(ae.model.parameters())
         nn.Module.to(model, device=ref.device, dtype=ref.dtype)  # diffusers .to(dtype) warns spuriously
         model.encoder.load_state_dict(ae.model.encoder.state_dict(), strict=True)
@@ -135,7 +163,7 @@ class SeverityEncoder(ModelMixin, ConfigMixin):
         mean = h if self.kind == "vq" else h.chunk(2, dim=1)[0]
         z_hat = self.scale * mean
         folded = F.pixel_unshuffle(y, int(self.config.downsample))
-        log_s2 = self.variance_head(torch.cat([z_hat, features, folded], dim=1).detach())
+        log_s2 = self.variance_head(torch.cat([z_hat, features, folded], dim=1).detach(), y.detach())
         return z_hat, log_s2.view(-1, 1, 1, 1).expand_as(z_hat)
 
     def forward(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

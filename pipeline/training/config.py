@@ -145,6 +145,7 @@ class SeverityLossConfig:
     variance_loss: str = "log"      # log | mse (the reference's) | nll (see pipeline.models.severity.severity_loss)
     couple_variance: bool = False   # True = the reference's non-detached variance target
     head_channels: int = 64         # width of the variance head
+    head_bands: int = 0             # Laplacian-pyramid levels of y the head also reads (0 = none)
     init_sigma2: float = 0.03       # σ̂² at initialisation (near the realised latent error level)
     head_lr_scale: float = 10.0     # the new variance head's learning rate, × optim.lr
     pair_weight: float = 8.0        # within-crop paired-difference term (batches of same-crop pairs); 0 = off
@@ -158,6 +159,8 @@ class SeverityLossConfig:
             raise ValueError(f"loss.variance_loss must be one of {VARIANCE_LOSSES}, got {self.variance_loss!r}")
         if not self.init_sigma2 > 0 or self.head_channels < 1 or not self.head_lr_scale > 0:
             raise ValueError("loss.init_sigma2 and loss.head_lr_scale must be > 0, loss.head_channels ≥ 1")
+        if not 0 <= self.head_bands <= 8:
+            raise ValueError(f"loss.head_bands must be in 0..8, got {self.head_bands}")
         if not 0 <= self.pair_weight < 1e6:
             raise ValueError(f"loss.pair_weight must be in [0, 1e6), got {self.pair_weight}")
 

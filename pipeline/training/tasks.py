@@ -230,15 +230,16 @@ class SeverityTask:
         self.operator, self.noise_sigma, self.operator_params = operator, float(noise_sigma), dict(operator_params)
         OPERATORS[operator].params_for(0.5, self.noise_sigma, 0, **self.operator_params)  # fail fast on bad params
         self.model = _seeded(sample_seed_int(seed, "init-severity"), lambda: SeverityEncoder.from_autoencoder(
-            ae, int(loss_cfg["head_channels"]), float(loss_cfg["init_sigma2"])))
+            ae, int(loss_cfg["head_channels"]), float(loss_cfg["init_sigma2"]), int(loss_cfg.get("head_bands", 0))))
         if init:
-            fresh_head = {k: v.clone() for k, v in self.model.variance_head.state_dict().items()}
+            state = load_severity_init(init, operator, ae).state_dict()
+            if loss_cfg.get("reset_head"):  # the mean head only; the (possibly other) variance head starts afresh
+                state = {k: v for k, v in state.items() if not k.startswith("variance_head.")}
+                state.update({f"variance_head.{k}": v for k, v in self.model.variance_head.state_dict().items()})
             try:
-                self.model.load_state_dict(load_severity_init(init, operator, ae).state_dict(), strict=True)
+                self.model.load_state_dict(state, strict=True)
             except RuntimeError as exc:
                 raise ValueError(f"init {init} does not fit this encoder's architecture: {str(exc)[:300]}") from None
-            if loss_cfg.get("reset_head"):
-                self.model.variance_head.load_state_dict(fresh_head)
         if loss_cfg["freeze_mean"]:
             for name, p in self.model.named_parameters():
                 p.requires_grad_(name.startswith("variance_head."))
