@@ -104,3 +104,30 @@ def test_init_copies_a_trained_encoder_and_freeze_mean_trains_the_head_only(tmp_
         load_severity_init(str(other), "inpainting", ae)
     assert math.isfinite(float(task.module(**task.inputs(0, torch.arange(4), torch.zeros(4, dtype=torch.bool),
                                                          slice(0, 4), "cpu"))["loss"].detach()))
+
+
+def test_band_head_reads_fine_detail_and_starts_afresh_from_a_bandless_init(tmp_path):
+    """`loss.head_bands`: the finest band's energy falls as blur grows, and `reset_head` keeps a
+    bandless encoder's mean head while the band head starts at σ̂² = init_sigma2."""
+    from pipeline.operators.gaussian_blur import blur_reflect, gaussian_kernel_1d, stack_kernels
+
+    ae = tiny_autoencoder("s2d", dtype=torch.float32)
+    images = ((random_images(8, 16, seed=5) + 1) * 127.5).to(torch.uint8)
+    plain = SeverityTask(images, ae, "inpainting", 0.05, {}, LOSS, seed=0)
+    url = str(tmp_path / "sev")
+    plain.save(plain.model, url, {})
+    banded = SeverityTask(images, ae, "inpainting", 0.05, {}, {**LOSS, "head_bands": 2, "reset_head": True},
+                          seed=1, init=url).model
+    for name, p in plain.model.named_parameters():
+        if not name.startswith("variance_head."):
+            assert torch.equal(p, dict(banded.named_parameters())[name]), name
+    y = random_images(1, 16, seed=6).float()
+    _, s2 = banded(y)
+    assert torch.allclose(s2, torch.tensor([0.03]))
+    fine = []
+    for std in (0.3, 1.0, 2.0):
+        g = gaussian_kernel_1d(std, 9)
+        fine.append(float(banded.variance_head.band_energies(blur_reflect(y, stack_kernels([g.outer(g)])))[0, 0]))
+    assert fine[0] > fine[1] > fine[2]
+    with pytest.raises(ValueError, match="head_bands"):
+        type(banded)(autoencoder_config=dict(ae.model.config), head_bands=9)

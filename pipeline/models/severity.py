@@ -54,7 +54,7 @@ class VarianceHead(nn.Module):
     With `bands` > 0 the head also reads the log energies of a Laplacian pyramid of the grey
     degraded image at full resolution (`bands` levels and the coarse residual's variance),
     through one small hidden layer: a fixed, content-light measure of how much fine detail
-    survives, which is what blur removes (docs/model-design.md, "Band energies")."""
+    survives, which is what blur removes (docs/model-design.md, "Band energies of y")."""
 
     def __init__(self, in_channels: int, channels: int, init_sigma2: float, bands: int = 0):
         super().__init__()
@@ -87,7 +87,7 @@ class VarianceHead(nn.Module):
         out.append(g.flatten(1).var(dim=1, keepdim=True).add(1e-6).log())
         return torch.cat(out, dim=1)
 
-    def forward(self, inputs: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, inputs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         h1 = self.conv1(self.norm(inputs))
         h2 = self.conv2(F.silu(h1))
         feats = [self._log_energy(h1), self._log_energy(h2)]
