@@ -131,3 +131,28 @@ def test_band_head_reads_fine_detail_and_starts_afresh_from_a_bandless_init(tmp_
     assert fine[0] > fine[1] > fine[2]
     with pytest.raises(ValueError, match="head_bands"):
         type(banded)(autoencoder_config=dict(ae.model.config), head_bands=9)
+
+
+def test_noise_range_draws_each_rows_sigma_and_reduces_to_the_fixed_noise(monkeypatch):
+    from pipeline.operators import OPERATORS
+
+    ae = tiny_autoencoder("s2d", dtype=torch.float32)
+    images = ((random_images(12, 16, seed=3) + 1) * 127.5).to(torch.uint8)
+    index, flip, rows = torch.arange(8), torch.zeros(8, dtype=torch.bool), slice(0, 8)
+    loss = {**LOSS, "pair_weight": 0.0}
+    fixed = SeverityTask(images, ae, "inpainting", 0.05, {}, loss, seed=0)
+    same = SeverityTask(images, ae, "inpainting", 0.05, {}, loss, seed=0, noise_sigma_max=0.05)
+    assert torch.equal(fixed.inputs(3, index, flip, rows, "cpu")["y"], same.inputs(3, index, flip, rows, "cpu")["y"])
+    seen, params_for = [], OPERATORS["inpainting"].params_for
+    monkeypatch.setattr(OPERATORS["inpainting"], "params_for",
+                        lambda t, sigma, seed, **kw: seen.append(sigma) or params_for(t, sigma, seed, **kw))
+    ranged = SeverityTask(images, ae, "inpainting", 0.0, {}, loss, seed=0, noise_sigma_max=0.1)
+    seen.clear()
+    ranged.inputs(3, index, flip, rows, "cpu")
+    ranged.inputs(4, index, flip, rows, "cpu")
+    assert len(seen) == 16 and len(set(seen)) == 16 and all(0.0 <= s <= 0.1 for s in seen)
+    assert max(seen) - min(seen) > 0.05                           # spread over the range, not one value
+    job = SeverityJob(output="/tmp/x", autoencoder="a", noise_sigma=0.05, noise_sigma_max=0.01)
+    job.data.url = "data/corpus/train"
+    with pytest.raises(ValueError, match="noise_sigma_max"):
+        job.validate()

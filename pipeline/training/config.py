@@ -171,6 +171,7 @@ class SeverityJob:
     autoencoder: Optional[str] = None
     operator: str = "gaussian_blur"
     noise_sigma: float = 0.05       # in [0,1] units
+    noise_sigma_max: Optional[float] = None  # if set, each row's σ ~ U[noise_sigma, noise_sigma_max]: an encoder for unknown noise
     operator_params: dict[str, Any] = field(default_factory=dict)   # params_for overrides
     run: RunConfig = field(default_factory=RunConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -189,6 +190,9 @@ class SeverityJob:
             raise ValueError(f"--operator must be one of {sorted(OPERATORS)}, got {self.operator!r}")
         if not 0 <= self.noise_sigma <= 1:
             raise ValueError(f"noise_sigma must be in [0, 1], got {self.noise_sigma}")
+        if self.noise_sigma_max is not None and not self.noise_sigma <= self.noise_sigma_max <= 1:
+            raise ValueError(f"noise_sigma_max must be in [noise_sigma, 1] = [{self.noise_sigma}, 1], "
+                             f"got {self.noise_sigma_max}")
 
 
 WHOLE = ("operator_params",)  # free-form mappings: merged and compared as one value

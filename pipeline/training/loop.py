@@ -204,7 +204,7 @@ def build_task(kind: str, cfg: dict, images: torch.Tensor, device: torch.device)
         return DenoiserTask(images, ae, cfg["model"], seed, device, bool(cfg["data"]["hflip"]))
     if kind == "severity":
         return SeverityTask(images, ae, cfg["operator"], cfg["noise_sigma"], cfg["operator_params"],
-                            cfg["loss"], seed, cfg.get("init"))
+                            cfg["loss"], seed, cfg.get("init"), cfg.get("noise_sigma_max"))
     raise ValueError(f"unknown training kind {kind!r}; choose one of {KINDS}")
 
 
@@ -239,7 +239,9 @@ def model_card(kind: str, cfg: dict, summary: dict, data: dict, machine: str, co
     if cfg.get("autoencoder"):
         lines.append(f"- autoencoder: `{cfg['autoencoder']}`")
     if kind == "severity":
-        lines.append(f"- operator: {cfg['operator']} (noise σ {cfg['noise_sigma']} in [0,1], "
+        noise = cfg["noise_sigma"] if cfg.get("noise_sigma_max") is None else \
+            f"~ U[{cfg['noise_sigma']}, {cfg['noise_sigma_max']}]"
+        lines.append(f"- operator: {cfg['operator']} (noise σ {noise} in [0,1], "
                      f"params {json.dumps(cfg['operator_params'], sort_keys=True)})")
     if summary.get("latent_scale") is not None:
         lines.append(f"- latent scale (1/std of training latents): {summary['latent_scale']:.6g}")

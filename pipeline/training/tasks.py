@@ -210,7 +210,9 @@ class _SeverityLoss(nn.Module):
 
 
 class SeverityTask:
-    """Fine-tune a copy of E0 on degraded crops: t ~ U[0,1] per sample, y = A_t(x) + n (method §2).
+    """Fine-tune a copy of E0 on degraded crops: t ~ U[0,1] per sample, y = A_t(x) + n (method §2),
+    n at the job's noise_sigma, or at σ ~ U[noise_sigma, noise_sigma_max] per sample when the test
+    noise is unknown (an encoder trained at one σ reads more noise as less blur, docs/model-design.md).
 
     With `loss.pair_weight` > 0 each batch is same-crop pairs (rows 2k, 2k+1: one crop, one
     flip, two independent severities) for the loss's paired-difference term. `init` starts from
@@ -220,7 +222,8 @@ class SeverityTask:
     kind = "severity"
 
     def __init__(self, images: torch.Tensor, ae: Autoencoder, operator: str, noise_sigma: float,
-                 operator_params: dict, loss_cfg: dict, seed: int, init: str | None = None):
+                 operator_params: dict, loss_cfg: dict, seed: int, init: str | None = None,
+                 noise_sigma_max: float | None = None):
         from pipeline.operators import OPERATORS
         from pipeline.models.severity import SeverityEncoder
 
@@ -228,6 +231,7 @@ class SeverityTask:
             raise ValueError(f"unknown operator {operator!r}; choose one of {sorted(OPERATORS)}")
         self.images, self.ae, self.seed = images, ae, seed
         self.operator, self.noise_sigma, self.operator_params = operator, float(noise_sigma), dict(operator_params)
+        self.noise_sigma_max = None if noise_sigma_max is None else float(noise_sigma_max)
         OPERATORS[operator].params_for(0.5, self.noise_sigma, 0, **self.operator_params)  # fail fast on bad params
         self.model = _seeded(sample_seed_int(seed, "init-severity"), lambda: SeverityEncoder.from_autoencoder(
             ae, int(loss_cfg["head_channels"]), float(loss_cfg["init_sigma2"]), int(loss_cfg.get("head_bands", 0))))
@@ -258,7 +262,11 @@ class SeverityTask:
             index, flip = _paired(index, rows), _paired(flip, rows)
         rng = range(b)[rows]
         keys = [f"train-{step}-{i}" for i in rng]
-        params = [OPERATORS[self.operator].params_for(float(t[i]), self.noise_sigma, int(op_seeds[i]),
+        sigma = torch.full((b,), self.noise_sigma, dtype=torch.float64)
+        if self.noise_sigma_max is not None:  # each row its own noise level, drawn like t
+            u = torch.rand(b, generator=step_generator(self.seed, step, "noise-sigma"), dtype=torch.float64)
+            sigma = self.noise_sigma + (self.noise_sigma_max - self.noise_sigma) * u
+        params = [OPERATORS[self.operator].params_for(float(t[i]), float(sigma[i]), int(op_seeds[i]),
                                                       **self.operator_params) for i in rng]
         x01 = gather(self.images, index[rows], flip[rows]).to(device)
         with torch.no_grad():
@@ -285,6 +293,7 @@ class SeverityTask:
         return save_model(model, url, extra={
             "sigma2_train": self.training_range(model),
             "role": "severity", "operator": self.operator, "noise_sigma": self.noise_sigma,
+            "noise_sigma_max": self.noise_sigma_max,
             "operator_params": self.operator_params, "latent_scale": self.ae.scale,
             "autoencoder_fingerprint": model_fingerprint(self.ae.model), "autoencoder_kind": self.ae.kind, **extra})
 
