@@ -48,6 +48,8 @@ def tune(
                                        "long (stored as the equal-NFE settings); 0 = the solver's full schedule"),
     skip_flash: bool = typer.Option(False, "--skip-flash", help="Tune the baseline only"),
     skip_baseline: bool = typer.Option(False, "--skip-baseline", help="Tune Flash only"),
+    noise: float = typer.Option(0.05, "--noise", min=0.0, max=1.0, help="Measurement noise σ of the "
+                                "validation crops, in [0,1] (the encoders are trained at 0.05)"),
     batch_size: int = typer.Option(16, "--batch-size"),
     table: str = typer.Option("pipeline/restoration/solver_settings.yaml", "--table", help="Settings table to update"),
     doc: str = typer.Option("docs/tuning.md", "--doc", help="Report of every trial"),
@@ -93,8 +95,10 @@ def tune(
         raise typer.Exit(2)
     x01 = validation_crops(data, crops, int(ae.model.config.sample_size))
     result = run_tune(sets, solver, family, x01, flash_grid, base_grid, baseline_crops, batch_size, seed, operator,
-                      baseline_steps=baseline_steps or None, progress=lambda mode, r: console.print(f"{mode}: {r}"))
-    note = f"{len(x01)} validation crops of {data} (every 7th crop, training photos only), t ~ linspace(0,1), noise 0.05"
+                      baseline_steps=baseline_steps or None, progress=lambda mode, r: console.print(f"{mode}: {r}"),
+                      noise=noise)
+    note = (f"{len(x01)} validation crops of {data} (every 7th crop, training photos only), "
+            f"t ~ linspace(0,1), noise {noise:g}")
     write_table(Path(table), solver, family, result, note)
     names = sorted({k for g in (flash_grid, base_grid) for k in g})
     cols = ["mode", *names, "PSNR (dB)", "input PSNR", "mean NFE", "seconds", "crops", "chosen"]

@@ -68,6 +68,28 @@ def test_tune_command_picks_the_best_trial_and_writes_table_and_report(tiny_mode
     assert bad.exit_code != 0
 
 
+def test_tune_noise_sets_the_validation_measurements_noise(tiny_models, tmp_path):
+    """--noise degrades the validation crops at another σ (an archive noisier than training)."""
+    import yaml
+    from typer.testing import CliRunner
+
+    from jobs.cli import app
+
+    input_psnr = {}
+    for noise in ("0", "0.2"):
+        table, doc = tmp_path / f"s{noise}.yaml", tmp_path / f"t{noise}.md"
+        out = CliRunner().invoke(app, [
+            "tune", "--models", str(tiny_models), "--crops", "2", "--step-sizes", "1", "--noise-corrections", "1.2",
+            "--skip-baseline", "--batch-size", "2", "--noise", noise, "--table", str(table), "--doc", str(doc)])
+        assert out.exit_code == 0, out.output
+        assert yaml.safe_load(table.read_text())["tuned_on"].endswith(f"noise {noise}")
+        row = next(ln for ln in doc.read_text().splitlines() if ln.startswith("| flash"))
+        input_psnr[noise] = float(row.split("|")[5])
+    assert input_psnr["0"] > input_psnr["0.2"] + 3, input_psnr
+    bad = CliRunner().invoke(app, ["tune", "--models", str(tiny_models), "--noise", "-0.1"])
+    assert bad.exit_code != 0
+
+
 def test_tune_grids_any_solver_hyperparameter_and_the_short_schedule(tiny_models, tmp_path):
     """ReSample has no ζ: its own hyperparameters are the grid; --baseline-steps tunes the equal-NFE entry."""
     import yaml

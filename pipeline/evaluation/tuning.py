@@ -18,7 +18,7 @@ import torch
 import yaml
 
 from pipeline.evaluation.suite import schedule_sets
-from pipeline.restoration.crop_restore import degraded_samples, mean_of, restore_samples
+from pipeline.restoration.crop_restore import NOISE, degraded_samples, mean_of, restore_samples
 
 VALIDATION_EVERY = 7   # every 7th training crop in export order (crops of all training photos)
 
@@ -61,13 +61,15 @@ def grid(spec: dict[str, list]) -> list[dict]:
 
 def tune(base_sets: list[str], solver: str, family: str, x01: torch.Tensor, flash_grid: dict, baseline_grid: dict,
          baseline_crops: int, batch: int, seed: int = 0, params: dict | None = None, baseline_steps: int | None = None,
-         progress=None) -> dict:
-    """{'flash': {best, trials}, 'baseline' | 'equal_nfe': {best, trials}} by mean PSNR; t ~ linspace(0,1,n).
+         progress=None, noise: float = NOISE) -> dict:
+    """{'flash': {best, trials}, 'baseline' | 'equal_nfe': {best, trials}} by mean PSNR; t ~ linspace(0,1,n),
+    measurement noise `noise` (the encoders' training level unless the archive is known to differ).
 
     `params` are the operator overrides the family's severity encoder was trained with. With
     `baseline_steps` the baseline runs from noise on a schedule that long (the solver's own
     sampler) and its winner is the 'equal_nfe' entry: ζ tuned for 1000 steps overshoots on 60."""
-    samples = degraded_samples(family, x01, np.linspace(0.0, 1.0, len(x01)), params or {}, seed, f"tune-{family}")
+    samples = degraded_samples(family, x01, np.linspace(0.0, 1.0, len(x01)), params or {}, seed, f"tune-{family}",
+                               noise)
     base_idx = np.linspace(0, len(samples) - 1, min(baseline_crops, len(samples))).round().astype(int)
     base_samples = [samples[i] for i in sorted(set(base_idx))]
     base_mode, base_extra = ("equal_nfe", schedule_sets(solver, baseline_steps)) if baseline_steps else ("baseline", [])
