@@ -171,7 +171,7 @@ class SeverityJob:
     autoencoder: Optional[str] = None
     operator: str = "gaussian_blur"
     noise_sigma: float = 0.05       # in [0,1] units
-    noise_sigma_max: Optional[float] = None  # if set, each row's σ ~ U[noise_sigma, noise_sigma_max]: an encoder for unknown noise
+    noise_sigma_max: Optional[float] = None  # set: each row's σ ~ U[noise_sigma, noise_sigma_max] (unknown noise)
     operator_params: dict[str, Any] = field(default_factory=dict)   # params_for overrides
     run: RunConfig = field(default_factory=RunConfig)
     data: DataConfig = field(default_factory=DataConfig)
