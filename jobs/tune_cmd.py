@@ -99,7 +99,7 @@ def tune(
                       noise=noise)
     note = (f"{len(x01)} validation crops of {data} (every 7th crop, training photos only), "
             f"t ~ linspace(0,1), noise {noise:g}")
-    write_table(Path(table), solver, family, result, note)
+    write_table(Path(table), solver, family, result, note, noise)
     names = sorted({k for g in (flash_grid, base_grid) for k in g})
     cols = ["mode", *names, "PSNR (dB)", "input PSNR", "mean NFE", "seconds", "crops", "chosen"]
     out = Table(title=f"tune {solver}/{family}")

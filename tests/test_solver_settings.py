@@ -82,7 +82,9 @@ def test_tune_noise_sets_the_validation_measurements_noise(tiny_models, tmp_path
             "tune", "--models", str(tiny_models), "--crops", "2", "--step-sizes", "1", "--noise-corrections", "1.2",
             "--skip-baseline", "--batch-size", "2", "--noise", noise, "--table", str(table), "--doc", str(doc)])
         assert out.exit_code == 0, out.output
-        assert yaml.safe_load(table.read_text())["tuned_on"].endswith(f"noise {noise}")
+        got = yaml.safe_load(table.read_text())
+        assert got["tuned_on"].endswith(f"noise {noise}")
+        assert got["settings"]["ldps"]["gaussian_blur"]["flash"]["score"]["noise"] == float(noise)
         row = next(ln for ln in doc.read_text().splitlines() if ln.startswith("| flash"))
         input_psnr[noise] = float(row.split("|")[5])
     assert input_psnr["0"] > input_psnr["0.2"] + 3, input_psnr

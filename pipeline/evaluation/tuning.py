@@ -90,8 +90,9 @@ def tune(base_sets: list[str], solver: str, family: str, x01: torch.Tensor, flas
     return out
 
 
-def write_table(path: Path, solver: str, family: str, result: dict, note: str) -> dict:
-    """Merge the winners into the settings table (version + 1) and return it."""
+def write_table(path: Path, solver: str, family: str, result: dict, note: str, noise: float = NOISE) -> dict:
+    """Merge the winners into the settings table (version + 1) and return it. Each entry's score
+    records the noise σ it was tuned at: `tuned_on` describes the latest run only."""
     table = yaml.safe_load(path.read_text()) if path.exists() else {}
     table = table or {}
     settings = table.get("settings") or {}
@@ -100,7 +101,8 @@ def write_table(path: Path, solver: str, family: str, result: dict, note: str) -
         best = res["best"]
         new = {"params": {k: best[k] for k in best if k not in ("noise_correction", "psnr", "ssim", "nfe",
                                                                   "input_psnr", "seconds", "n")},
-               "score": {"psnr": round(best["psnr"], 3), "nfe": round(best["nfe"], 1), "crops": res["crops"]}}
+               "score": {"psnr": round(best["psnr"], 3), "nfe": round(best["nfe"], 1), "crops": res["crops"],
+                         "noise": noise}}
         if "noise_correction" in best:
             new["noise_correction"] = best["noise_correction"]
         if "steps" in res:
