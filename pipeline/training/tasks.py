@@ -212,7 +212,8 @@ class _SeverityLoss(nn.Module):
 class SeverityTask:
     """Fine-tune a copy of E0 on degraded crops: t ~ U[0,1] per sample, y = A_t(x) + n (method §2),
     n at the job's noise_sigma, or at σ ~ U[noise_sigma, noise_sigma_max] per sample when the test
-    noise is unknown (an encoder trained at one σ reads more noise as less blur, docs/model-design.md).
+    noise is unknown (an encoder trained at one σ reads more noise as less blur; what a range buys
+    is measured in docs/model-design.md, "Unknown test noise").
 
     With `loss.pair_weight` > 0 each batch is same-crop pairs (rows 2k, 2k+1: one crop, one
     flip, two independent severities) for the loss's paired-difference term. `init` starts from
