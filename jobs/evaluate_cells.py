@@ -48,13 +48,14 @@ def portable_hash(cfg, family: str) -> str:
     model fingerprints enter the key beside it, so committed cells are reused from any
     checkout), and the tuned settings this cell resolves to instead of the whole table's
     hash (retuning one solver keeps every other solver's cells)."""
-    from pipeline.restoration.solver_settings import resolve
+    from pipeline.restoration.solver_settings import resolve, table_for
 
     c = copy.deepcopy(cfg)
     c.models.autoencoder, c.models.denoiser = "autoencoder", "ldm"
     c.models.severity = {f: f"severity-{f}" for f in c.models.severity}
-    if c.solver.settings == "tuned":
-        params, nc = resolve(c.solver.name, family, c.flash.enabled, c.solver.params, c.flash.noise_correction, True)
+    if c.solver.settings is not None:
+        params, nc = resolve(c.solver.name, family, c.flash.enabled, c.solver.params, c.flash.noise_correction,
+                             table_for(c.solver.settings))
         c.solver.settings, c.solver.params, c.flash.noise_correction = None, params, nc
     return c.output_hash()
 
@@ -199,13 +200,13 @@ class Evaluation:
     @staticmethod
     def settings(cell: Cell, task: Task, cfg) -> dict | None:
         """The solver hyperparameters and c the cell ran with, and whether the tuned table had them."""
-        from pipeline.restoration.solver_settings import resolve, tuned
+        from pipeline.restoration.solver_settings import resolve, table_for, tuned
 
         if cfg is None:
             return None
         mode = "flash" if cfg.flash.enabled else "equal_nfe" if cell.mode == "equal_nfe" else "baseline"
         params, c = resolve(cfg.solver.name, task.family, cfg.flash.enabled, cfg.solver.params,
-                            cfg.flash.noise_correction, cfg.solver.settings == "tuned")
+                            cfg.flash.noise_correction, table_for(cfg.solver.settings))
         return {"params": params, "noise_correction": c if cfg.flash.enabled else None,
                 "tuned": bool(tuned(cfg.solver.name, task.family, mode).get("params"))}
 

@@ -35,6 +35,8 @@ def report_models(
     step_batch: int = typer.Option(32, "--step-batch", help="Batch of the timed Latent-DPS step"),
     step_repeats: int = typer.Option(3, "--step-repeats"),
     step_size: Optional[float] = typer.Option(None, "--step-size", help="Latent-DPS ζ (default: the tuned settings)"),
+    settings: str = typer.Option("tuned", "--settings", help="Solver settings table of the end-to-end runs: tuned "
+                                 "(the shipped one) or the path of one `tune --table` wrote (another prior's)"),
     batch_size: int = typer.Option(64, "--batch-size", help="Batch for evaluation forwards and restoration"),
     sample_batch: int = typer.Option(512, "--sample-batch", help="Batch for unconditional sampling"),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
@@ -57,6 +59,13 @@ def report_models(
     if wanted - set(SECTIONS):
         console.print(f"[red]error:[/red] --only takes {','.join(SECTIONS)}, got {only!r}")
         raise typer.Exit(2)
+    try:   # a bad table fails here, before any model is loaded
+        from pipeline.execution.config import load_config
+
+        load_config(None, [f"solver.settings={settings}"])
+    except ValueError as exc:
+        console.print(f"[red]error:[/red] --settings: {exc}")
+        raise typer.Exit(2)
     root, doc = Path(models), Path(output_doc)
     doc.parent.mkdir(parents=True, exist_ok=True)
     dev = pick_device(device)
@@ -68,7 +77,7 @@ def report_models(
     figures = dict(old.get("figures", {}))
     opts = ReportOptions(crops=crops, fid_samples=fid_samples, sample_steps=sample_steps,
                          severity_crops=severity_crops, e2e_crops=e2e_crops, baseline_crops=baseline_crops,
-                         step_batch=step_batch, step_repeats=step_repeats, step_size=step_size,
+                         step_batch=step_batch, step_repeats=step_repeats, step_size=step_size, settings=settings,
                          batch_size=batch_size, sample_batch=sample_batch, seed=seed, fid_from=fid_from,
                          samples_out=samples_out)
     t_start = time.perf_counter()

@@ -83,3 +83,16 @@ def test_report_models_tiny(tiny_models, tmp_path):
     fig2 = json.loads(doc.with_suffix(".json").read_text())["figures"]
     assert fig2["e2e"] == e2e and fig2["ldm"]["sampler"].startswith("from ")
     assert all(p.read_text().count("## Measured figures") == 1 for p in tiny_models.glob("*/MODEL_CARD.md"))
+
+    # --settings runs the end-to-end section on another table; a bad one fails before any compute
+    from pipeline.evaluation.tuning import write_table
+
+    bad = CliRunner().invoke(app, args[:-2] + ["--only", "e2e", "--settings", str(tmp_path / "none.yaml")])
+    assert bad.exit_code == 2 and "--settings" in bad.output
+    table = tmp_path / "other-prior.yaml"
+    write_table(table, "ldps", "gaussian_blur", {"flash": {"best": {"step_size": 8.0, "noise_correction": 1.2,
+                                                                    "psnr": 0.0, "nfe": 0.0}, "crops": 1}}, "test")
+    other = CliRunner().invoke(app, args[:-2] + ["--only", "e2e", "--settings", str(table)])
+    assert other.exit_code == 0, other.output
+    e3 = json.loads(doc.with_suffix(".json").read_text())["figures"]["e2e"]
+    assert e3["settings_table"] == str(table) and e3["flash_psnr_db"] != e2e["flash_psnr_db"]

@@ -21,12 +21,12 @@ def table(tmp_path, monkeypatch):
 
 def test_written_table_resolves_per_mode(table):
     assert ss.load_table()["version"] == 1
-    assert ss.resolve("ldps", "gaussian_blur", True, {}, "tuned", True) == ({"step_size": 2.0}, 0.6)
-    assert ss.resolve("ldps", "gaussian_blur", False, {}, "tuned", True)[0] == {"step_size": 0.5}
+    assert ss.resolve("ldps", "gaussian_blur", True, {}, "tuned", str(table)) == ({"step_size": 2.0}, 0.6)
+    assert ss.resolve("ldps", "gaussian_blur", False, {}, "tuned", str(table))[0] == {"step_size": 0.5}
     # explicit user settings win; an untuned family or solver.settings=null falls back to built-ins
-    assert ss.resolve("ldps", "gaussian_blur", True, {"step_size": 3.0}, 1.0, True) == ({"step_size": 3.0}, 1.0)
-    assert ss.resolve("ldps", "inpainting", True, {}, "tuned", True) == ({}, 1.2)
-    assert ss.resolve("ldps", "gaussian_blur", True, {}, "tuned", False) == ({}, 1.2)
+    assert ss.resolve("ldps", "gaussian_blur", True, {"step_size": 3.0}, 1.0, str(table)) == ({"step_size": 3.0}, 1.0)
+    assert ss.resolve("ldps", "inpainting", True, {}, "tuned", str(table)) == ({}, 1.2)
+    assert ss.resolve("ldps", "gaussian_blur", True, {}, "tuned", None) == ({}, 1.2)
 
 
 def test_table_content_enters_the_config_hash(table):
@@ -38,10 +38,42 @@ def test_table_content_enters_the_config_hash(table):
     assert load_config(None, ["solver.settings=null"]).output_hash() == untuned
 
 
+def test_a_table_named_by_path_feeds_jobs_and_the_hash(table, tmp_path, tiny_models):
+    """solver.settings=PATH reads another prior's table (what `tune --table` wrote) instead of the shipped one."""
+    from pipeline.restoration.restore import Restorer
+
+    other = tmp_path / "other.yaml"
+    write_table(other, "ldps", "gaussian_blur", {"flash": {**RESULT["flash"], "best": {
+        **RESULT["flash"]["best"], "step_size": 7.0, "noise_correction": 0.3}}}, "another prior")
+    cfg = load_config(None, [f"solver.settings={other}"])
+    assert ss.resolve("ldps", "gaussian_blur", True, {}, "tuned", ss.table_for(cfg.solver.settings)) == (
+        {"step_size": 7.0}, 0.3)
+    assert ss.table_for("tuned") == str(table) and ss.table_for(None) is None
+    assert cfg.output_hash() not in (load_config().output_hash(), load_config(None, ["solver.settings=null"]).output_hash())
+    models = [f"models.autoencoder={tiny_models / 'autoencoder'}", f"models.denoiser={tiny_models / 'ldm'}",
+              "models.device=cpu"]
+    for setting, want in ((str(other), (7.0, 0.3)), ("tuned", (2.0, 0.6))):
+        job = load_config(None, models + [f"solver.settings={setting}"])
+        job.models.severity = {"gaussian_blur": str(tiny_models / "severity-gaussian_blur")}
+        flash = Restorer(job).flash_for("gaussian_blur")
+        assert (flash.solver.config["step_size"], flash.noise_correction) == want, setting
+
+
 @pytest.mark.parametrize("bad", ["solver.settings=best", "flash.noise_correction=fast", "flash.noise_correction=-1"])
 def test_bad_settings_fail_fast(bad):
     with pytest.raises(ValueError):
         load_config(None, [bad])
+
+
+@pytest.mark.parametrize("content", [b"\x00\xff\xfe binary", b"just: [unclosed", b"- a list\n", b"version: 1\n",
+                                     b"x" * (ss.MAX_BYTES + 1)])
+def test_a_hostile_settings_path_fails_fast_with_its_name(tmp_path, content):
+    bad = tmp_path / "bad.yaml"
+    bad.write_bytes(content)
+    for path in (bad, tmp_path, tmp_path / "missing.yaml"):
+        with pytest.raises(ValueError, match="solver.settings") as err:
+            load_config(None, [f"solver.settings={path}"])
+        assert str(path) in str(err.value)
 
 
 def test_tune_command_picks_the_best_trial_and_writes_table_and_report(tiny_models, tmp_path):

@@ -30,6 +30,7 @@ class ReportOptions:
     step_batch: int = 32
     step_repeats: int = 3
     step_size: float | None = None
+    settings: str = "tuned"      # the solver settings table of the end-to-end runs (solver.settings)
     batch_size: int = 64
     sample_batch: int = 512
     seed: int = 0
@@ -239,7 +240,7 @@ def measure_step(ldm, crops01, params: dict, device, batch: int, repeats: int, s
 
 
 def measure_e2e(models: Path, crops01, params: dict, device, seed: int, n: int, n_base: int,
-                step_size: float, batch: int) -> dict:
+                step_size: float, batch: int, settings: str = "tuned") -> dict:
     """Flash(Latent-DPS) vs the full-schedule Latent-DPS baseline through the in-process `Restorer`."""
     import numpy as np
 
@@ -250,7 +251,7 @@ def measure_e2e(models: Path, crops01, params: dict, device, seed: int, n: int, 
     idx = spread(len(crops01), n)
     samples = degraded_samples("gaussian_blur", crops01[idx], np.linspace(0.0, 1.0, len(idx)), params, seed, "e2e")
     sets = [f"models.autoencoder={models / 'autoencoder'}", f"models.denoiser={models / 'ldm'}", f"models.device={device}",
-            "execution.engine=local", f"execution.batch_size={batch}", f"seed={seed}"]
+            "execution.engine=local", f"execution.batch_size={batch}", f"seed={seed}", f"solver.settings={settings}"]
     if step_size is not None:
         sets.append(f"solver.params.step_size={step_size}")
 
@@ -276,6 +277,7 @@ def measure_e2e(models: Path, crops01, params: dict, device, seed: int, n: int, 
             "baseline_psnr_db": mean(base, "psnr") if base else missing("--baseline-crops 0"),
             "flash_psnr_on_baseline_crops_db": mean(sub, "psnr") if sub else None, "baseline_seconds": t_base,
             "step_size": step_size if step_size is not None else "tuned settings",
+            **({} if settings == "tuned" else {"settings_table": settings}),
             "severities": "linspace(0,1,n), noise 0.05"}
 
 
@@ -376,5 +378,6 @@ def measure_sections(root: Path, photos_url: str, wanted: set, figures: dict, de
             figures["step"] = steps
         if "e2e" in wanted:
             guard(figures, "e2e", lambda: measure_e2e(root, crops01, gparams, dev, opts.seed, opts.e2e_crops,
-                                                      opts.baseline_crops, opts.step_size, opts.batch_size))
+                                                      opts.baseline_crops, opts.step_size, opts.batch_size,
+                                                      opts.settings))
     return figures

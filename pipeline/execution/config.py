@@ -46,11 +46,17 @@ class SolverConfig:
     steps: int | None = None
     eta: float | None = None
     params: dict[str, Any] = field(default_factory=dict)
-    settings: str | None = "tuned"   # tuned = pipeline/restoration/solver_settings.yaml per family; null = built-in defaults
+    settings: str | None = "tuned"   # tuned = pipeline/restoration/solver_settings.yaml; a path = that table; null = built-ins
 
     def validate(self) -> None:
         if self.settings not in (None, "tuned"):
-            raise ValueError(f"solver.settings must be 'tuned' or null, got {self.settings!r}")
+            from pipeline.restoration.solver_settings import load_table
+
+            try:   # a settings table of the shipped format, e.g. one `flash-restore tune --table` wrote for another prior
+                load_table(self.settings)
+            except (OSError, ValueError, AttributeError) as exc:
+                raise ValueError(f"solver.settings must be 'tuned', null or the path of a settings table "
+                                 f"(flash-restore tune --table); {self.settings!r}: {exc}") from None
         if self.sampler is None and (self.steps is not None or self.eta is not None):
             raise ValueError("solver.steps and solver.eta configure solver.sampler: name the sampler too "
                              "(ddpm | ddim), or leave them unset for the solver's default sampler")
@@ -169,10 +175,10 @@ class RestoreConfig:
         d = self.to_dict()
         d.pop("execution")
         d["models"].pop("device")
-        if self.solver.settings == "tuned":
-            from pipeline.restoration.solver_settings import table_hash
+        if self.solver.settings is not None:
+            from pipeline.restoration.solver_settings import table_for, table_hash
 
-            d["solver_settings_table"] = table_hash()
+            d["solver_settings_table"] = table_hash(table_for(self.solver.settings))
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -24,7 +24,7 @@ from pipeline.io.outputs import error_for
 from pipeline.models.pipeline_folder import autoencoder_fingerprint
 from pipeline.execution.records import Estimated, Prepared
 from pipeline.io.samples import Sample, encode_png
-from pipeline.restoration.solver_settings import resolve
+from pipeline.restoration.solver_settings import resolve, table_for
 from pipeline.solvers import default_sampler, make_solver
 from pipeline.restoration.schedules import make_sampler
 from pipeline.execution.validation import SampleValidator
@@ -109,7 +109,7 @@ class Restorer:
                 f"+{fingerprint(self.cfg.models.severity[family])}" if encoder is not None else "")
             sc = self.cfg.solver
             params, c = resolve(sc.name, family, self.cfg.flash.enabled, sc.params, self.cfg.flash.noise_correction,
-                                sc.settings == "tuned")
+                                table_for(sc.settings))
             solver = make_solver(sc.name, self.ldm, self.sampler, **params)
             self._flash[family] = Flash(encoder, solver, c, self.cfg.flash.init)
         return self._flash[family]

@@ -4,9 +4,11 @@ Why: a solver's step size and Flash's noise correction decide its quality, and t
 values depend on the task. They are tuned on validation crops of the *training* photos
 (never on dev photos) by `flash-restore tune`, for Flash and the full-schedule baseline
 alike, and shipped in `solver_settings.yaml`. Jobs read the table when
-`solver.settings: tuned` (the default); what a user sets explicitly (`solver.params.*`, a
-number for `flash.noise_correction`) wins. The table's content enters the config hash, so
-retuning changes the hash of every job that used it.
+`solver.settings: tuned` (the default), or another table of the same format when
+`solver.settings` is its path (settings tuned for another prior: `flash-restore tune --models M
+--table FILE`); what a user sets explicitly (`solver.params.*`, a number for
+`flash.noise_correction`) wins. The table's content enters the config hash, so retuning
+changes the hash of every job that used it.
 """
 from __future__ import annotations
 
@@ -22,17 +24,32 @@ TABLE = Path(__file__).resolve().parent / "solver_settings.yaml"
 MODES = ("flash", "baseline", "equal_nfe")   # equal_nfe: from noise on a short schedule
 
 
+def table_for(setting: str | None) -> str | None:
+    """The table a job's `solver.settings` names: None = built-in defaults only, 'tuned' = the shipped table."""
+    if setting is None:
+        return None
+    return str(TABLE) if setting == "tuned" else setting
+
+
+MAX_BYTES = 1 << 20   # the shipped table is ~6 KB; anything far larger is not a settings table
+
+
 def load_table(path: str | None = None) -> dict:
     path = str(path or TABLE)
     st = os.stat(path)
+    if st.st_size > MAX_BYTES:
+        raise ValueError(f"{path}: {st.st_size} bytes, more than a settings table's {MAX_BYTES}")
     return _load(path, st.st_mtime_ns, st.st_size)  # a rewritten table is read again
 
 
 @lru_cache(maxsize=8)
 def _load(path: str, _mtime_ns: int, _size: int) -> dict:
-    with open(path) as fh:
-        table = yaml.safe_load(fh) or {}
-    if not isinstance(table.get("settings"), dict) or "version" not in table:
+    try:
+        with open(path) as fh:
+            table = yaml.safe_load(fh) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: not YAML ({type(exc).__name__})") from None
+    if not isinstance(table, dict) or not isinstance(table.get("settings"), dict) or "version" not in table:
         raise ValueError(f"{path}: expected 'version' and a 'settings' mapping")
     return table
 
@@ -50,10 +67,11 @@ def tuned(solver: str, family: str, mode: str, path: str | None = None) -> dict:
             **({"noise_correction": entry["noise_correction"]} if "noise_correction" in entry else {})}
 
 
-def resolve(solver: str, family: str, flash: bool, user_params: dict, user_c, use_table: bool,
+def resolve(solver: str, family: str, flash: bool, user_params: dict, user_c, table: str | None,
             default_c: float = 1.2) -> tuple[dict, float | None]:
-    """(solver params, noise correction) for one family: user settings over the table over built-ins."""
-    entry = tuned(solver, family, "flash" if flash else "baseline") if use_table else {}
+    """(solver params, noise correction) for one family: user settings over the table (a path; None = no
+    table) over built-ins."""
+    entry = tuned(solver, family, "flash" if flash else "baseline", table) if table else {}
     params = {**entry.get("params", {}), **user_params}
     if user_c == "tuned":
         c = entry.get("noise_correction", default_c)
