@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -75,6 +76,8 @@ def test_report_models_tiny(tiny_models, tmp_path):
     cards = {p.parent.name: p.read_text() for p in tiny_models.glob("*/MODEL_CARD.md")}
     assert all(c.count("## Measured figures") == 1 for c in cards.values())
     assert "ordering accuracy" in cards["severity-inpainting"] and "PSNR" in cards["autoencoder"]
+    sheet = re.search(r"!\[samples\]\(([^)]+)\)", cards["ldm"]).group(1)   # the sheet this report wrote
+    assert (tiny_models / "ldm" / sheet).resolve() == (doc.parent / "ldm_samples.png").resolve()
     assert np.load(tmp_path / "samples.npz")["samples"].shape == (64, 16, 16, 3)
 
     # --only redoes one section and keeps the others; cards stay with one section each

@@ -7,6 +7,7 @@ inputs (a perfect order scores 1.0, a reversed one 0.0). The scatter plot is mat
 from __future__ import annotations
 
 import math
+import os
 import re
 from pathlib import Path
 from typing import Sequence
@@ -260,8 +261,9 @@ def write_docs(report: dict, doc: Path) -> None:
     doc.write_text("\n".join(lines))
 
 
-def update_cards(models: Path, report: dict, families: Sequence[str]) -> list[str]:
-    """Replace the '## Measured figures' section of each model's card with its own figures."""
+def update_cards(models: Path, report: dict, families: Sequence[str], figures_dir: Path) -> list[str]:
+    """Replace the '## Measured figures' section of each model's card with its own figures; the sample
+    sheet is linked where this report wrote it (`figures_dir`), not where the shipped report keeps its own."""
     fig = report["figures"]
     sev = fig.get("severity") or {}
     own = {"autoencoder": {"autoencoder": fig.get("autoencoder")},
@@ -274,8 +276,9 @@ def update_cards(models: Path, report: dict, families: Sequence[str]) -> list[st
         if not card.parent.is_dir() or not sub:
             continue
         text = card.read_text() if card.exists() else f"# flash-restore {name} model\n"
+        sheet = os.path.relpath(Path(figures_dir).resolve() / "ldm_samples.png", card.parent.resolve())
         body = (f"Measured by `report-models` on {report['date']} ({report['machine']}):\n\n"
-                + md_table(figure_rows(sub)).replace("](ldm_samples.png)", "](../../docs/ldm_samples.png)"))
+                + md_table(figure_rows(sub)).replace("](ldm_samples.png)", f"]({sheet})"))
         card.write_text(replace_section(text, body))
         written.append(str(card))
     return written
