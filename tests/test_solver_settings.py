@@ -65,8 +65,12 @@ def test_bad_settings_fail_fast(bad):
         load_config(None, [bad])
 
 
-@pytest.mark.parametrize("content", [b"\x00\xff\xfe binary", b"just: [unclosed", b"- a list\n", b"version: 1\n",
-                                     b"x" * (ss.MAX_BYTES + 1)])
+@pytest.mark.parametrize("content", [
+    b"\x00\xff\xfe binary", b"just: [unclosed", b"- a list\n", b"version: 1\n", b"x" * (ss.MAX_BYTES + 1),
+    b"version: 1\nsettings: {rm -rf: {}}", b"version: 1\nsettings: {ldps: {gaussian_blur: {fast: {}}}}",
+    b"version: 1\nsettings: {ldps: {gaussian_blur: {flash: {params: {zeta: 1}}}}}",
+    b"version: 1\nsettings: {ldps: {gaussian_blur: {flash: {params: [1]}}}}",
+    b"version: 1\nsettings: {ldps: {gaussian_blur: {flash: {noise_correction: .nan}}}}"])
 def test_a_hostile_settings_path_fails_fast_with_its_name(tmp_path, content):
     bad = tmp_path / "bad.yaml"
     bad.write_bytes(content)

@@ -51,7 +51,39 @@ def _load(path: str, _mtime_ns: int, _size: int) -> dict:
         raise ValueError(f"{path}: not YAML ({type(exc).__name__})") from None
     if not isinstance(table, dict) or not isinstance(table.get("settings"), dict) or "version" not in table:
         raise ValueError(f"{path}: expected 'version' and a 'settings' mapping")
+    for where, solver, entry in _entries(table["settings"], path):
+        _check_entry(where, solver, entry)
     return table
+
+
+def _entries(settings: dict, path: str):
+    """(name, solver, entry) for every solver / family / mode; a table of another shape is a ValueError."""
+    from pipeline.solvers import SOLVERS
+
+    for solver, families in settings.items():
+        if solver not in SOLVERS or not isinstance(families, dict):
+            raise ValueError(f"{path}: settings.{solver}: not a solver of {sorted(SOLVERS)} with a mapping of families")
+        for family, modes in families.items():
+            for mode, entry in (modes.items() if isinstance(modes, dict) else [(None, None)]):
+                if mode not in MODES or not isinstance(entry, dict):
+                    raise ValueError(f"{path}: settings.{solver}.{family}: expected a mapping of {MODES} to entries")
+                yield f"{path}: settings.{solver}.{family}.{mode}", solver, entry
+
+
+def _check_entry(where: str, solver: str, entry: dict) -> None:
+    """Known hyperparameter names and a numeric c; the solver checks the values when it is built."""
+    from pipeline.solvers import SOLVERS
+    from pipeline.solvers.base import number
+
+    params = entry.get("params", {})
+    try:
+        if not isinstance(params, dict):
+            raise ValueError(f"params must be a mapping, got {type(params).__name__}")
+        SOLVERS[solver].check_names(params)
+        if "noise_correction" in entry:
+            number("noise_correction", entry["noise_correction"])
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None
 
 
 def table_hash(path: str | None = None) -> str:
