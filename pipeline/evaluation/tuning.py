@@ -109,7 +109,7 @@ def write_table(path: Path, solver: str, family: str, result: dict, note: str, n
             new["steps"] = res["steps"]
         entry[mode] = new
     table = {"version": int(table.get("version", 0)) + 1, "tuned_on": note, "settings": settings}
-    path.write_text("# Tuned solver settings, read by jobs with solver.settings: tuned (the default).\n"
-                    "# Written by `flash-restore tune`; docs/tuning.md has the grids and every trial.\n"
+    path.write_text("# Tuned solver settings, read by jobs whose solver.settings names this table (the shipped one:\n"
+                    "# tuned, the default). Written by `flash-restore tune`; its --doc report has every trial.\n"
                     + yaml.safe_dump(table, sort_keys=True))
     return table
