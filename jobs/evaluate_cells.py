@@ -205,10 +205,11 @@ class Evaluation:
         if cfg is None:
             return None
         mode = "flash" if cfg.flash.enabled else "equal_nfe" if cell.mode == "equal_nfe" else "baseline"
+        table = table_for(cfg.solver.settings)
         params, c = resolve(cfg.solver.name, task.family, cfg.flash.enabled, cfg.solver.params,
-                            cfg.flash.noise_correction, table_for(cfg.solver.settings))
+                            cfg.flash.noise_correction, table)
         return {"params": params, "noise_correction": c if cfg.flash.enabled else None,
-                "tuned": bool(tuned(cfg.solver.name, task.family, mode).get("params"))}
+                "tuned": bool(tuned(cfg.solver.name, task.family, mode, table).get("params"))}
 
     def restore(self, cfg, data: TaskData, keys: list[str], key: str):
         """The restore job for a cell. Its work folder is named by the cell key (which holds the

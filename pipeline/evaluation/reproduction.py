@@ -71,7 +71,7 @@ def kid_text(cell: dict | None, subset: str = "all") -> tuple[str, str]:
 def stale_settings(cell: Cell, record: dict | None) -> bool:
     """True when the settings table now resolves this cell to other settings than it ran with
     (it was retuned since): its figures stand for a configuration jobs no longer run."""
-    from pipeline.restoration.solver_settings import TABLE, resolve, tuned
+    from pipeline.restoration.solver_settings import resolve, table_for, tuned
 
     st = (record or {}).get("settings")
     if not st or cell.solver == "none":
@@ -79,7 +79,7 @@ def stale_settings(cell: Cell, record: dict | None) -> bool:
     family = task_named(cell.task).family
     flash = cell.mode not in ("baseline", "equal_nfe")
     user = tuned(cell.solver, family, "equal_nfe")["params"] if cell.mode == "equal_nfe" else {}
-    params, c = resolve(cell.solver, family, flash, user, "tuned", str(TABLE))
+    params, c = resolve(cell.solver, family, flash, user, "tuned", table_for("tuned"))
     return params != st.get("params") or (flash and c != st.get("noise_correction"))
 
 

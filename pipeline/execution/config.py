@@ -54,7 +54,7 @@ class SolverConfig:
 
             try:   # a settings table of the shipped format, e.g. one `flash-restore tune --table` wrote for another prior
                 load_table(self.settings)
-            except (OSError, ValueError, AttributeError) as exc:
+            except (OSError, ValueError) as exc:
                 raise ValueError(f"solver.settings must be 'tuned', null or the path of a settings table "
                                  f"(flash-restore tune --table); {self.settings!r}: {exc}") from None
         if self.sampler is None and (self.steps is not None or self.eta is not None):
