@@ -87,10 +87,13 @@ class Evaluation:
 
         return dict(load_meta(self.severity_url(family)).get("operator_params", {}))
 
-    def model_hashes(self, family: str) -> dict:
+    def model_hashes(self, family: str, flash: bool) -> dict:
+        """The models a cell's result depends on: a cell without Flash never loads the severity
+        encoder, so retraining one leaves the baseline and equal-NFE cells valid."""
         from pipeline.models.model_store import fingerprint
 
-        return {name: fingerprint(str(self.models / name)) for name in ("autoencoder", "ldm", f"severity-{family}")}
+        names = ("autoencoder", "ldm") + ((f"severity-{family}",) if flash else ())
+        return {name: fingerprint(str(self.models / name)) for name in names}
 
     def base_sets(self, family: str) -> list[str]:
         sets = [f"models.autoencoder={self.models / 'autoencoder'}", f"models.denoiser={self.models / 'ldm'}",
@@ -109,13 +112,13 @@ class Evaluation:
         from pipeline.io.samples import Sample
         from pipeline.io.shards import iter_samples, write_shard
 
-        dk = data_key(task, self.crop_keys, self.seed)
+        overrides = {**self.operator_params(task.family), **task.overrides()}
+        dk = data_key(task, self.crop_keys, self.seed, overrides)
         folder = self.work / "data" / f"{task.name}-{dk}"
         shard = folder / "degraded-000000.tar"
         if not (folder / "index.json").exists():
             folder.mkdir(parents=True, exist_ok=True)
             clean = [Sample(k, "", self.crops01[i], None, {"photo": k}, "") for i, k in enumerate(self.crop_keys)]
-            overrides = {**self.operator_params(task.family), **task.overrides()}
             rows = degrade_samples(clean, self.seed, [(task.family, 1.0)], task.severity, task.noise, overrides)
             write_shard(str(shard), rows)
             (folder / "index.json").write_text(json.dumps({"task": task.name, "data_key": dk}) + "\n")
@@ -163,7 +166,7 @@ class Evaluation:
         else:
             cfg = self.config_for(cell, task)
             cfg_hash = portable_hash(cfg, task.family)
-        models = self.model_hashes(task.family) if cfg else {}
+        models = self.model_hashes(task.family, cfg.flash.enabled) if cfg else {}
         key = cell_key(cfg_hash, models, data.key, len(keys))
         stored = load_cell(self.out, cell.id)
         if stored and stored.get("key") == key and not force:

@@ -8,7 +8,7 @@ import torch
 from typer.testing import CliRunner
 
 from pipeline.corpus.photos import SHARED_DATA
-from pipeline.evaluation.suite import Budget, Cell, parse_cell, suite_cells
+from pipeline.evaluation.suite import Budget, Cell, parse_cell, suite_cells, task_named
 
 
 def test_suite_holds_every_row_of_the_issue():
@@ -104,8 +104,6 @@ def test_quick_evaluation_writes_every_section(quick_run):
         assert (root / "rep" / name).stat().st_size > 1000
     import pyarrow.parquet as pq
 
-    from pipeline.evaluation.suite import task_named
-
     cells = suite_cells(Budget.quick())
     for c in cells:
         record = json.loads((root / "rep" / "cells" / c.id / "cell.json").read_text())
@@ -176,10 +174,21 @@ def test_a_changed_model_invalidates_only_its_cells(quick_run, tiny_models, tmp_
                     work=root / "work", log=log.append)
     stored = json.loads((rep / "cells/blur_varying/ldps/flash/cell.json").read_text())
     ev.run(Cell("inpainting", "ldps", "flash"))         # another family's encoder: reused
+    ev.run(Cell("blur_varying", "ldps", "baseline"))    # a baseline never loads the encoder: reused
     assert log == []
     record = ev.run(Cell("blur_varying", "ldps", "flash"))  # this family's encoder changed: recomputed
     assert any("another key" in m for m in log)
     assert record["key"] != stored["key"] and record["models"]["severity-gaussian_blur"] != stored["models"]["severity-gaussian_blur"]
+
+    log.clear()                                         # the encoder's operator parameters shape the degraded
+    params = {**meta["operator_params"], "kernel_size": meta["operator_params"]["kernel_size"] + 2}  # images
+    save_model(enc, str(models / "severity-gaussian_blur"), extra={"role": "severity", "operator": meta["operator"],
+                                                                     "operator_params": params})
+    ev = Evaluation(models=models, crops01=crops, crop_keys=keys, budget=Budget.quick(), out=rep,
+                    work=root / "work", log=log.append)
+    assert ev.data(task_named("blur_varying")).key != record["data_key"]
+    ev.run(Cell("blur_varying", "ldps", "baseline"))
+    assert any("another key" in m for m in log)
 
 
 @pytest.mark.skipif(not (SHARED_DATA / "train_photos.txt").exists(), reason="needs ../shared/data's training list")

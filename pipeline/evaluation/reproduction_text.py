@@ -76,7 +76,8 @@ def render(report: Report, meta: dict, tasks: dict, quick: bool) -> str:
               f"(written {meta.get('written', '?')}). Per cell: {b.n} images for Flash, D(ẑ), the input and equal-NFE "
               f"baselines, {b.n_baseline} for full-schedule baselines, {b.n_fixed} for fixed starts. Cell compute so far: "
               f"{hours:.2f} h on {meta.get('machine', 'this machine')}. Rerun the same command to continue "
-              "(finished cells are reused while their key matches); `--cell TASK/SOLVER/MODE` reruns one; "
+              "(a finished cell is reused while its key matches: its settings, its degraded images and the models it "
+              "loads); `--cell TASK/SOLVER/MODE` reruns one; "
               "`--report-only` rebuilds this page.", ""]
     for cid, why in (meta.get("failed") or {}).items():
         lines += [f"- **cell `{cid}` failed in the last run**: {why}"]

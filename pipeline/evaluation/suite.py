@@ -169,9 +169,11 @@ def cell_overrides(cell: Cell, task: Task, budget: Budget, flash_nfe: float | No
     return sets
 
 
-def data_key(task: Task, crop_keys: list[str], seed: int) -> str:
-    """What a task's images depend on: protocol, clean crops, seed."""
-    blob = json.dumps({"task": asdict(task), "crops": crop_keys, "seed": seed}, sort_keys=True)
+def data_key(task: Task, crop_keys: list[str], seed: int, operator_params: dict) -> str:
+    """What a task's images depend on: protocol, clean crops, seed, and the operator parameters the
+    family's severity encoder was trained on (they shape the degradation, e.g. the blur kernel)."""
+    blob = json.dumps({"task": asdict(task), "crops": crop_keys, "seed": seed, "operator": operator_params},
+                      sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
