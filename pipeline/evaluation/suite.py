@@ -170,8 +170,8 @@ def cell_overrides(cell: Cell, task: Task, budget: Budget, flash_nfe: float | No
 
 
 def data_key(task: Task, crop_keys: list[str], seed: int, operator_params: dict) -> str:
-    """What a task's images depend on: protocol, clean crops, seed, and the operator parameters the
-    family's severity encoder was trained on (they shape the degradation, e.g. the blur kernel)."""
+    """What a task's images depend on: protocol, clean crops, seed, and the operator parameters they are
+    degraded with (the family's severity encoder's, under the task's own; e.g. the blur kernel)."""
     blob = json.dumps({"task": asdict(task), "crops": crop_keys, "seed": seed, "operator": operator_params},
                       sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
