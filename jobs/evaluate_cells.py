@@ -74,6 +74,7 @@ class Evaluation:
     batch_size: int = 16
     device: str = "cpu"
     lpips_weights: str | None = None
+    settings_table: str = "tuned"   # solver.settings of every cell: the shipped table or another prior's
     command: str = ""
     log: Callable[[str], None] = print
     _data: dict = field(default_factory=dict)
@@ -98,7 +99,8 @@ class Evaluation:
     def base_sets(self, family: str) -> list[str]:
         sets = [f"models.autoencoder={self.models / 'autoencoder'}", f"models.denoiser={self.models / 'ldm'}",
                 f"models.device={self.device}", f"execution.engine={self.engine}",
-                f"execution.batch_size={self.batch_size}", f"seed={self.seed}"]
+                f"execution.batch_size={self.batch_size}", f"seed={self.seed}",
+                f"solver.settings={self.settings_table}"]
         if self.lpips_weights:
             sets.append(f"metrics.lpips_weights={self.lpips_weights}")
         return sets
@@ -148,9 +150,9 @@ class Evaluation:
             flash_nfe = self.run(Cell(cell.task, cell.solver, "flash"))["mean_nfe"]
         sets = self.base_sets(task.family) + cell_overrides(cell, task, self.budget, flash_nfe)
         if cell.mode == "equal_nfe":   # ζ tuned on a short schedule, when the table has it
-            from pipeline.restoration.solver_settings import tuned
+            from pipeline.restoration.solver_settings import table_for, tuned
 
-            entry = tuned(cell.solver, task.family, "equal_nfe")["params"]
+            entry = tuned(cell.solver, task.family, "equal_nfe", table_for(self.settings_table))["params"]
             sets += [f"solver.params.{k}={v}" for k, v in entry.items()]
         cfg = load_config(None, sets)
         cfg.models.severity = {task.family: self.severity_url(task.family)}

@@ -70,6 +70,8 @@ def evaluate(
                                "(run only those that are missing or stale)"),
     report_only: bool = typer.Option(False, "--report-only", help="Rebuild the report from stored cells"),
     models: str = typer.Option("models", "--models", help="Folder with autoencoder/, ldm/, severity-<family>/"),
+    settings: str = typer.Option("tuned", "--settings", help="Solver settings table of every cell: tuned (the "
+                                 "shipped one) or the path of a table tuned for the prior in --models"),
     lpips_weights: Optional[str] = typer.Option(None, "--lpips-weights", help="LPIPS safetensors (else missing)"),
     engine: str = typer.Option("local", "--engine", help="local | ray (same results, hashes ignore it)"),
     batch_size: int = typer.Option(16, "--batch-size"),
@@ -101,6 +103,9 @@ def evaluate(
         for name in ("autoencoder", "ldm", "severity-gaussian_blur", "severity-inpainting", "severity-nonlinear_blur"):
             if not (root / name / "config.json").exists():
                 raise ValueError(f"model folder {root / name} has no config.json")
+        from pipeline.execution.config import load_config
+
+        load_config(None, [f"solver.settings={settings}"])   # a bad table fails here, before any compute
         out_dir = Path(out)
         if report_only:
             path = write_report(out_dir, suite_cells(budget), budget, quick)
@@ -115,7 +120,7 @@ def evaluate(
         raise typer.Exit(2)
     ev = Evaluation(models=root, crops01=crops, crop_keys=keys, budget=budget, out=out_dir, work=Path(work),
                     seed=seed, engine=engine, batch_size=batch_size, device=device, lpips_weights=lpips_weights,
-                    command=command_line(ctx), log=lambda m: console.print(m))
+                    settings_table=settings, command=command_line(ctx), log=lambda m: console.print(m))
     t0 = time.time()
     todo, failed = wanted or suite_cells(budget), {}
     for c in todo:
@@ -128,7 +133,7 @@ def evaluate(
 
     import torch
 
-    meta = {"photos": source, "command": command_line(ctx), "seconds_this_run": round(time.time() - t0, 1),
+    meta = {"photos": source, "command": command_line(ctx), "settings": settings, "seconds_this_run": round(time.time() - t0, 1),
             "crops": len(keys), "failed": failed,
             "machine": f"{os.cpu_count()} CPU cores, torch {torch.__version__}, device {device}, engine {engine}"}
     path = write_report(out_dir, suite_cells(budget), budget, quick, meta)

@@ -206,7 +206,8 @@ def test_photo_lists_with_training_photos_or_none_are_refused(tmp_path, tiny_mod
 
 
 @pytest.mark.parametrize("bad", [["--photos", "train"], ["--n", "0"], ["--suite", "other"], ["--cell", "x/y"],
-                                 ["--engine", "spark"], ["--models", "/nonexistent"]])
+                                 ["--engine", "spark"], ["--models", "/nonexistent"],
+                                 ["--settings", "/nonexistent.yaml"]])
 def test_bad_options_fail_before_any_compute(bad, tmp_path, tiny_models):
     result = _evaluate(["--quick", "--models", str(tiny_models), "--out", str(tmp_path / "r"),
                         "--work", str(tmp_path / "w"), *bad])
@@ -253,3 +254,34 @@ def test_a_cell_run_before_a_retune_is_reported_stale(tmp_path, monkeypatch):
     write_table(ss.TABLE, "ldps", "gaussian_blur",
                 {"equal_nfe": {"best": {"step_size": 0.5, "psnr": 16.0, "nfe": 60.0}, "crops": 4, "steps": 60}}, "short")
     assert stale_settings(equal, {"settings": {"params": {}, "noise_correction": None}}) and not stale_settings(flash, ran)
+
+
+def test_a_path_table_feeds_every_cell_and_the_stale_check(tmp_path, tiny_models, monkeypatch):
+    """`evaluate --settings TABLE` (another prior's table): the cells, their equal-NFE ζ and the
+    report's staleness check all read that table, never the shipped one."""
+    from jobs.evaluate_cells import Evaluation
+    from pipeline.evaluation.reproduction import stale_settings
+    from pipeline.evaluation.tuning import write_table
+    from pipeline.restoration import solver_settings as ss
+
+    shipped, other = tmp_path / "shipped.yaml", tmp_path / "other.yaml"
+    monkeypatch.setattr(ss, "TABLE", shipped)
+    for path, zeta in ((shipped, 0.5), (other, 16.0)):
+        write_table(path, "ldps", "gaussian_blur",
+                    {"flash": {"best": {"step_size": zeta, "noise_correction": 0.6, "psnr": 25.0, "nfe": 40.0}, "crops": 8},
+                     "equal_nfe": {"best": {"step_size": zeta * 2, "psnr": 20.0, "nfe": 30.0}, "crops": 4, "steps": 30}},
+                    "test")
+    ev = Evaluation(models=tiny_models, crops01=torch.rand(2, 3, 16, 16), crop_keys=["a", "b"], budget=Budget.quick(),
+                    out=tmp_path / "rep", work=tmp_path / "work", settings_table=str(other))
+    monkeypatch.setattr(ev, "run", lambda cell, force=False: {"mean_nfe": 7.0})   # the Flash cell's NFE
+    equal, flash = Cell("blur_varying", "ldps", "equal_nfe"), Cell("blur_varying", "ldps", "flash")
+    task = task_named("blur_varying")
+    cfg = ev.config_for(equal, task)
+    assert cfg.solver.params["step_size"] == 32.0 and cfg.solver.settings == str(other)
+    assert ev.settings(equal, task, cfg)["params"]["step_size"] == 32.0
+    flash_cfg = ev.config_for(flash, task)
+    assert ev.settings(flash, task, flash_cfg)["params"]["step_size"] == 16.0
+    ran = {"settings": ev.settings(flash, task, flash_cfg)}
+    assert not stale_settings(flash, ran, str(other)) and stale_settings(flash, ran)   # stale against the shipped one
+    ran_equal = {"settings": ev.settings(equal, task, cfg)}
+    assert not stale_settings(equal, ran_equal, str(other)) and stale_settings(equal, ran_equal)

@@ -68,9 +68,10 @@ def kid_text(cell: dict | None, subset: str = "all") -> tuple[str, str]:
     return f"{sm['fid']:.1f}", f"{sm['kid']:.3f} ± {sm['kid_std']:.3f}"
 
 
-def stale_settings(cell: Cell, record: dict | None) -> bool:
-    """True when the settings table now resolves this cell to other settings than it ran with
-    (it was retuned since): its figures stand for a configuration jobs no longer run."""
+def stale_settings(cell: Cell, record: dict | None, settings: str = "tuned") -> bool:
+    """True when the settings table (`settings`, as `evaluate --settings` named it) now resolves
+    this cell to other settings than it ran with (it was retuned since): its figures stand for a
+    configuration jobs no longer run."""
     from pipeline.restoration.solver_settings import resolve, table_for, tuned
 
     st = (record or {}).get("settings")
@@ -78,8 +79,9 @@ def stale_settings(cell: Cell, record: dict | None) -> bool:
         return False
     family = task_named(cell.task).family
     flash = cell.mode not in ("baseline", "equal_nfe")
-    user = tuned(cell.solver, family, "equal_nfe")["params"] if cell.mode == "equal_nfe" else {}
-    params, c = resolve(cell.solver, family, flash, user, "tuned", table_for("tuned"))
+    table = table_for(settings)
+    user = tuned(cell.solver, family, "equal_nfe", table)["params"] if cell.mode == "equal_nfe" else {}
+    params, c = resolve(cell.solver, family, flash, user, "tuned", table)
     return params != st.get("params") or (flash and c != st.get("noise_correction"))
 
 
@@ -90,11 +92,11 @@ def verdict(ok: bool | None) -> str:
 class Report:
     """Loads every cell once; sections read from it."""
 
-    def __init__(self, out: Path, cells: list[Cell], budget: Budget):
+    def __init__(self, out: Path, cells: list[Cell], budget: Budget, settings: str = "tuned"):
         self.out, self.budget = out, budget
         self.cells = {c.id: load_cell(out, c.id) for c in cells}
         self.missing = [c.id for c in cells if self.cells[c.id] is None]
-        self.stale = [c.id for c in cells if stale_settings(c, self.cells[c.id])]
+        self.stale = [c.id for c in cells if stale_settings(c, self.cells[c.id], settings)]
         self.paper = yaml.safe_load(PAPER.read_text())
         self.verdicts: list[tuple[str, str, str, str]] = []
         self.grid: dict[tuple[str, str], str] = {}   # (task, solver) → the main-table targets' verdicts
@@ -301,7 +303,7 @@ def write_report(out: Path, cells: list[Cell], budget: Budget, quick: bool, meta
                   "written": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
         meta_path.write_text(json.dumps(stored, indent=1) + "\n")
     meta = stored
-    report = Report(out, cells, budget)
+    report = Report(out, cells, budget, meta.get("settings", "tuned"))
     tasks = {t: load_task(out, t) for t in TASKS}
     path = out.with_suffix(".md")
     path.write_text(render(report, meta, tasks, quick))

@@ -79,6 +79,9 @@ def render(report: Report, meta: dict, tasks: dict, quick: bool) -> str:
               "(a finished cell is reused while its key matches: its settings, its degraded images and the models it "
               "loads); `--cell TASK/SOLVER/MODE` reruns one; "
               "`--report-only` rebuilds this page.", ""]
+    if meta.get("settings", "tuned") != "tuned":
+        lines += [f"**Solver settings: the table `{meta['settings']}`** (`--settings`), not the shipped one the notes "
+                  "at the end describe; every cell's settings and the staleness check below follow it.", ""]
     for cid, why in (meta.get("failed") or {}).items():
         lines += [f"- **cell `{cid}` failed in the last run**: {why}"]
     if report.missing:
