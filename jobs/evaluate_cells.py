@@ -75,6 +75,7 @@ class Evaluation:
     device: str = "cpu"
     lpips_weights: str | None = None
     settings_table: str = "tuned"   # solver.settings of every cell: the shipped table or another prior's
+    threads: int | None = None      # torch threads of the solver (None: the cores); keys ignore it
     command: str = ""
     log: Callable[[str], None] = print
     _data: dict = field(default_factory=dict)
@@ -101,6 +102,8 @@ class Evaluation:
                 f"models.device={self.device}", f"execution.engine={self.engine}",
                 f"execution.batch_size={self.batch_size}", f"seed={self.seed}",
                 f"solver.settings={self.settings_table}"]
+        if self.threads:
+            sets.append(f"execution.solver_threads={self.threads}")
         if self.lpips_weights:
             sets.append(f"metrics.lpips_weights={self.lpips_weights}")
         return sets

@@ -75,6 +75,8 @@ def evaluate(
     lpips_weights: Optional[str] = typer.Option(None, "--lpips-weights", help="LPIPS safetensors (else missing)"),
     engine: str = typer.Option("local", "--engine", help="local | ray (same results, hashes ignore it)"),
     batch_size: int = typer.Option(16, "--batch-size"),
+    threads: Optional[int] = typer.Option(None, "--threads", help="Torch threads of the solver (default: the "
+                                          "cores; 1 when evaluations share the cores); cell keys ignore it"),
     device: str = typer.Option("cpu", "--device"),
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
@@ -89,6 +91,8 @@ def evaluate(
     try:
         if suite != "paper":
             raise ValueError(f"--suite {suite!r}: the one suite is 'paper'")
+        if threads is not None and not 1 <= threads <= 1024:
+            raise ValueError(f"--threads must be in 1..1024, got {threads}")
         if engine not in ("local", "ray"):
             raise ValueError(f"--engine must be local or ray, got {engine!r}")
         budget = Budget.quick() if quick else Budget()
@@ -120,7 +124,7 @@ def evaluate(
         raise typer.Exit(2)
     ev = Evaluation(models=root, crops01=crops, crop_keys=keys, budget=budget, out=out_dir, work=Path(work),
                     seed=seed, engine=engine, batch_size=batch_size, device=device, lpips_weights=lpips_weights,
-                    settings_table=settings, command=command_line(ctx), log=lambda m: console.print(m))
+                    settings_table=settings, threads=threads, command=command_line(ctx), log=lambda m: console.print(m))
     t0 = time.time()
     todo, failed = wanted or suite_cells(budget), {}
     for c in todo:

@@ -207,7 +207,7 @@ def test_photo_lists_with_training_photos_or_none_are_refused(tmp_path, tiny_mod
 
 @pytest.mark.parametrize("bad", [["--photos", "train"], ["--n", "0"], ["--suite", "other"], ["--cell", "x/y"],
                                  ["--engine", "spark"], ["--models", "/nonexistent"],
-                                 ["--settings", "/nonexistent.yaml"]])
+                                 ["--settings", "/nonexistent.yaml"], ["--threads", "0"]])
 def test_bad_options_fail_before_any_compute(bad, tmp_path, tiny_models):
     result = _evaluate(["--quick", "--models", str(tiny_models), "--out", str(tmp_path / "r"),
                         "--work", str(tmp_path / "w"), *bad])
@@ -285,3 +285,7 @@ def test_a_path_table_feeds_every_cell_and_the_stale_check(tmp_path, tiny_models
     assert not stale_settings(flash, ran, str(other)) and stale_settings(flash, ran)   # stale against the shipped one
     ran_equal = {"settings": ev.settings(equal, task, cfg)}
     assert not stale_settings(equal, ran_equal, str(other)) and stale_settings(equal, ran_equal)
+    from jobs.evaluate_cells import portable_hash   # solver threads: set for the job, never in a cell key
+    ev.threads = 1
+    one = ev.config_for(flash, task)
+    assert one.execution.solver_threads == 1 and portable_hash(one, "gaussian_blur") == portable_hash(flash_cfg, "gaussian_blur")
