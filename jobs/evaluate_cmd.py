@@ -137,8 +137,8 @@ def evaluate(
 
     import torch
 
-    meta = {"photos": source, "command": command_line(ctx), "settings": settings, "seconds_this_run": round(time.time() - t0, 1),
-            "crops": len(keys), "failed": failed,
+    meta = {"photos": source, "command": command_line(ctx), "settings": settings,
+            "seconds_this_run": round(time.time() - t0, 1), "crops": len(keys), "failed": failed,
             "machine": f"{os.cpu_count()} CPU cores, torch {torch.__version__}, device {device}, engine {engine}"}
     path = write_report(out_dir, suite_cells(budget), budget, quick, meta)
     console.print(f"evaluate: {len(todo)} cells in {time.time() - t0:.0f} s ({len(failed)} failed) → {path}")

@@ -259,7 +259,7 @@ def test_a_cell_run_before_a_retune_is_reported_stale(tmp_path, monkeypatch):
 def test_a_path_table_feeds_every_cell_and_the_stale_check(tmp_path, tiny_models, monkeypatch):
     """`evaluate --settings TABLE` (another prior's table): the cells, their equal-NFE ζ and the
     report's staleness check all read that table, never the shipped one."""
-    from jobs.evaluate_cells import Evaluation
+    from jobs.evaluate_cells import Evaluation, portable_hash
     from pipeline.evaluation.reproduction import stale_settings
     from pipeline.evaluation.tuning import write_table
     from pipeline.restoration import solver_settings as ss
@@ -267,10 +267,10 @@ def test_a_path_table_feeds_every_cell_and_the_stale_check(tmp_path, tiny_models
     shipped, other = tmp_path / "shipped.yaml", tmp_path / "other.yaml"
     monkeypatch.setattr(ss, "TABLE", shipped)
     for path, zeta in ((shipped, 0.5), (other, 16.0)):
-        write_table(path, "ldps", "gaussian_blur",
-                    {"flash": {"best": {"step_size": zeta, "noise_correction": 0.6, "psnr": 25.0, "nfe": 40.0}, "crops": 8},
-                     "equal_nfe": {"best": {"step_size": zeta * 2, "psnr": 20.0, "nfe": 30.0}, "crops": 4, "steps": 30}},
-                    "test")
+        flash_best = {"step_size": zeta, "noise_correction": 0.6, "psnr": 25.0, "nfe": 40.0}
+        equal_best = {"step_size": zeta * 2, "psnr": 20.0, "nfe": 30.0}
+        write_table(path, "ldps", "gaussian_blur", {"flash": {"best": flash_best, "crops": 8},
+                                                    "equal_nfe": {"best": equal_best, "crops": 4, "steps": 30}}, "test")
     ev = Evaluation(models=tiny_models, crops01=torch.rand(2, 3, 16, 16), crop_keys=["a", "b"], budget=Budget.quick(),
                     out=tmp_path / "rep", work=tmp_path / "work", settings_table=str(other))
     monkeypatch.setattr(ev, "run", lambda cell, force=False: {"mean_nfe": 7.0})   # the Flash cell's NFE
@@ -285,7 +285,7 @@ def test_a_path_table_feeds_every_cell_and_the_stale_check(tmp_path, tiny_models
     assert not stale_settings(flash, ran, str(other)) and stale_settings(flash, ran)   # stale against the shipped one
     ran_equal = {"settings": ev.settings(equal, task, cfg)}
     assert not stale_settings(equal, ran_equal, str(other)) and stale_settings(equal, ran_equal)
-    from jobs.evaluate_cells import portable_hash   # solver threads: set for the job, never in a cell key
-    ev.threads = 1
+    ev.threads = 1   # solver threads: set for the job, never in a cell key
     one = ev.config_for(flash, task)
-    assert one.execution.solver_threads == 1 and portable_hash(one, "gaussian_blur") == portable_hash(flash_cfg, "gaussian_blur")
+    assert one.execution.solver_threads == 1
+    assert portable_hash(one, "gaussian_blur") == portable_hash(flash_cfg, "gaussian_blur")

@@ -118,7 +118,7 @@ class UNetConfig:
     norm_num_groups: int = 16
     attention_head_dim: int = 8
     num_timesteps: int = 1000
-    prediction_type: str = "v_prediction"   # or epsilon; v keeps ẑ0 bounded at high noise (docs/model-design.md, "LDM")
+    prediction_type: str = "v_prediction"   # or epsilon; v keeps ẑ0 bounded at high noise (model-design.md)
 
     def validate(self) -> None:
         if self.prediction_type not in ("epsilon", "v_prediction"):
