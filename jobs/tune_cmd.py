@@ -127,3 +127,36 @@ def _replace_section(path: Path, heading: str, body: str) -> None:
         "(never on dev photos), Flash and the baseline alike; the winners are in `pipeline/restoration/solver_settings.yaml`, "
         "which jobs read by default (`solver.settings: tuned`) and which enters the config hash.\n")
     path.write_text(replace_section(text, body, heading))
+
+
+def tune_merge(
+    scratch: list[str] = typer.Argument(..., help="Tables written by `tune --table SCRATCH.yaml` runs"),
+    table: str = typer.Option("pipeline/restoration/solver_settings.yaml", "--table", help="Settings table to update"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Show the decisions, write nothing"),
+) -> None:
+    """Merge scratch tune tables into TABLE: per entry, the higher PSNR on the same crops, noise and schedule wins."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from pipeline.evaluation.table_merge import merge
+    from pipeline.restoration.solver_settings import load_table
+    from pipeline.evaluation.tuning import dump_table
+
+    console = Console(stderr=True)
+    path = Path(table)
+    try:
+        current = load_table(table) if path.exists() else {}
+        merged, decisions = merge(current, [(name, load_table(name)) for name in scratch])
+    except (OSError, ValueError) as exc:
+        console.print(f"[red]error:[/red] {exc}; {table} left unchanged")
+        raise typer.Exit(2)
+    out = Table(title=f"tune-merge into {table}")
+    for col in ("from", "entry", "action", "table PSNR", "offered PSNR"):
+        out.add_column(col)
+    for d in decisions:
+        out.add_row(d.source, d.entry, d.action, "" if d.kept_psnr is None else f"{d.kept_psnr:.3f}", f"{d.offered_psnr:.3f}")
+    console.print(out)
+    changed = any(d.action in ("added", "replaced") for d in decisions)
+    if changed and not dry_run:
+        dump_table(path, merged)
+    console.print(f"tune-merge: {table} {'updated' if changed and not dry_run else 'unchanged'}")

@@ -149,3 +149,39 @@ def test_tune_grids_any_solver_hyperparameter_and_the_short_schedule(tiny_models
     for bad in (["--param", "zeta=1"], ["--param", "nonsense"], ["--skip-flash", "--skip-baseline"]):
         out = CliRunner().invoke(app, ["tune", "--models", str(tiny_models), "--table", str(table), *bad])
         assert out.exit_code == 2, (bad, out.output)
+
+
+def test_tune_merge_keeps_the_better_entry_and_refuses_scores_that_do_not_compare(tmp_path):
+    import yaml
+    from typer.testing import CliRunner
+
+    from jobs.cli import app
+
+    main, edge, other = tmp_path / "main.yaml", tmp_path / "edge.yaml", tmp_path / "other.yaml"
+    write_table(main, "ldps", "gaussian_blur", RESULT, "grid")
+    better = {"flash": {"best": {**RESULT["flash"]["best"], "step_size": 4.0, "psnr": 25.5}, "crops": 8},
+              "baseline": {"best": {**RESULT["baseline"]["best"], "step_size": 0.25, "psnr": 22.0}, "crops": 2}}
+    write_table(edge, "ldps", "gaussian_blur", better, "edge")
+    write_table(edge, "psld", "inpainting", {"flash": RESULT["flash"]}, "new entry")
+    before = main.read_text()
+    dry = CliRunner().invoke(app, ["tune-merge", str(edge), "--table", str(main), "--dry-run"])
+    assert dry.exit_code == 0 and main.read_text() == before, dry.output
+    ok = CliRunner().invoke(app, ["tune-merge", str(edge), "--table", str(main)])
+    assert ok.exit_code == 0, ok.output
+    got = yaml.safe_load(main.read_text())
+    assert got["version"] == 2 and "edge.yaml" in got["tuned_on"]
+    assert got["settings"]["ldps"]["gaussian_blur"]["flash"]["params"] == {"step_size": 4.0}      # higher PSNR wins
+    assert got["settings"]["ldps"]["gaussian_blur"]["baseline"]["params"] == {"step_size": 0.5}   # lower is kept
+    assert got["settings"]["psld"]["inpainting"]["flash"]["score"]["psnr"] == 25.0                # missing is added
+    # merging the same table again changes nothing, not even the version
+    assert CliRunner().invoke(app, ["tune-merge", str(edge), "--table", str(main)]).exit_code == 0
+    assert yaml.safe_load(main.read_text())["version"] == 2
+    # a score on other crops does not compare: refused, by name, and the table is untouched
+    write_table(other, "ldps", "gaussian_blur", {"flash": {**better["flash"], "crops": 16}}, "16 crops")
+    merged = main.read_text()
+    bad = CliRunner().invoke(app, ["tune-merge", str(other), "--table", str(main)])
+    assert bad.exit_code == 2 and "ldps/gaussian_blur/flash" in bad.output and "crops" in bad.output
+    assert main.read_text() == merged
+    (tmp_path / "junk.yaml").write_text("settings: [1, 2]\nversion: 1\n")
+    junk = CliRunner().invoke(app, ["tune-merge", str(tmp_path / "junk.yaml"), "--table", str(main)])
+    assert junk.exit_code == 2 and main.read_text() == merged

@@ -109,7 +109,11 @@ def write_table(path: Path, solver: str, family: str, result: dict, note: str, n
             new["steps"] = res["steps"]
         entry[mode] = new
     table = {"version": int(table.get("version", 0)) + 1, "tuned_on": note, "settings": settings}
+    dump_table(path, table)
+    return table
+
+
+def dump_table(path: Path, table: dict) -> None:
     path.write_text("# Tuned solver settings, read by jobs whose solver.settings names this table (the shipped one:\n"
                     "# tuned, the default). Written by `flash-restore tune`; its --doc report has every trial.\n"
                     + yaml.safe_dump(table, sort_keys=True))
-    return table
