@@ -133,6 +133,16 @@ def test_cells_are_reused_and_one_can_be_rerun(quick_run):
     assert kept.exit_code == 0 and "images" not in kept.output, kept.output
     rebuilt = _evaluate(args + ["--report-only"])
     assert rebuilt.exit_code == 0 and (root / "rep.md").exists()
+    # a run stopped after its first cell wrote no meta; the report still names it, read from that cell
+    path = cells / "blur_varying/ldps/start-2" / "cell.json"
+    record = json.loads(path.read_text())
+    path.write_text(json.dumps({**record, "command": "flash-restore evaluate --stopped-part-way"}))
+    assert _evaluate(args + ["--report-only"]).exit_code == 0
+    commands = json.loads((root / "rep" / "evaluation.json").read_text())["commands"]
+    assert "flash-restore evaluate --stopped-part-way" in commands and len(commands) == len(set(commands))
+    assert any("--cell blur_fixed/ldps/flash" in c for c in commands)  # the rerun of one cell, still stored
+    assert "--stopped-part-way" in (root / "rep.md").read_text()
+    path.write_text(json.dumps(record))
 
 
 def test_findings_are_included_and_flagged_when_the_cells_change(quick_run):

@@ -290,6 +290,14 @@ def in_bin(rows: list[dict], b: str) -> list[dict]:
     return [r for r in rows if r.get("severity") is not None and lo <= r["severity"] < hi]
 
 
+def made_by(report: Report, last: str | None) -> list[str]:
+    """The commands that made the stored cells, each once, in the order their cells finished, and
+    the last run's last: read from the cells themselves, so a run stopped part-way is named too."""
+    records = sorted((r for r in report.cells.values() if r and r.get("command")), key=lambda r: r.get("finished", ""))
+    made = [r["command"] for r in records if r["command"] != last]
+    return list(dict.fromkeys(made + ([last] if last else [])))
+
+
 def write_report(out: Path, cells: list[Cell], budget: Budget, quick: bool, meta: dict | None = None) -> Path:
     """Write OUT.md (and OUT/*.png) from the cells under OUT; returns the report's path."""
     from pipeline.evaluation.reproduction_text import render
@@ -297,13 +305,12 @@ def write_report(out: Path, cells: list[Cell], budget: Budget, quick: bool, meta
     out.mkdir(parents=True, exist_ok=True)
     meta_path = out / "evaluation.json"
     stored = json.loads(meta_path.read_text()) if meta_path.exists() else {}
-    if meta is not None:  # the commands that made the cells, each once, the last run last
-        commands = [c for c in stored.get("commands", []) if c != meta["command"]] + [meta["command"]]
-        stored = {**meta, "commands": commands, "quick": quick,
-                  "written": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
-        meta_path.write_text(json.dumps(stored, indent=1) + "\n")
+    report = Report(out, cells, budget, (meta or stored).get("settings", "tuned"))
+    if meta is not None:
+        stored = {**meta, "quick": quick, "written": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    stored["commands"] = made_by(report, stored.get("command"))
+    meta_path.write_text(json.dumps(stored, indent=1) + "\n")
     meta = stored
-    report = Report(out, cells, budget, meta.get("settings", "tuned"))
     tasks = {t: load_task(out, t) for t in TASKS}
     path = out.with_suffix(".md")
     path.write_text(render(report, meta, tasks, quick))
