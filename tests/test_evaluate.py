@@ -145,6 +145,24 @@ def test_cells_are_reused_and_one_can_be_rerun(quick_run):
     path.write_text(json.dumps(record))
 
 
+def test_kid_and_fid_get_a_verdict_each(quick_run, tmp_path):
+    import shutil
+
+    from pipeline.evaluation.reproduction import Report
+
+    root, _ = quick_run
+    shutil.copytree(root / "rep", tmp_path / "rep")
+    for mode, kid, fid in (("flash", 0.01, 400.0), ("baseline", 0.02, 300.0)):  # Flash: better KID, worse FID
+        path = tmp_path / "rep" / "cells" / "blur_varying" / "ldps" / mode / "cell.json"
+        record = json.loads(path.read_text())
+        record["set_metrics"]["grid"] = {"kid": kid, "kid_std": 0.0, "fid": fid, "n": 2}
+        path.write_text(json.dumps(record))
+    report = Report(tmp_path / "rep", suite_cells(Budget.quick()), Budget.quick())
+    row = next(ln for ln in report.main_verdicts("blur_varying").splitlines() if ln.startswith("| ldps"))
+    assert "KID 0.010 vs 0.020 ✓, FID 400 vs 300 ✗" in row
+    assert "KID ✓ · FID ✗" in report.grid[("blur_varying", "ldps")]
+
+
 def test_findings_are_included_and_flagged_when_the_cells_change(quick_run):
     import re
 

@@ -156,10 +156,11 @@ class Report:
             fk, bk = ((c or {}).get("set_metrics", {}).get("grid", {}) for c in (f, b))
             kid_ok = fk["kid"] < bk["kid"] if "kid" in fk and "kid" in bk else None
             fid_ok = fk["fid"] < bk["fid"] if kid_ok is not None else None
-            kid_txt = (f"KID {fk['kid']:.3f} vs {bk['kid']:.3f}, FID {fk['fid']:.0f} vs {bk['fid']:.0f} (n={fk['n']})"
-                       if kid_ok is not None else "missing (n < 2 or no Inception weights)")
+            kid_txt = (f"KID {fk['kid']:.3f} vs {bk['kid']:.3f} {verdict(kid_ok)}, FID {fk['fid']:.0f} vs "
+                       f"{bk['fid']:.0f} {verdict(fid_ok)} (n={fk['n']})"
+                       if kid_ok is not None else "missing (n < 2 or no Inception weights) n/a")
             lines.append(f"| {solver} | {fmt(ratio, 3)} {verdict(nfe_ok)} | {ci_text(ci)} {verdict(psnr_ok)} | "
-                         f"{kid_txt} {verdict(kid_ok)} | {ci_text(paired(f, e))} | "
+                         f"{kid_txt} | {ci_text(paired(f, e))} | "
                          f"{ci_text(paired(f, self.cell(task, 'none', 'decode')))} |")
             self.grid[(task, solver)] = " · ".join(
                 ([f"NFE {verdict(nfe_ok)}"] if solver in DDPM_SOLVERS else [])
