@@ -74,8 +74,9 @@ def render(report: Report, meta: dict, tasks: dict, quick: bool) -> str:
     commands = ", then ".join(f"`{c}`" for c in meta.get("commands", [])) or "`flash-restore evaluate`"
     lines += [f"Made by {commands} on {meta.get('photos', 'the evaluation photos')} "
               f"(written {meta.get('written', '?')}). Per cell: {b.n} images for Flash, D(ẑ), the input and equal-NFE "
-              f"baselines, {b.n_baseline} for full-schedule baselines, {b.n_fixed} for fixed starts. Cell compute so far: "
-              f"{hours:.2f} h on {meta.get('machine', 'this machine')}. Rerun the same command to continue "
+              f"baselines, {b.n_baseline} for full-schedule baselines, {b.n_fixed} for fixed starts. Cell compute{' so far' if report.missing else ''}: "
+              f"{hours:.2f} h on {meta.get('machine', 'this machine')} (the sum of the cells' wall times; cells run "
+              "side by side count each). Rerun the same command to continue "
               "(a finished cell is reused while its key matches: its settings, its degraded images and the models it "
               "loads); `--cell TASK/SOLVER/MODE` reruns one; "
               "`--report-only` rebuilds this page.", ""]
