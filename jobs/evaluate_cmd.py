@@ -112,7 +112,9 @@ def evaluate(
         load_config(None, [f"solver.settings={settings}"])   # a bad table fails here, before any compute
         out_dir = Path(out)
         if report_only:
-            path = write_report(out_dir, suite_cells(budget), budget, quick)
+            source = ctx.get_parameter_source("settings")   # typer's own click: compare by name
+            given = getattr(source, "name", None) == "COMMANDLINE"
+            path = write_report(out_dir, suite_cells(budget), budget, quick, settings=settings if given else None)
             console.print(f"evaluate: report rebuilt from stored cells → {path}")
             return
         import json

@@ -163,6 +163,25 @@ def test_kid_and_fid_get_a_verdict_each(quick_run, tmp_path):
     assert "KID ✓ · FID ✗" in report.grid[("blur_varying", "ldps")]
 
 
+def test_a_rebuild_checks_staleness_against_the_settings_it_is_given(quick_run, tmp_path, tiny_models):
+    import shutil
+
+    from pipeline.evaluation.tuning import write_table
+
+    root, _ = quick_run
+    shutil.copytree(root / "rep", tmp_path / "rep")
+    other = tmp_path / "other.yaml"
+    write_table(other, "ldps", "gaussian_blur", {"flash": {"best": {"step_size": 0.125, "noise_correction": 2.0,
+                                                                      "psnr": 1.0, "nfe": 1.0}, "crops": 1}}, "t")
+    args = ["--quick", "--models", str(tiny_models), "--out", str(tmp_path / "rep"), "--report-only"]
+    assert _evaluate(args).exit_code == 0
+    assert "changed since" not in (tmp_path / "rep.md").read_text()
+    assert _evaluate(args + ["--settings", str(other)]).exit_code == 0
+    assert "changed since" in (tmp_path / "rep.md").read_text()   # the cells ran on other ldps settings
+    assert json.loads((tmp_path / "rep" / "evaluation.json").read_text())["settings"] == str(other)
+    assert _evaluate(args).exit_code == 0 and "changed since" in (tmp_path / "rep.md").read_text()  # kept
+
+
 def test_findings_are_included_and_flagged_when_the_cells_change(quick_run):
     import re
 

@@ -299,16 +299,19 @@ def made_by(report: Report, last: str | None) -> list[str]:
     return list(dict.fromkeys(made + ([last] if last else [])))
 
 
-def write_report(out: Path, cells: list[Cell], budget: Budget, quick: bool, meta: dict | None = None) -> Path:
-    """Write OUT.md (and OUT/*.png) from the cells under OUT; returns the report's path."""
+def write_report(out: Path, cells: list[Cell], budget: Budget, quick: bool, meta: dict | None = None,
+                 settings: str | None = None) -> Path:
+    """Write OUT.md (and OUT/*.png) from the cells under OUT; returns the report's path. `settings`
+    (a rebuild's `--settings`) replaces the stored table the staleness check reads."""
     from pipeline.evaluation.reproduction_text import render
 
     out.mkdir(parents=True, exist_ok=True)
     meta_path = out / "evaluation.json"
     stored = json.loads(meta_path.read_text()) if meta_path.exists() else {}
-    report = Report(out, cells, budget, (meta or stored).get("settings", "tuned"))
     if meta is not None:
         stored = {**meta, "quick": quick, "written": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    stored["settings"] = settings or stored.get("settings", "tuned")
+    report = Report(out, cells, budget, stored["settings"])
     stored["commands"] = made_by(report, stored.get("command"))
     meta_path.write_text(json.dumps(stored, indent=1) + "\n")
     meta = stored
