@@ -158,5 +158,9 @@ def tune_merge(
     console.print(out)
     changed = any(d.action in ("added", "replaced") for d in decisions)
     if changed and not dry_run:
-        dump_table(path, merged)
+        try:
+            dump_table(path, merged)
+        except OSError as exc:
+            console.print(f"[red]error:[/red] cannot write {table}: {exc}")
+            raise typer.Exit(2)
     console.print(f"tune-merge: {table} {'updated' if changed and not dry_run else 'unchanged'}")

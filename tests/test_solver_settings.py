@@ -185,3 +185,5 @@ def test_tune_merge_keeps_the_better_entry_and_refuses_scores_that_do_not_compar
     (tmp_path / "junk.yaml").write_text("settings: [1, 2]\nversion: 1\n")
     junk = CliRunner().invoke(app, ["tune-merge", str(tmp_path / "junk.yaml"), "--table", str(main)])
     assert junk.exit_code == 2 and main.read_text() == merged
+    nowhere = CliRunner().invoke(app, ["tune-merge", str(edge), "--table", str(tmp_path / "no" / "such.yaml")])
+    assert nowhere.exit_code == 2 and "cannot write" in nowhere.output
