@@ -1,6 +1,7 @@
 """`flash-restore evaluate`: the suite's cells, the fixed-start and decode-only modes, resumable
 cells, and the report (a --quick run on tiny random models)."""
 import json
+import re
 
 import numpy as np
 import pytest
@@ -100,6 +101,7 @@ def test_quick_evaluation_writes_every_section(quick_run):
                     "## 4. Severity", "## 5. Sample grids", "## Cells"):
         assert heading in text
     assert "not run yet" not in text and "--quick smoke run" in text
+    assert "± 0.000" not in text and re.search(r"\d\.\d{3}² \|", text)   # 2 images: one KID subset, no spread
     for name in ("adaptivity.png", "robustness.png", "severity.png", "grid-blur_varying.png", "grid-inpainting.png"):
         assert (root / "rep" / name).stat().st_size > 1000
     import pyarrow.parquet as pq

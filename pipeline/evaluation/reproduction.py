@@ -65,7 +65,8 @@ def kid_text(cell: dict | None, subset: str = "all") -> tuple[str, str]:
         return "–", "–"
     if "missing" in sm:
         return "missing", "missing"
-    return f"{sm['fid']:.1f}", f"{sm['kid']:.3f} ± {sm['kid_std']:.3f}"
+    spread = f" ± {sm['kid_std']:.3f}" if sm["kid_std"] > 1e-9 else "²"   # one subset of all images: no spread
+    return f"{sm['fid']:.1f}", f"{sm['kid']:.3f}{spread}"
 
 
 def stale_settings(cell: Cell, record: dict | None, settings: str = "tuned") -> bool:

@@ -94,7 +94,9 @@ def render(report: Report, meta: dict, tasks: dict, quick: bool) -> str:
                   + ", ".join(f"`{c}`" for c in report.stale), ""]
     body = ["## 1. Main table", "",
             "Ours beside the paper's (FID/KID: see the notes at the end). ¹ LPIPS is missing unless the evaluation is given "
-            "LPIPS weights (`--lpips-weights`; none can be downloaded here).", ""]
+            "LPIPS weights (`--lpips-weights`; none can be downloaded here). ² KID without a spread: a cell has fewer "
+            "images than KID's subset size, so every subset holds all of them and the spread over subsets (± 0) says "
+            "nothing about its uncertainty.", ""]
     for t in TASKS:
         body += [main[t][0], main[t][1]]
     body += ["### What the solver adds over decoding ẑ", "",
