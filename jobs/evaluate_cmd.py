@@ -75,10 +75,15 @@ def evaluate(
     lpips_weights: Optional[str] = typer.Option(None, "--lpips-weights", help="LPIPS safetensors (else missing)"),
     engine: str = typer.Option("local", "--engine", help="local | ray (same results, hashes ignore it)"),
     batch_size: int = typer.Option(16, "--batch-size"),
-    threads: Optional[int] = typer.Option(None, "--threads", help="Torch threads of the solver (default: the "
-                                          "cores; 1 when evaluations share the cores); cell keys ignore it"),
+    threads: Optional[int] = typer.Option(None, "--threads", help="Torch threads of the solver and the metrics "
+                                          "(default: the cores; 1 when evaluations share the cores); cell keys "
+                                          "ignore it"),
     device: str = typer.Option("cpu", "--device"),
     seed: int = typer.Option(0, "--seed"),
+    jobs: int = typer.Option(1, "--jobs", help="Worker processes of one thread each (e.g. the cores); cells of "
+                             "one task and solver share a worker"),
+    worker: Optional[str] = typer.Option(None, "--worker", hidden=True, help="Internal: run as a worker of this "
+                                         "command (recorded in the cells); write no report"),
 ) -> None:
     """Run the paper-reproduction suite through the pipeline and write OUT.md."""
     from dataclasses import replace
@@ -93,6 +98,8 @@ def evaluate(
             raise ValueError(f"--suite {suite!r}: the one suite is 'paper'")
         if threads is not None and not 1 <= threads <= 1024:
             raise ValueError(f"--threads must be in 1..1024, got {threads}")
+        if not 1 <= jobs <= 64:
+            raise ValueError(f"--jobs must be in 1..64, got {jobs}")
         if engine not in ("local", "ray"):
             raise ValueError(f"--engine must be local or ray, got {engine!r}")
         budget = Budget.quick() if quick else Budget()
@@ -124,14 +131,30 @@ def evaluate(
     except (ValueError, OSError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2)
+    if threads:   # the metrics (Inception, SSIM) too: oversubscribed threads cost more than they give
+        import torch
+
+        torch.set_num_threads(threads)
     ev = Evaluation(models=root, crops01=crops, crop_keys=keys, budget=budget, out=out_dir, work=Path(work),
                     seed=seed, engine=engine, batch_size=batch_size, device=device, lpips_weights=lpips_weights,
-                    settings_table=settings, threads=threads, command=command_line(ctx), log=lambda m: console.print(m))
+                    settings_table=settings, threads=threads, command=worker or command_line(ctx),
+                    log=lambda m: console.print(m))
     t0 = time.time()
     todo, failed = wanted or suite_cells(budget), {}
+    force = bool(wanted) and not reuse
+    if jobs > 1:
+        from jobs.evaluate_workers import partition, run_workers
+
+        options = [f"--{k.replace('_', '-')}={v}" for k, v in (
+            ("suite", suite), ("photos", photos), ("n", n), ("n_baseline", n_baseline), ("out", out),
+            ("models", models), ("settings", settings), ("lpips_weights", lpips_weights), ("engine", engine),
+            ("batch_size", batch_size), ("device", device), ("seed", seed)) if v is not None] + (["--quick"] if quick else [])
+        codes = run_workers(partition(todo, jobs), options, Path(work), force, command_line(ctx))
+        console.print(f"evaluate: {len(codes)} workers done (exit codes {codes}); collecting their cells")
+        force = False   # what the workers stored is current: the loop below reuses it, or reruns what failed
     for c in todo:
         try:
-            ev.run(c, force=bool(wanted) and not reuse)
+            ev.run(c, force=force)
         except Exception as exc:  # noqa: BLE001 - one failed cell is reported; the others still run
             failed[c.id] = f"{type(exc).__name__}: {exc}"
             console.print(f"[red]cell {c.id} failed:[/red] {failed[c.id]}")
@@ -142,6 +165,9 @@ def evaluate(
     meta = {"photos": source, "command": command_line(ctx), "settings": settings,
             "seconds_this_run": round(time.time() - t0, 1), "crops": len(keys), "failed": failed,
             "machine": f"{os.cpu_count()} CPU cores, torch {torch.__version__}, device {device}, engine {engine}"}
+    if worker:
+        console.print(f"evaluate worker: {len(todo)} cells in {time.time() - t0:.0f} s ({len(failed)} failed)")
+        raise typer.Exit(1 if failed else 0)
     path = write_report(out_dir, suite_cells(budget), budget, quick, meta)
     console.print(f"evaluate: {len(todo)} cells in {time.time() - t0:.0f} s ({len(failed)} failed) → {path}")
     if failed:

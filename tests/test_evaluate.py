@@ -184,6 +184,32 @@ def test_a_rebuild_checks_staleness_against_the_settings_it_is_given(quick_run, 
     assert _evaluate(args).exit_code == 0 and "changed since" in (tmp_path / "rep.md").read_text()  # kept
 
 
+def test_jobs_split_the_cells_over_workers_with_the_same_results(quick_run, tmp_path, tiny_models):
+    import pyarrow.parquet as pq
+
+    from jobs.evaluate_workers import partition
+
+    cells = suite_cells(Budget.quick())
+    parts = partition(cells, 2)
+    assert sorted(c.id for p in parts for c in p) == sorted(c.id for c in cells) and len(parts) == 2
+    for part in parts:   # an equal-NFE cell shares its worker with its Flash cell
+        ids = {c.id for c in part}
+        assert all(f"{c.task}/{c.solver}/flash" in ids for c in part if c.mode == "equal_nfe")
+    root, _ = quick_run
+    out = tmp_path / "rep"
+    result = _evaluate(["--quick", "--models", str(tiny_models), "--out", str(out), "--work", str(tmp_path / "w"),
+                        "--jobs", "2"])
+    assert result.exit_code == 0, result.output
+    assert "2 workers done (exit codes [0, 0])" in result.output and "images" not in result.output  # parent reused all
+    for c in cells:
+        mine, ref = (pq.read_table(r / "cells" / c.id / "metrics.parquet").to_pylist() for r in (out, root / "rep"))
+        assert [r["key"] for r in mine] == [r["key"] for r in ref], c.id
+        assert [r["psnr"] for r in mine] == pytest.approx([r["psnr"] for r in ref], abs=1e-3), c.id
+        record = json.loads((out / "cells" / c.id / "cell.json").read_text())
+        assert "--jobs" in record["command"] and "--worker" not in record["command"], c.id   # the user's command
+    assert (tmp_path / "rep.md").exists()
+
+
 def test_findings_are_included_and_flagged_when_the_cells_change(quick_run):
     import re
 
@@ -256,7 +282,7 @@ def test_photo_lists_with_training_photos_or_none_are_refused(tmp_path, tiny_mod
 
 @pytest.mark.parametrize("bad", [["--photos", "train"], ["--n", "0"], ["--suite", "other"], ["--cell", "x/y"],
                                  ["--engine", "spark"], ["--models", "/nonexistent"],
-                                 ["--settings", "/nonexistent.yaml"], ["--threads", "0"]])
+                                 ["--settings", "/nonexistent.yaml"], ["--threads", "0"], ["--jobs", "0"]])
 def test_bad_options_fail_before_any_compute(bad, tmp_path, tiny_models):
     result = _evaluate(["--quick", "--models", str(tiny_models), "--out", str(tmp_path / "r"),
                         "--work", str(tmp_path / "w"), *bad])
