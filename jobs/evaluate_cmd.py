@@ -119,8 +119,8 @@ def evaluate(
         load_config(None, [f"solver.settings={settings}"])   # a bad table fails here, before any compute
         out_dir = Path(out)
         if report_only:
-            source = ctx.get_parameter_source("settings")   # typer's own click: compare by name
-            given = getattr(source, "name", None) == "COMMANDLINE"
+            given_by = ctx.get_parameter_source("settings")   # typer's own click: compare by name
+            given = getattr(given_by, "name", None) == "COMMANDLINE"
             path = write_report(out_dir, suite_cells(budget), budget, quick, settings=settings if given else None)
             console.print(f"evaluate: report rebuilt from stored cells → {path}")
             return
@@ -143,13 +143,9 @@ def evaluate(
     todo, failed = wanted or suite_cells(budget), {}
     force = bool(wanted) and not reuse
     if jobs > 1:
-        from jobs.evaluate_workers import partition, run_workers
+        from jobs.evaluate_workers import partition, run_workers, worker_options
 
-        options = [f"--{k.replace('_', '-')}={v}" for k, v in (
-            ("suite", suite), ("photos", photos), ("n", n), ("n_baseline", n_baseline), ("out", out),
-            ("models", models), ("settings", settings), ("lpips_weights", lpips_weights), ("engine", engine),
-            ("batch_size", batch_size), ("device", device), ("seed", seed)) if v is not None] + (["--quick"] if quick else [])
-        codes = run_workers(partition(todo, jobs), options, Path(work), force, command_line(ctx))
+        codes = run_workers(partition(todo, jobs), worker_options(ctx.params), Path(work), force, command_line(ctx))
         console.print(f"evaluate: {len(codes)} workers done (exit codes {codes}); collecting their cells")
         force = False   # what the workers stored is current: the loop below reuses it, or reruns what failed
     for c in todo:
@@ -158,6 +154,9 @@ def evaluate(
         except Exception as exc:  # noqa: BLE001 - one failed cell is reported; the others still run
             failed[c.id] = f"{type(exc).__name__}: {exc}"
             console.print(f"[red]cell {c.id} failed:[/red] {failed[c.id]}")
+    if worker:
+        console.print(f"evaluate worker: {len(todo)} cells in {time.time() - t0:.0f} s ({len(failed)} failed)")
+        raise typer.Exit(1 if failed else 0)
     import os
 
     import torch
@@ -165,9 +164,6 @@ def evaluate(
     meta = {"photos": source, "command": command_line(ctx), "settings": settings,
             "seconds_this_run": round(time.time() - t0, 1), "crops": len(keys), "failed": failed,
             "machine": f"{os.cpu_count()} CPU cores, torch {torch.__version__}, device {device}, engine {engine}"}
-    if worker:
-        console.print(f"evaluate worker: {len(todo)} cells in {time.time() - t0:.0f} s ({len(failed)} failed)")
-        raise typer.Exit(1 if failed else 0)
     path = write_report(out_dir, suite_cells(budget), budget, quick, meta)
     console.print(f"evaluate: {len(todo)} cells in {time.time() - t0:.0f} s ({len(failed)} failed) → {path}")
     if failed:

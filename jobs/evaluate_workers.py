@@ -42,14 +42,28 @@ def partition(cells: list[Cell], jobs: int) -> list[list[Cell]]:
     return [p for p in parts if p]
 
 
+PER_WORKER = {"cell", "reuse", "report_only", "work", "threads", "jobs", "worker"}   # set by run_workers
+
+
+def worker_options(params: dict) -> list[str]:
+    """The parent's evaluate options (its typer params) that every worker shares, as flags."""
+    out = []
+    for name, value in params.items():
+        if name in PER_WORKER or value is None or value is False:
+            continue
+        flag = f"--{name.replace('_', '-')}"
+        out.append(flag if value is True else f"{flag}={value}")
+    return out
+
+
 def run_workers(parts: list[list[Cell]], options: list[str], work: Path, force: bool, command: str) -> list[int]:
     """Run one `evaluate --worker` process per part (their output goes to this console);
     returns their exit codes. A worker records `command` in its cells, not its own."""
+    one_thread = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}   # numpy / BLAS too, not only torch
     procs = []
     for i, part in enumerate(parts):
         argv = [sys.executable, "-m", "jobs.cli", "evaluate", *options, "--work", str(work / f"worker-{i}"),
                 "--threads", "1", "--worker", command, *([] if force else ["--reuse"])]
         argv += [a for c in part for a in ("--cell", c.id)]
-        one_thread = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}   # metrics too, not only the solver
         procs.append(subprocess.Popen(argv, env=one_thread))
     return [p.wait() for p in procs]

@@ -139,8 +139,8 @@ def tune_merge(
     from rich.table import Table
 
     from pipeline.evaluation.table_merge import merge
-    from pipeline.restoration.solver_settings import load_table
     from pipeline.evaluation.tuning import dump_table
+    from pipeline.restoration.solver_settings import load_table
 
     console = Console(stderr=True)
     path = Path(table)
@@ -156,7 +156,7 @@ def tune_merge(
     for d in decisions:
         out.add_row(d.source, d.entry, d.action, "" if d.kept_psnr is None else f"{d.kept_psnr:.3f}", f"{d.offered_psnr:.3f}")
     console.print(out)
-    changed = any(d.action in ("added", "replaced") for d in decisions)
+    changed = any(d.changes for d in decisions)
     if changed and not dry_run:
         try:
             dump_table(path, merged)

@@ -22,6 +22,10 @@ class Decision:
     kept_psnr: float | None
     offered_psnr: float
 
+    @property
+    def changes(self) -> bool:
+        return self.action in ("added", "replaced")
+
 
 def comparable(a: dict, b: dict) -> str | None:
     """Why two entries' scores do not compare (None when they do)."""
@@ -43,7 +47,7 @@ def merge(target: dict, scratches: list[tuple[str, dict]]) -> tuple[dict, list[D
     decisions: list[Decision] = []
     for source, scratch in scratches:
         decisions += _merge_one(out["settings"], scratch, source)
-    changed = [d.source for d in decisions if d.action in ("added", "replaced")]
+    changed = [d.source for d in decisions if d.changes]
     if changed:
         out["version"] = int(out.get("version", 0)) + 1
         sources = ", ".join(dict.fromkeys(changed))
