@@ -134,7 +134,7 @@ def _step_seconds(batch: int, sets: list[str]) -> float:
     """Seconds of one Latent-DPS step for `batch` rows on one thread (what one solver runs)."""
     import torch
 
-    from pipeline.evaluation.model_report import load_eval_crops, measure_step
+    from pipeline.model_report.measurements import load_eval_crops, measure_step
     from pipeline.models.model_store import load_latent_diffusion
 
     cfg = build_config(None, None, False, batch, None, None, "local", None, sets)

@@ -167,7 +167,7 @@ def degradation_params(key: str, seed: int, families: list[tuple[str, float]], s
     import torch
 
     from pipeline.operators import OPERATORS
-    from pipeline.restoration.seeding import DEGRADATION, sample_generator, sample_seed
+    from pipeline.sampling.seeding import DEGRADATION, sample_generator, sample_seed
 
     family = families[0][0]
     if len(families) > 1:
@@ -191,7 +191,7 @@ def degrade_samples(batch: list, seed: int, families, severity, noise, overrides
 
     from pipeline.operators import OPERATORS, measure
     from pipeline.io.samples import encode_png
-    from pipeline.restoration.seeding import DEGRADATION, sample_generator
+    from pipeline.sampling.seeding import DEGRADATION, sample_generator
 
     params = [degradation_params(s.key, seed, families, severity, noise, overrides) for s in batch]
     out: dict[str, dict] = {}

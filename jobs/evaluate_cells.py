@@ -3,7 +3,7 @@ task's shard, its results kept under the output folder and reused while its key 
 
 Why here (jobs/): a cell is a product job (the same backends, batching, resume), so this
 layer may call `workers`; what a cell is and how its results are stored and reported lives
-in `pipeline.evaluation`.
+in `pipeline.reproduction`.
 """
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ from typing import Callable
 import numpy as np
 import torch
 
-from pipeline.evaluation.cell_store import (load_cell, reference_rows, save_cell, save_task,
+from pipeline.reproduction.cell_store import (load_cell, reference_rows, save_cell, save_task,
                                             set_metrics)
-from pipeline.evaluation.suite import Budget, Cell, Task, cell_key, cell_overrides, data_key, task_named
+from pipeline.reproduction.suite import Budget, Cell, Task, cell_key, cell_overrides, data_key, task_named
 
 GRID = "grid"   # the subset the baselines restore and the sample grids show
 
@@ -181,7 +181,7 @@ class Evaluation:
         t0 = time.time()
         clean = torch.stack([data.clean[k] for k in keys])
         if cfg is None:
-            from pipeline.evaluation.metrics import lpips_metric
+            from pipeline.quality.metrics import lpips_metric
 
             rows = reference_rows(keys, torch.stack([data.degraded[k] for k in keys]), clean, data.severity,
                                   task.family, task.noise, lpips_metric(self.lpips_weights))

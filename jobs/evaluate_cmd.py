@@ -1,7 +1,7 @@
 """`flash-restore evaluate`: the paper's claims checked on our models and photos.
 
-Runs every cell of the suite (`pipeline.evaluation.suite`) as a restore job, keeps each
-cell's results under --out, and writes the report (`pipeline.evaluation.reproduction`)
+Runs every cell of the suite (`pipeline.reproduction.suite`) as a restore job, keeps each
+cell's results under --out, and writes the report (`pipeline.reproduction.report`)
 next to it as OUT.md. Rerunning continues: cells whose key matches are reused.
 """
 from __future__ import annotations
@@ -25,7 +25,7 @@ def evaluation_crops(photos: str, n: int, size: int):
     import torch
 
     from pipeline.corpus.photos import read_photo_list
-    from pipeline.evaluation.model_report import load_eval_crops, resolve_photos, spread
+    from pipeline.model_report.measurements import load_eval_crops, resolve_photos, spread
 
     if photos == "train":
         raise ValueError("--photos train: the solver settings were tuned on the training photos; evaluate on "
@@ -90,8 +90,8 @@ def evaluate(
 
     from jobs.evaluate_cells import Evaluation
     from jobs.train import command_line
-    from pipeline.evaluation.reproduction import write_report
-    from pipeline.evaluation.suite import Budget, parse_cell, suite_cells
+    from pipeline.reproduction.report import write_report
+    from pipeline.reproduction.suite import Budget, parse_cell, suite_cells
 
     try:
         if suite != "paper":

@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pipeline.evaluation.suite import Cell
+from pipeline.reproduction.suite import Cell
 
 MODE_COST = {"baseline": 10.0, "flash": 2.0, "equal_nfe": 1.0}   # rough CPU cost of a default cell
 

@@ -24,7 +24,7 @@ def bars(hist: list[tuple[float, float, int]], fmt: str = "{:.0f}") -> Table:
 
 def inspect_output(output: str) -> dict:
     """Print the report and write the pictures; returns the summary."""
-    from pipeline.evaluation.inspection import summarise
+    from pipeline.inspection.output_report import summarise
     from pipeline.io.outputs import OutputStore
 
     store = OutputStore(output)
@@ -56,7 +56,7 @@ def inspect_output(output: str) -> dict:
 
 def write_pictures(store, rows: list[dict]) -> dict:
     """OUTPUT/preview.png and OUTPUT/plots.png; says where they are."""
-    from pipeline.evaluation.inspection import pick_examples, plots, preview, save_png
+    from pipeline.inspection.output_report import pick_examples, plots, preview, save_png
 
     examples = pick_examples(rows)
     if not examples:

@@ -17,7 +17,7 @@ from typing import Optional
 
 import typer
 
-from pipeline.evaluation.model_report import (FAMILIES, SECTIONS, ReportOptions, measure_sections, model_info,
+from pipeline.model_report.measurements import (FAMILIES, SECTIONS, ReportOptions, measure_sections, model_info,
                                               resolve_photos)
 
 
@@ -50,7 +50,7 @@ def report_models(
     from rich.console import Console
 
     from jobs.train import command_line
-    from pipeline.evaluation.figures import figure_rows, update_cards, write_docs
+    from pipeline.model_report.figures import figure_rows, update_cards, write_docs
     from pipeline.restoration.restore import pick_device
     from pipeline.training.loop import machine_name
 

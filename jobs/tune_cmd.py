@@ -62,7 +62,7 @@ def tune(
     from jobs.train import command_line
     from pipeline.operators import OPERATORS
     from pipeline.solvers import SOLVERS
-    from pipeline.evaluation.tuning import tune as run_tune, validation_crops, write_table
+    from pipeline.tuning.grid_search import tune as run_tune, validation_crops, write_table
 
     console = Console(stderr=True)
     if solver not in SOLVERS or family not in OPERATORS:
@@ -120,7 +120,7 @@ def tune(
 
 
 def _replace_section(path: Path, heading: str, body: str) -> None:
-    from pipeline.evaluation.figures import replace_section
+    from pipeline.model_report.figures import replace_section
 
     text = path.read_text() if path.exists() else (
         "# Solver tuning\n\nSettings tuned by `flash-restore tune` on validation crops of the training photos "
@@ -138,8 +138,8 @@ def tune_merge(
     from rich.console import Console
     from rich.table import Table
 
-    from pipeline.evaluation.table_merge import merge
-    from pipeline.evaluation.tuning import dump_table
+    from pipeline.tuning.table_merge import merge
+    from pipeline.tuning.grid_search import dump_table
     from pipeline.restoration.solver_settings import load_table
 
     console = Console(stderr=True)

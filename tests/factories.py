@@ -10,7 +10,7 @@ import torch
 from diffusers import AutoencoderKL, UNet2DModel, VQModel
 
 from pipeline.models.latent import Autoencoder, LatentDiffusion
-from pipeline.restoration.schedules import NoiseSchedule
+from pipeline.sampling.schedules import NoiseSchedule
 
 BLOCKS = (8, 16, 16)
 GROUPS = 4

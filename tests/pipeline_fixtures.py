@@ -9,7 +9,7 @@ import torch
 from pipeline.execution.config import load_config
 from pipeline.models.model_store import save_latent_diffusion, save_model
 from pipeline.operators import OPERATORS, measure
-from pipeline.restoration.seeding import generators
+from pipeline.sampling.seeding import generators
 from pipeline.models.severity import SeverityEncoder
 from pipeline.io.shards import write_shard
 from tests.factories import tiny_latent_diffusion

@@ -22,7 +22,7 @@ from pipeline.execution.config import load_config
 from pipeline.models.pipeline_folder import autoencoder_fingerprint
 from pipeline.restoration.restore import Restorer
 from pipeline.io.samples import Sample
-from pipeline.restoration.schedules import NoiseSchedule
+from pipeline.sampling.schedules import NoiseSchedule
 from pipeline.training.loop import load_frozen_autoencoder
 from tests.factories import tiny_vq
 from tests.pipeline_fixtures import archive_samples

@@ -119,7 +119,7 @@ def test_inspect_reports_and_draws_the_best_median_and_worst(models, tmp_path):
 
 
 def test_preview_has_a_row_per_sample_and_draws_one_without_a_reference(models, tmp_path):
-    from pipeline.evaluation.inspection import pick_examples, preview
+    from pipeline.inspection.output_report import pick_examples, preview
 
     no_ref = archive_samples(2, prefix="n")
     for s in no_ref:

@@ -15,7 +15,7 @@ from PIL import Image
 from jobs.corpus import degrade, export_corpus, make_shards, parse_severity
 from pipeline.corpus.crops import load_corpus_export, parse_crop_key
 from pipeline.corpus.photos import PhotoNotFound, photo_slug, read_photo_list, resolve_photo
-from pipeline.restoration.seeding import sample_seed
+from pipeline.sampling.seeding import sample_seed
 from pipeline.io.shards import iter_samples, list_shards
 
 

@@ -9,7 +9,7 @@ import torch
 from typer.testing import CliRunner
 
 from pipeline.corpus.photos import SHARED_DATA
-from pipeline.evaluation.suite import Budget, Cell, parse_cell, suite_cells, task_named
+from pipeline.reproduction.suite import Budget, Cell, parse_cell, suite_cells, task_named
 
 
 def test_suite_holds_every_row_of_the_issue():
@@ -150,7 +150,7 @@ def test_cells_are_reused_and_one_can_be_rerun(quick_run):
 def test_kid_and_fid_get_a_verdict_each(quick_run, tmp_path):
     import shutil
 
-    from pipeline.evaluation.reproduction import Report
+    from pipeline.reproduction.report import Report
 
     root, _ = quick_run
     shutil.copytree(root / "rep", tmp_path / "rep")
@@ -168,7 +168,7 @@ def test_kid_and_fid_get_a_verdict_each(quick_run, tmp_path):
 def test_a_rebuild_checks_staleness_against_the_settings_it_is_given(quick_run, tmp_path, tiny_models):
     import shutil
 
-    from pipeline.evaluation.tuning import write_table
+    from pipeline.tuning.grid_search import write_table
 
     root, _ = quick_run
     shutil.copytree(root / "rep", tmp_path / "rep")
@@ -292,7 +292,7 @@ def test_bad_options_fail_before_any_compute(bad, tmp_path, tiny_models):
 
 def test_cell_key_follows_the_cells_own_settings_not_the_whole_table(tmp_path, monkeypatch):
     from jobs.evaluate_cells import portable_hash
-    from pipeline.evaluation.tuning import write_table
+    from pipeline.tuning.grid_search import write_table
     from pipeline.execution.config import load_config
     from pipeline.restoration import solver_settings as ss
 
@@ -313,9 +313,9 @@ def test_cell_key_follows_the_cells_own_settings_not_the_whole_table(tmp_path, m
 
 def test_a_cell_run_before_a_retune_is_reported_stale(tmp_path, monkeypatch):
     """The report flags cells whose recorded settings the table no longer resolves to, per mode."""
-    from pipeline.evaluation.reproduction import stale_settings
-    from pipeline.evaluation.suite import Cell
-    from pipeline.evaluation.tuning import write_table
+    from pipeline.reproduction.report import stale_settings
+    from pipeline.reproduction.suite import Cell
+    from pipeline.tuning.grid_search import write_table
     from pipeline.restoration import solver_settings as ss
 
     monkeypatch.setattr(ss, "TABLE", tmp_path / "settings.yaml")
@@ -335,8 +335,8 @@ def test_a_path_table_feeds_every_cell_and_the_stale_check(tmp_path, tiny_models
     """`evaluate --settings TABLE` (another prior's table): the cells, their equal-NFE ζ and the
     report's staleness check all read that table, never the shipped one."""
     from jobs.evaluate_cells import Evaluation, portable_hash
-    from pipeline.evaluation.reproduction import stale_settings
-    from pipeline.evaluation.tuning import write_table
+    from pipeline.reproduction.report import stale_settings
+    from pipeline.tuning.grid_search import write_table
     from pipeline.restoration import solver_settings as ss
 
     shipped, other = tmp_path / "shipped.yaml", tmp_path / "other.yaml"

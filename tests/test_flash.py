@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from pipeline.restoration.flash import Flash, ddim_inversion_start, start_index, start_latent
-from pipeline.restoration.schedules import DDIMSampler, DDPMSampler
-from pipeline.restoration.seeding import generators
+from pipeline.sampling.schedules import DDIMSampler, DDPMSampler
+from pipeline.sampling.seeding import generators
 from pipeline.models.severity import SeverityEncoder
 from pipeline.solvers import make_solver
 from tests.test_solvers import DT, counting, problem, tiny_model

@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from pipeline.evaluation.lpips import LPIPS, expected_shapes
-from pipeline.evaluation.metrics import (FID, Missing, find_inception_weights, frechet_distance, frechet_distance_from_features,
+from pipeline.quality.lpips import LPIPS, expected_shapes
+from pipeline.quality.metrics import (FID, Missing, find_inception_weights, frechet_distance, frechet_distance_from_features,
                               lpips_metric, psnr, ssim)
 
 
@@ -152,7 +152,7 @@ def test_lpips_missing_and_bad_weights(tmp_path, weights):
 
 
 def test_colour_shift_sees_a_uniform_tint_that_noise_does_not_make():
-    from pipeline.evaluation.metrics import colour_shift
+    from pipeline.quality.metrics import colour_shift
 
     g = torch.Generator().manual_seed(0)
     clean = torch.rand(2, 3, 16, 16, generator=g) * 0.8 + 0.1
@@ -164,7 +164,7 @@ def test_colour_shift_sees_a_uniform_tint_that_noise_does_not_make():
 
 
 def test_kid_is_near_zero_for_one_distribution_and_grows_with_a_shift():
-    from pipeline.evaluation.metrics import kernel_inception_distance
+    from pipeline.quality.metrics import kernel_inception_distance
 
     g = np.random.default_rng(0)
     a, b = g.normal(size=(400, 32)), g.normal(size=(300, 32))
@@ -178,7 +178,7 @@ def test_kid_is_near_zero_for_one_distribution_and_grows_with_a_shift():
 
 
 def test_paired_mean_ci_covers_the_true_gain_and_excludes_zero_only_when_it_should():
-    from pipeline.evaluation.figures import paired_mean_ci
+    from pipeline.model_report.figures import paired_mean_ci
 
     g = np.random.default_rng(1)
     base = g.normal(22.0, 3.0, 200)

@@ -2,9 +2,9 @@
 and how far σ̂² lies outside the encoder's training range."""
 import torch
 
-from pipeline.evaluation.no_reference import PNG_ROUNDING_STD, residuals, severity_ood, sigma2_quantiles
+from pipeline.quality.no_reference import PNG_ROUNDING_STD, residuals, severity_ood, sigma2_quantiles
 from pipeline.operators import OPERATORS, measure
-from pipeline.restoration.seeding import generators
+from pipeline.sampling.seeding import generators
 
 
 def smooth_images(n, gen):

@@ -8,7 +8,7 @@ import torch
 
 from pipeline.operators import (OPERATORS, GaussianBlur, Inpainting, NoiseLevel, NonlinearBlur, build_operator,
                                 measure, to_model_domain, to_unit_domain)
-from pipeline.restoration.seeding import generators
+from pipeline.sampling.seeding import generators
 
 LINEAR = [name for name, cls in OPERATORS.items() if cls.linear]
 SIZES = [(16, 16), (23, 31), (64, 64)]

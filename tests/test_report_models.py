@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from pipeline.evaluation.figures import ordering_accuracy, replace_section, spearman
+from pipeline.model_report.figures import ordering_accuracy, replace_section, spearman
 from tests.factories import FAMILY_PARAMS
 
 
@@ -88,7 +88,7 @@ def test_report_models_tiny(tiny_models, tmp_path):
     assert all(p.read_text().count("## Measured figures") == 1 for p in tiny_models.glob("*/MODEL_CARD.md"))
 
     # --settings runs the end-to-end section on another table; a bad one fails before any compute
-    from pipeline.evaluation.tuning import write_table
+    from pipeline.tuning.grid_search import write_table
 
     bad = CliRunner().invoke(app, args[:-2] + ["--only", "e2e", "--settings", str(tmp_path / "none.yaml")])
     assert bad.exit_code == 2 and "--settings" in bad.output

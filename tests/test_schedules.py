@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from pipeline.restoration.schedules import DDIMSampler, DDPMSampler, NoiseSchedule, make_sampler
-from pipeline.restoration.seeding import generators, sample_seed
+from pipeline.sampling.schedules import DDIMSampler, DDPMSampler, NoiseSchedule, make_sampler
+from pipeline.sampling.seeding import generators, sample_seed
 
 
 def test_ldm_linear_schedule_matches_reference_endpoints():

@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from pipeline.evaluation.model_report import load_eval_crops, measure_severity, resolve_photos, spread
-from pipeline.restoration.schedules import DDPMSampler, NoiseSchedule
+from pipeline.model_report.measurements import load_eval_crops, measure_severity, resolve_photos, spread
+from pipeline.sampling.schedules import DDPMSampler, NoiseSchedule
 from pipeline.training.loop import fit, load_frozen_autoencoder
 from pipeline.training.data import BatchPlan, load_crops
 from pipeline.training.tasks import SeverityTask

@@ -5,7 +5,7 @@ import pytest
 
 from pipeline.restoration import solver_settings as ss
 from pipeline.execution.config import load_config
-from pipeline.evaluation.tuning import write_table
+from pipeline.tuning.grid_search import write_table
 
 RESULT = {"flash": {"best": {"step_size": 2.0, "noise_correction": 0.6, "psnr": 25.0, "nfe": 40.0}, "crops": 8},
           "baseline": {"best": {"step_size": 0.5, "psnr": 23.0, "nfe": 1000.0}, "crops": 2}}

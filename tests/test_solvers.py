@@ -7,8 +7,8 @@ import torch
 from pipeline.models.latent import LatentDiffusion
 from pipeline.operators import Inpainting
 from pipeline.operators.base import Operator
-from pipeline.restoration.schedules import DDIMSampler, DDPMSampler, NoiseSchedule
-from pipeline.restoration.seeding import generators, randn_per_sample
+from pipeline.sampling.schedules import DDIMSampler, DDPMSampler, NoiseSchedule
+from pipeline.sampling.seeding import generators, randn_per_sample
 from pipeline.solvers import SOLVERS, PSLD, ReSample, default_sampler, make_solver
 from tests.factories import tiny_latent_diffusion
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from pipeline.restoration.schedules import NoiseSchedule
+from pipeline.sampling.schedules import NoiseSchedule
 
 
 # First stages with AutoencoderKL's interface (`encode(x).latent_dist`, `decode(z).sample`).

@@ -25,7 +25,7 @@ import torch
 from safetensors.torch import load_file
 
 from pipeline.models.latent import Autoencoder, LatentDiffusion
-from pipeline.restoration.schedules import NoiseSchedule
+from pipeline.sampling.schedules import NoiseSchedule
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"

@@ -24,7 +24,7 @@ import tempfile
 import fsspec
 
 from pipeline.models.latent import PREDICTIONS, Autoencoder, LatentDiffusion
-from pipeline.restoration.schedules import NoiseSchedule
+from pipeline.sampling.schedules import NoiseSchedule
 
 INDEX_NAME = "model_index.json"
 SCHEDULER_CONFIG = "scheduler/scheduler_config.json"

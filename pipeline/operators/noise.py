@@ -12,7 +12,7 @@ from typing import Sequence
 
 import torch
 
-from pipeline.restoration.seeding import randn_per_sample
+from pipeline.sampling.seeding import randn_per_sample
 from pipeline.operators.base import Operator
 
 

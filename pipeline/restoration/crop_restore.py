@@ -22,7 +22,7 @@ def degrade_crops(family: str, x01: torch.Tensor, severities: Sequence[float], p
     `op_seeds` are the operators' own seeds (kernel shape, mask field), 1000 + row by default;
     rows that share one give one damage growing with severity (a severity ladder)."""
     from pipeline.operators import OPERATORS, build_operator, measure, to_model_domain
-    from pipeline.restoration.seeding import DEGRADATION, generators
+    from pipeline.sampling.seeding import DEGRADATION, generators
 
     keys = [f"{prefix}-{i:05d}" for i in range(len(x01))]
     op_seeds = [1000 + i for i in range(len(x01))] if op_seeds is None else [int(s) for s in op_seeds]

@@ -13,8 +13,8 @@ from typing import Sequence
 import torch
 
 from pipeline.models.latent import LatentDiffusion
-from pipeline.restoration.schedules import Sampler
-from pipeline.restoration.seeding import BASELINE_INIT, NOISE_INJECTION, SAMPLER, generators, randn_per_sample
+from pipeline.sampling.schedules import Sampler
+from pipeline.sampling.seeding import BASELINE_INIT, NOISE_INJECTION, SAMPLER, generators, randn_per_sample
 from pipeline.solvers.base import ACCOUNT_KEYS, Solver
 
 INITS = ("noise_correction", "ddim_inversion", "encoder_mean")

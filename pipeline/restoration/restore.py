@@ -13,11 +13,11 @@ from typing import Any
 
 import torch
 
-from pipeline.evaluation import metrics
+from pipeline.quality import metrics
 from pipeline.execution.config import RestoreConfig
 from pipeline.restoration.flash import Flash
 from pipeline.models.model_store import fingerprint, load_latent_diffusion, load_model
-from pipeline.evaluation.no_reference import residuals, severity_ood
+from pipeline.quality.no_reference import residuals, severity_ood
 from pipeline.operators import build_operator
 from pipeline.operators.noise import to_unit_domain
 from pipeline.io.outputs import error_for
@@ -26,7 +26,7 @@ from pipeline.execution.records import Estimated, Prepared
 from pipeline.io.samples import Sample, encode_png
 from pipeline.restoration.solver_settings import resolve, table_for
 from pipeline.solvers import default_sampler, make_solver
-from pipeline.restoration.schedules import make_sampler
+from pipeline.sampling.schedules import make_sampler
 from pipeline.execution.validation import SampleValidator
 
 

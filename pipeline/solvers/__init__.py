@@ -6,7 +6,7 @@ DDIM-500 with η = 1 (the only released configs that set a DDIM sampler).
 from __future__ import annotations
 
 from pipeline.models.latent import LatentDiffusion
-from pipeline.restoration.schedules import DDIMSampler, DDPMSampler, NoiseSchedule, Sampler
+from pipeline.sampling.schedules import DDIMSampler, DDPMSampler, NoiseSchedule, Sampler
 from pipeline.solvers.base import ACCOUNT_KEYS, Solver, SolveResult
 from pipeline.solvers.gml_dps import GMLDPS
 from pipeline.solvers.ldps import LatentDPS

@@ -16,7 +16,7 @@ from typing import ClassVar, Sequence
 import torch
 
 from pipeline.models.latent import LatentDiffusion
-from pipeline.restoration.schedules import Sampler
+from pipeline.sampling.schedules import Sampler
 
 ACCOUNT_KEYS = ("denoiser_calls", "decoder_forward", "decoder_backward", "encoder_forward", "inner_steps")
 

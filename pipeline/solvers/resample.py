@@ -15,8 +15,8 @@ import warnings
 
 import torch
 
-from pipeline.restoration.schedules import DDIMSampler
-from pipeline.restoration.seeding import randn_per_sample
+from pipeline.sampling.schedules import DDIMSampler
+from pipeline.sampling.seeding import randn_per_sample
 from pipeline.solvers.base import Solver, number
 
 

@@ -17,7 +17,7 @@ import fsspec
 import numpy as np
 import torch
 
-from pipeline.restoration.seeding import sample_seed
+from pipeline.sampling.seeding import sample_seed
 
 EXPORT_INDEX = "index.parquet"
 

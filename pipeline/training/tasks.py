@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from pipeline.models.latent import Autoencoder, LatentDiffusion
-from pipeline.restoration.schedules import NoiseSchedule
+from pipeline.sampling.schedules import NoiseSchedule
 from pipeline.training.data import gather, step_generator
 
 
@@ -254,7 +254,7 @@ class SeverityTask:
 
     def inputs(self, step: int, index: torch.Tensor, flip: torch.Tensor, rows: slice, device) -> dict:
         from pipeline.operators import OPERATORS, build_operator, measure, to_model_domain
-        from pipeline.restoration.seeding import DEGRADATION, sample_generator
+        from pipeline.sampling.seeding import DEGRADATION, sample_generator
 
         b = len(index)
         t = torch.rand(b, generator=step_generator(self.seed, step, "severity"), dtype=torch.float64)
@@ -279,7 +279,7 @@ class SeverityTask:
 
     def training_range(self, encoder: nn.Module, batch: int = 64, n_batches: int = 4) -> dict:
         """σ̂² quantiles on training measurements (fixed draws), for `severity_ood` at restore time."""
-        from pipeline.evaluation.no_reference import sigma2_quantiles
+        from pipeline.quality.no_reference import sigma2_quantiles
 
         device = next(encoder.parameters()).device
         index = torch.linspace(0, len(self.images) - 1, batch * n_batches).long()
@@ -325,6 +325,6 @@ def load_severity_init(url: str, operator: str, ae: Autoencoder) -> nn.Module:
 
 
 def sample_seed_int(seed: int, purpose: str) -> int:
-    from pipeline.restoration.seeding import sample_seed
+    from pipeline.sampling.seeding import sample_seed
 
     return sample_seed(seed, "train-init", purpose)

@@ -78,7 +78,7 @@ def measure_autoencoder(ae, crops01, device, batch: int) -> dict:
     """Mean PSNR of D0(E0(x)) against x on the dev crops ([0,1], clipped)."""
     import torch
 
-    from pipeline.evaluation.metrics import psnr
+    from pipeline.quality.metrics import psnr
 
     vals = []
     with torch.no_grad():
@@ -100,7 +100,7 @@ def measure_severity(encoder, ae, family: str, crops01, params: dict, device, se
     import torch
 
     from pipeline.restoration.crop_restore import degrade_crops
-    from pipeline.evaluation.figures import ordering_accuracy, pearson, spearman
+    from pipeline.model_report.figures import ordering_accuracy, pearson, spearman
 
     K = 10
     ts = np.linspace(0.0, 1.0, K)
@@ -135,8 +135,8 @@ def sample_ldm(ldm, n: int, steps: int, device, seed: int, batch: int):
     """n unconditional samples in [0,1]: DDPM over all T steps, or DDIM(η=1) with `steps` < T."""
     import torch
 
-    from pipeline.restoration.schedules import DDIMSampler, DDPMSampler
-    from pipeline.restoration.seeding import generators, randn_per_sample
+    from pipeline.sampling.schedules import DDIMSampler, DDPMSampler
+    from pipeline.sampling.seeding import generators, randn_per_sample
 
     T = ldm.schedule.num_timesteps
     sampler = DDPMSampler(ldm.schedule) if steps >= T else DDIMSampler(ldm.schedule, steps, eta=1.0)
@@ -158,7 +158,7 @@ def image_set_distances(fake01, real01, device, floor01=None) -> dict:
     """FID and KID of `fake01` against `real01` from one Inception pass, and the same of `floor01`
     (real crops from other photos, as many as the fakes) against `real01`: the score real photos
     get at this n, below which no generator can go (FID is biased at small n; KID is not)."""
-    from pipeline.evaluation.metrics import FID, frechet_distance_from_features, kernel_inception_distance
+    from pipeline.quality.metrics import FID, frechet_distance_from_features, kernel_inception_distance
 
     metric = FID(device)
     if metric.missing is not None:
@@ -184,7 +184,7 @@ def measure_ldm(ldm, crops01, n: int, steps: int, device, seed: int, batch: int,
     import numpy as np
     import torch
 
-    from pipeline.evaluation.figures import contact_sheet, to_uint8
+    from pipeline.model_report.figures import contact_sheet, to_uint8
 
     t0 = time.perf_counter()
     if fid_from:
@@ -214,8 +214,8 @@ def measure_step(ldm, crops01, params: dict, device, batch: int, repeats: int, s
     import torch
 
     from pipeline.restoration.crop_restore import degrade_crops
-    from pipeline.restoration.schedules import DDPMSampler
-    from pipeline.restoration.seeding import generators, randn_per_sample
+    from pipeline.sampling.schedules import DDPMSampler
+    from pipeline.sampling.seeding import generators, randn_per_sample
     from pipeline.solvers import ACCOUNT_KEYS, make_solver
 
     solver = make_solver("ldps", ldm, DDPMSampler(ldm.schedule), step_size=step_size)
@@ -244,7 +244,7 @@ def measure_e2e(models: Path, crops01, params: dict, device, seed: int, n: int, 
     """Flash(Latent-DPS) vs the full-schedule Latent-DPS baseline through the in-process `Restorer`."""
     import numpy as np
 
-    from pipeline.evaluation.figures import paired_mean_ci
+    from pipeline.model_report.figures import paired_mean_ci
     from pipeline.execution.config import load_config
     from pipeline.restoration.crop_restore import degraded_samples, restore_samples
 
@@ -325,9 +325,9 @@ def measure_sections(root: Path, photos_url: str, wanted: set, figures: dict, de
     """Measure the `wanted` sections of the models under `root` into `figures` (others kept)."""
     import torch
 
-    from pipeline.evaluation.figures import scatter_plot
+    from pipeline.model_report.figures import scatter_plot
     from pipeline.models.model_store import load_meta, load_model
-    from pipeline.restoration.schedules import DDPMSampler
+    from pipeline.sampling.schedules import DDPMSampler
     from pipeline.training.loop import machine_name
 
     figures = dict(figures)

@@ -1,9 +1,9 @@
 """The markdown of docs/reproduction.md: sections in the issue's order, the verdicts first."""
 from __future__ import annotations
 
-from pipeline.evaluation.reproduction import Report
-from pipeline.evaluation.suite import TASKS
-from pipeline.evaluation.reproduction_plots import adaptivity_plot, robustness_plot, sample_grid, severity_plot
+from pipeline.reproduction.report import Report
+from pipeline.reproduction.suite import TASKS
+from pipeline.reproduction.report_plots import adaptivity_plot, robustness_plot, sample_grid, severity_plot
 
 METHOD_NOTES = """\
 How the numbers are made (the method and its caveats):
@@ -28,7 +28,7 @@ How the numbers are made (the method and its caveats):
   baseline, equal-NFE baseline) on validation crops of the training photos only, by the same grid search and the
   same mean PSNR (docs/tuning.md, every trial); where it has no entry the solver's built-in defaults run, the
   main table marks it, and the cell's config hash records which.
-- The paper's figures (FFHQ 256, the CompVis LDM) come from `pipeline/evaluation/paper_table.yaml`; ours are
+- The paper's figures (FFHQ 256, the CompVis LDM) come from `pipeline/reproduction/paper_table.yaml`; ours are
   64 px crops of CC photos with the small CPU models of `models/`.
 """
 

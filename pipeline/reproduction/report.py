@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from pipeline.evaluation.cell_store import load_cell, load_task
-from pipeline.evaluation.figures import paired_mean_ci
-from pipeline.evaluation.suite import SOLVER_NAMES, TASKS, Budget, Cell, applicable, noise_task, task_named
+from pipeline.reproduction.cell_store import load_cell, load_task
+from pipeline.model_report.figures import paired_mean_ci
+from pipeline.reproduction.suite import SOLVER_NAMES, TASKS, Budget, Cell, applicable, noise_task, task_named
 
 PAPER = Path(__file__).with_name("paper_table.yaml")
 DDPM_SOLVERS = ("ldps", "gml_dps", "psld")
@@ -256,7 +256,7 @@ class Report:
     def severity(self) -> tuple[str, dict]:
         from scipy.stats import kendalltau
 
-        from pipeline.evaluation.figures import pearson, spearman
+        from pipeline.model_report.figures import pearson, spearman
 
         lines = ["| family (task) | Spearman ρ(σ̂², t) | pairwise ordering (σ̂² vs t) | n |", "|---|---|---|---|"]
         points = {}
@@ -304,7 +304,7 @@ def write_report(out: Path, cells: list[Cell], budget: Budget, quick: bool, meta
                  settings: str | None = None) -> Path:
     """Write OUT.md (and OUT/*.png) from the cells under OUT; returns the report's path. `settings`
     (a rebuild's `--settings`) replaces the stored table the staleness check reads."""
-    from pipeline.evaluation.reproduction_text import render
+    from pipeline.reproduction.report_text import render
 
     out.mkdir(parents=True, exist_ok=True)
     meta_path = out / "evaluation.json"

@@ -9,7 +9,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
-from pipeline.evaluation.cell_store import load_png
+from pipeline.reproduction.cell_store import load_png
 
 
 def _save(fig: Figure, path: Path) -> str:

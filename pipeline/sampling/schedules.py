@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from pipeline.restoration.seeding import randn_per_sample
+from pipeline.sampling.seeding import randn_per_sample
 
 
 @dataclass(frozen=True)

@@ -77,7 +77,7 @@ def load_task(out: Path, task_id: str) -> dict | None:
 def reference_rows(keys: list[str], degraded01: torch.Tensor, clean01: torch.Tensor, severities: dict,
                    family: str, noise: float, lpips) -> list[dict]:
     """Rows for the degraded input itself, in the restore job's metric columns (no solver ran)."""
-    from pipeline.evaluation.metrics import Missing, colour_shift, psnr, ssim
+    from pipeline.quality.metrics import Missing, colour_shift, psnr, ssim
 
     p, s, c = psnr(degraded01, clean01), ssim(degraded01, clean01), colour_shift(degraded01, clean01)
     lp = None if isinstance(lpips, Missing) else lpips(degraded01, clean01)
@@ -90,7 +90,7 @@ def reference_rows(keys: list[str], degraded01: torch.Tensor, clean01: torch.Ten
 def set_metrics(restored01: torch.Tensor, clean01: torch.Tensor, subsets: dict[str, list[int]], device) -> dict:
     """FID and KID of the restorations against their own clean references, from one Inception
     pass (as the paper computes FID), for the whole cell and for named subsets of it."""
-    from pipeline.evaluation.model_report import image_set_distances
+    from pipeline.model_report.measurements import image_set_distances
 
     out = {}
     for name, idx in {"all": list(range(len(restored01))), **subsets}.items():

@@ -270,6 +270,6 @@ def lpips_metric(weights_path: str | None):
     """LPIPS-VGG as a callable `(pred01, target01) -> (B,)`, or Missing without weights."""
     if not weights_path:
         return Missing("LPIPS needs VGG16 + LPIPS-v0.1 weights as safetensors (option metrics.lpips_weights); none given")
-    from pipeline.evaluation.lpips import LPIPS
+    from pipeline.quality.lpips import LPIPS
 
     return LPIPS.from_safetensors(weights_path)

@@ -2,7 +2,7 @@
 
 The ImageNet VGG16 backbone and the LPIPS linear heads cannot be obtained offline, so the
 project ships no weights and never downloads any: `from_safetensors(path)` loads them, and
-without a file the metric is reported as missing (`pipeline.evaluation.metrics.lpips_metric`).
+without a file the metric is reported as missing (`pipeline.quality.metrics.lpips_metric`).
 
 Expected tensor names (float, any precision; converted to float32):
 
@@ -106,7 +106,7 @@ class LPIPS(nn.Module):
         if missing or unknown:
             raise ValueError(f"LPIPS weights {source}: missing tensors {missing[:6]}"
                              f"{' …' if len(missing) > 6 else ''}, unexpected tensors {unknown[:6]}"
-                             f"{' …' if len(unknown) > 6 else ''} (expected names: see pipeline/evaluation/lpips.py)")
+                             f"{' …' if len(unknown) > 6 else ''} (expected names: see pipeline/quality/lpips.py)")
         for name, shape in want.items():
             if tuple(got[name].shape) != shape:
                 raise ValueError(f"LPIPS weights {source}: {name} has shape {tuple(got[name].shape)}, "

@@ -1,0 +1,1 @@
+"""Product: what `flash-restore inspect` shows of an output (summaries, examples, preview sheet, plots)."""

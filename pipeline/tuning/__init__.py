@@ -1,0 +1,1 @@
+"""Product: the solver-settings table (`flash-restore tune` grid search, `tune-merge`)."""
