@@ -16,7 +16,7 @@ from pipeline.io.outputs import OutputStore
 from tests.pipeline_fixtures import build_tiny_models, write_archive
 
 pytest.importorskip("ray.job_submission")
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 

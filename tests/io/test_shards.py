@@ -8,7 +8,7 @@ import torch
 
 from pipeline.io.samples import Sample, SampleError, encode_png
 from pipeline.io.shards import iter_samples, list_shards, write_shard
-from tests.test_samples import png16_rgb, png_bytes, png_header_only
+from tests.io.test_samples import png16_rgb, png_bytes, png_header_only
 
 
 def good(key, seed=0):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-INFRA = Path(__file__).resolve().parent.parent / "infra"
+INFRA = Path(__file__).resolve().parents[2] / "infra"
 COMMAND = "flash-restore restore"
 
 

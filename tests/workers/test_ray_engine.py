@@ -1,5 +1,5 @@
 """The Ray engine end to end on tiny real models: equal to the local engine, S3 in and out,
-a solver killed mid-job, an interrupted job resumed (bad inputs: tests/test_hostile_archives.py).
+a solver killed mid-job, an interrupted job resumed (bad inputs: tests/workers/test_hostile_archives.py).
 
 One local Ray instance serves the module (`ray_local` in conftest; starting Ray costs ~20 s
 on the 2-core box).
@@ -37,7 +37,7 @@ def assert_exactly_once(rows, keys):
 
 
 def test_matches_local_engine(ray_local, setup, tmp_path):
-    """Bad inputs of every kind on both backends: tests/test_hostile_archives.py."""
+    """Bad inputs of every kind on both backends: tests/workers/test_hostile_archives.py."""
     root, models, mixed = setup
     cfg = config(models, "models.dtype=float64")
     progress = []

@@ -21,7 +21,7 @@ from pipeline.io.outputs import OutputStore
 from pipeline.io.samples import encode_png
 from pipeline.io.shards import write_shard
 from tests.pipeline_fixtures import archive_samples, engine_setup, output_images, tiny_config
-from tests.test_samples import png16_rgb, png_bytes, png_header_only
+from tests.io.test_samples import png16_rgb, png_bytes, png_header_only
 from workers.execute import execute
 
 HOSTILE = {"tiny": "size", "huge": "size", "wide_kernel": "params", "../../escape": "unsafe_key",

@@ -7,7 +7,7 @@ from pipeline.sampling.schedules import DDIMSampler, DDPMSampler
 from pipeline.sampling.seeding import generators
 from pipeline.models.severity import SeverityEncoder
 from pipeline.solvers import make_solver
-from tests.test_solvers import DT, counting, problem, tiny_model
+from tests.solvers.test_solvers import DT, counting, problem, tiny_model
 
 
 def flash_setup(name="ldps", sampler="ddim", init="noise_correction", model=None):
