@@ -14,15 +14,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import diffusers
 import torch
 from torch import nn
 
+from pipeline.models.space_to_depth_autoencoder import SpaceToDepthAutoencoder
 from pipeline.sampling.schedules import NoiseSchedule
 
 
 # First stages with AutoencoderKL's interface (`encode(x).latent_dist`, `decode(z).sample`).
 KL_CLASSES = ("AutoencoderKL", "SpaceToDepthAutoencoder")
 AUTOENCODER_CLASSES = ("VQModel",) + KL_CLASSES
+
+
+def autoencoder_class(name: str) -> type:
+    """The first-stage class a config names; anything but the three autoencoders is refused."""
+    if name not in AUTOENCODER_CLASSES:
+        raise ValueError(f"autoencoder_class must be one of {AUTOENCODER_CLASSES}, got {name!r}")
+    return SpaceToDepthAutoencoder if name == "SpaceToDepthAutoencoder" else getattr(diffusers, name)
 
 
 class Autoencoder(nn.Module):

@@ -4,7 +4,7 @@ Layout: `unet/` (UNet2DModel), `vqvae/` (VQModel) or `vae/` (AutoencoderKL), eac
 model folder (config.json + safetensors), and `scheduler/scheduler_config.json`; a
 `model_index.json` is optional. Why a separate module: the model store's guarantees (no
 pickle, class allow-list, key/shape check) must hold for every component, so each one is
-loaded through `model_store._build`; this module only adds the folder layout, the latent
+loaded through `model_files.build`; this module only adds the folder layout, the latent
 scale rule and the schedule. Scheduler configs are read as JSON and instantiated with an
 allow-listed diffusers class only to compute ᾱ; sampling uses our own samplers.
 
@@ -23,7 +23,8 @@ import tempfile
 
 import fsspec
 
-from pipeline.models.latent import PREDICTIONS, Autoencoder, LatentDiffusion
+from pipeline.models.latent import AUTOENCODER_CLASSES, PREDICTIONS, Autoencoder, LatentDiffusion
+from pipeline.models.model_files import build, cast, download, folder_fingerprint, load_model, local_files, model_fingerprint
 from pipeline.sampling.schedules import NoiseSchedule
 
 INDEX_NAME = "model_index.json"
@@ -143,10 +144,8 @@ def _canonical(config: dict) -> bytes:
 
 def pipeline_fingerprint(url: str) -> str:
     """Hash of the whole prior: autoencoder and UNet fingerprints plus the canonical scheduler config."""
-    from pipeline.models.model_store import fingerprint
-
-    ae = fingerprint(component_url(url, autoencoder_dir(url)))
-    unet = fingerprint(component_url(url, "unet"))
+    ae = folder_fingerprint(component_url(url, autoencoder_dir(url)))
+    unet = folder_fingerprint(component_url(url, "unet"))
     h = hashlib.sha256(f"pipeline|{ae}|{unet}|".encode() + _canonical(scheduler_config(url)))
     return h.hexdigest()[:16]
 
@@ -164,11 +163,9 @@ def autoencoder_fingerprint(url: str) -> str:
     differs from the file hash, so the comparison must be made on the loaded model. For
     folders written by `save_model` both hashes are equal.
     """
-    from pipeline.models.model_store import _build, _download, model_fingerprint
-
     comp = resolve_autoencoder_url(url)
     with tempfile.TemporaryDirectory(prefix="flash-aefp-") as tmp:
-        model, _ = _build(_download(comp, tmp), comp)
+        model, _ = build(download(comp, tmp), comp)
     return model_fingerprint(model)
 
 
@@ -176,28 +173,23 @@ def autoencoder_fingerprint(url: str) -> str:
 
 def _fetch(url: str, tmp: str) -> str:
     """A local folder holding the component at `url` (in place when local; never fetches pickle bytes)."""
-    from pipeline.models.model_store import _download
-
     dest = tempfile.mkdtemp(dir=tmp)
-    return _download(url, dest)
+    return download(url, dest)
 
 
 def load_pipeline_autoencoder(url: str, device="cpu", dtype=None) -> tuple[Autoencoder, str, dict]:
     """(Autoencoder with the pipeline's latent scale, its fingerprint as loaded, its flash metadata)."""
-    from pipeline.models.latent import AUTOENCODER_CLASSES
-    from pipeline.models.model_store import _build, _cast, _local_files, model_fingerprint
-
     sub = autoencoder_dir(url)
     comp = component_url(url, sub)
     with tempfile.TemporaryDirectory(prefix="flash-pipe-") as tmp:
         folder = _fetch(comp, tmp)
-        raw_config, _, _ = _local_files(folder, comp)
-        model, meta = _build(folder, comp)
+        raw_config, _, _ = local_files(folder, comp)
+        model, meta = build(folder, comp)
     fp = model_fingerprint(model)
     if type(model).__name__ not in AUTOENCODER_CLASSES:
         raise ValueError(f"{comp} holds a {type(model).__name__}, not an autoencoder")
     scale = latent_scale(sub, raw_config, meta, model)
-    return Autoencoder(_cast(model, device, dtype).eval(), scale), fp, meta
+    return Autoencoder(cast(model, device, dtype).eval(), scale), fp, meta
 
 
 def load_pipeline_folder(url: str, device="cpu", dtype=None, autoencoder: Autoencoder | None = None) -> LatentDiffusion:
@@ -205,8 +197,6 @@ def load_pipeline_folder(url: str, device="cpu", dtype=None, autoencoder: Autoen
 
     The UNet must be an ε- or v-prediction UNet2DModel on the autoencoder's latent channels.
     """
-    from pipeline.models.model_store import load_model
-
     config = scheduler_config(url)
     schedule = schedule_from_config(config, url)
     ae = autoencoder if autoencoder is not None else load_pipeline_autoencoder(url, device, dtype)[0]

@@ -30,16 +30,9 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
+from pipeline.models.latent import autoencoder_class as first_stage_class
+
 VARIANCE_LOSSES = ("log", "mse", "nll")
-
-
-def _first_stage_class(name: str):
-    from pipeline.models.latent import AUTOENCODER_CLASSES
-    from pipeline.models.model_store import allowed_class
-
-    if name not in AUTOENCODER_CLASSES:
-        raise ValueError(f"autoencoder_class must be one of {AUTOENCODER_CLASSES}, got {name!r}")
-    return allowed_class(name)
 
 
 class VarianceHead(nn.Module):
@@ -114,7 +107,7 @@ class SeverityEncoder(ModelMixin, ConfigMixin):
         super().__init__()
         if not init_sigma2 > 0 or downsample < 1 or head_channels < 1 or not 0 <= head_bands <= 8:
             raise ValueError("init_sigma2 must be > 0, downsample and head_channels ≥ 1, head_bands in 0..8")
-        first_stage = _first_stage_class(autoencoder_class).from_config(dict(autoencoder_config or {}))
+        first_stage = first_stage_class(autoencoder_class).from_config(dict(autoencoder_config or {}))
         self.encoder = first_stage.encoder
         self.quant_conv = getattr(first_stage, "quant_conv", None)
         self.kind = "vq" if autoencoder_class == "VQModel" else "kl"
