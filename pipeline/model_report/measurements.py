@@ -99,7 +99,7 @@ def measure_severity(encoder, ae, family: str, crops01, params: dict, device, se
     import numpy as np
     import torch
 
-    from pipeline.restoration.crop_restore import degrade_crops
+    from pipeline.execution.crop_restore import degrade_crops
     from pipeline.model_report.figures import ordering_accuracy, pearson, spearman
 
     K = 10
@@ -213,7 +213,7 @@ def measure_step(ldm, crops01, params: dict, device, batch: int, repeats: int, s
 
     import torch
 
-    from pipeline.restoration.crop_restore import degrade_crops
+    from pipeline.execution.crop_restore import degrade_crops
     from pipeline.sampling.schedules import DDPMSampler
     from pipeline.sampling.seeding import generators, randn_per_sample
     from pipeline.solvers import ACCOUNT_KEYS, make_solver
@@ -246,7 +246,7 @@ def measure_e2e(models: Path, crops01, params: dict, device, seed: int, n: int, 
 
     from pipeline.model_report.figures import paired_mean_ci
     from pipeline.execution.config import load_config
-    from pipeline.restoration.crop_restore import degraded_samples, restore_samples
+    from pipeline.execution.crop_restore import degraded_samples, restore_samples
 
     idx = spread(len(crops01), n)
     samples = degraded_samples("gaussian_blur", crops01[idx], np.linspace(0.0, 1.0, len(idx)), params, seed, "e2e")

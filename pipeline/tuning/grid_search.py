@@ -18,7 +18,7 @@ import torch
 import yaml
 
 from pipeline.reproduction.suite import schedule_sets
-from pipeline.restoration.crop_restore import NOISE, degraded_samples, mean_of, restore_samples
+from pipeline.execution.crop_restore import NOISE, degraded_samples, mean_of, restore_samples
 
 VALIDATION_EVERY = 7   # every 7th training crop in export order (crops of all training photos)
 

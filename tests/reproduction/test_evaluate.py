@@ -45,7 +45,7 @@ def test_fixed_start_and_decode_only_config_checks():
 
 def _restore(tiny_models, sets, n=3):
     from pipeline.execution.config import load_config
-    from pipeline.restoration.crop_restore import degraded_samples
+    from pipeline.execution.crop_restore import degraded_samples
     from pipeline.restoration.restore import Restorer
 
     cfg = load_config(None, [f"models.autoencoder={tiny_models / 'autoencoder'}", f"models.denoiser={tiny_models / 'ldm'}",
