@@ -83,7 +83,7 @@ def bench_pipeline(
     """Reference loop vs Flash one-by-one vs Flash through the pipeline, side by side."""
     import torch
 
-    from pipeline.restoration.restore import Restorer
+    from pipeline.execution.restorer import build_restorer, prepare_samples
     from pipeline.io.shards import iter_samples, list_shards
     from pipeline.execution.validation import read_limits
     from workers.execute import execute
@@ -95,11 +95,11 @@ def bench_pipeline(
     items = [s for sh in list_shards(archive) for s in iter_samples(sh, **read_limits(cfg))]
     console.print(f"benchmark archive: {samples} samples in {archive}")
 
-    reference = Restorer(base_cfg)
-    ref_rate, ref_nfe = timed_one_by_one(reference, [reference.prepare(s) for s in items[:reference_images]])
+    reference = build_restorer(base_cfg)
+    ref_rate, ref_nfe = timed_one_by_one(reference, prepare_samples(base_cfg, items[:reference_images]))
     console.print(f"(a) reference loop: {ref_rate:.4f} img/s")
-    flash = Restorer(cfg)
-    one_rate, one_nfe = timed_one_by_one(flash, [flash.prepare(s) for s in items[:single_images]])
+    flash = build_restorer(cfg)
+    one_rate, one_nfe = timed_one_by_one(flash, prepare_samples(cfg, items[:single_images]))
     console.print(f"(b) Flash one by one: {one_rate:.4f} img/s")
 
     rss0 = peak_rss_mb()

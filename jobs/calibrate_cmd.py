@@ -46,7 +46,7 @@ def calibrate(
     import torch
 
     from pipeline.execution.cost_model import calibration_dir, device_class, write_entries
-    from pipeline.restoration.restore import Restorer
+    from pipeline.execution.restorer import build_restorer, prepare_samples
     from pipeline.io.shards import iter_samples, list_shards
 
     sizes = sorted({int(s) for s in batch_sizes.split(",") if s.strip()})
@@ -58,8 +58,8 @@ def calibrate(
                if not isinstance(s, Exception) and (s.params or {}).get("operator") == family]
     for name in names:
         cfg = build_config(config, name, False, max(sizes), None, None, "local", None, set_)
-        restorer = Restorer(cfg)
-        prepared = [restorer.prepare(s) for s in samples]
+        restorer = build_restorer(cfg)
+        prepared = prepare_samples(cfg, samples)
         if len(prepared) < max(sizes):
             raise typer.BadParameter(f"{input} has {len(prepared)} {family} samples, fewer than {max(sizes)}")
         k_long = min(steps, restorer.solver.sampler.num_steps) - 1

@@ -31,11 +31,11 @@ def sampled(key: str, fraction: float, seed: int) -> bool:
 
 def severity_records(cfg, shards, fraction: float, seed: int):
     """(records with σ̂² and start steps, invalid kinds, samples seen, seconds) of the severity stage."""
-    from pipeline.restoration.restore import Restorer
+    from pipeline.execution.restorer import build_restorer
     from pipeline.execution.stages import ShardCursor, read_stage, severity_stage
     from pipeline.execution.validation import SampleValidator, read_limits
 
-    restorer = Restorer(cfg)
+    restorer = build_restorer(cfg)
     cursor = ShardCursor({**read_limits(cfg), "select": lambda key: sampled(key, fraction, seed)})
     validator = SampleValidator(cfg)
     records, invalid, seen, t0 = [], Counter(), 0, time.perf_counter()

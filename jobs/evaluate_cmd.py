@@ -90,7 +90,7 @@ def evaluate(
 
     from jobs.evaluate_cells import Evaluation
     from jobs.train import command_line
-    from pipeline.reproduction.report import write_report
+    from pipeline.reproduction.report_writer import write_report
     from pipeline.reproduction.suite import Budget, parse_cell, suite_cells
 
     try:

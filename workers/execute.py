@@ -11,14 +11,22 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-from pipeline.execution.config import RestoreConfig
+from pipeline.execution.config import RestoreConfig, save_config
 from pipeline.io.outputs import OutputStore
-from pipeline.io.part_writer import open_output
 from pipeline.execution.scheduler import Scheduler
 from pipeline.io.shards import list_shards
 from pipeline.execution.stats import JobStats
 
 BACKENDS = ("local", "ray")
+
+
+def open_output(cfg: RestoreConfig, output_url: str, overwrite: bool = False) -> tuple[OutputStore, dict, set]:
+    """Prepare (or resume) the output: its manifest, the resolved config beside it, and the
+    keys already committed, which the job skips."""
+    store = OutputStore(output_url)
+    manifest = store.prepare(cfg.output_hash(), overwrite=overwrite)
+    save_config(cfg, store.public_url("_config.yaml"))
+    return store, manifest, store.done_keys(manifest)
 
 
 def make_backend(cfg: RestoreConfig):

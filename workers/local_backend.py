@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 from pipeline.execution.config import RestoreConfig
 from pipeline.io.part_writer import PartWriter
-from pipeline.restoration.restore import Restorer
+from pipeline.execution.restorer import build_restorer
 from pipeline.execution.scheduler import CallPool
 from pipeline.execution.stages import ShardCursor, read_stage, severity_stage, solve_stage
 from pipeline.execution.validation import SampleValidator, read_limits
@@ -58,7 +58,7 @@ class LocalBackend:
 
     def start(self) -> None:
         """Load and check every model before anything is written."""
-        restorer = Restorer(self.cfg)
+        restorer = build_restorer(self.cfg)
         cursor, validator = ShardCursor(read_limits(self.cfg)), SampleValidator(self.cfg)
         self.pools = {
             "reader": InlinePool(lambda request: read_stage(cursor, validator, request), depth=1),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pipeline.execution.config import RestoreConfig
 from pipeline.execution.records import SampleRecord
-from pipeline.restoration.restore import Restorer
+from pipeline.execution.restorer import build_restorer
 from pipeline.execution.stages import severity_stage
 
 from .placement import new_incarnation, set_threads
@@ -17,7 +17,7 @@ from .placement import new_incarnation, set_threads
 class SeverityStage:
     def __init__(self, cfg: RestoreConfig, device: str = "cpu", num_cpus: float = 1.0):
         set_threads(num_cpus)
-        self.restorer = Restorer(cfg, device=device)
+        self.restorer = build_restorer(cfg, device=device)
         self.incarnation = new_incarnation()
 
     def ping(self) -> str:

@@ -9,7 +9,7 @@ import os
 
 from pipeline.execution.config import RestoreConfig
 from pipeline.execution.records import SampleRecord
-from pipeline.restoration.restore import Restorer
+from pipeline.execution.restorer import build_restorer
 from pipeline.execution.stages import solve_stage
 
 from .placement import new_incarnation, set_threads
@@ -22,7 +22,7 @@ class SolverStage:
         ex = cfg.execution
         set_threads(num_cpus if device != "cpu" else
                     ex.solver_threads or max(1, (os.cpu_count() or 1) // ex.solver_actors))
-        self.restorer = Restorer(cfg, device=device)
+        self.restorer = build_restorer(cfg, device=device)
         self.incarnation = new_incarnation()
 
     def ping(self) -> str:

@@ -66,7 +66,7 @@ def predict_solve_seconds(records: list[tuple[tuple, int]], batch_size: int, wid
 
 def calibration_dir(cfg) -> Path:
     """Beside the models: the denoiser's parent folder when it is local, else the shipped models/."""
-    from pipeline.execution.config import MODELS_DIR
+    from pipeline.restoration.options import MODELS_DIR
 
     parent = Path(cfg.models.denoiser).parent
     return parent if "://" not in cfg.models.denoiser and parent.is_dir() else MODELS_DIR

@@ -12,6 +12,12 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from pipeline.execution.restorer import build_restorer, prepare_samples
+from pipeline.io.samples import Sample
+from pipeline.operators import OPERATORS, build_operator, measure, to_model_domain
+from pipeline.operators.noise import to_unit_domain
+from pipeline.sampling.seeding import DEGRADATION, generators
+
 NOISE = 0.05   # [0,1] units, as the severity encoders are trained
 
 
@@ -21,9 +27,6 @@ def degrade_crops(family: str, x01: torch.Tensor, severities: Sequence[float], p
 
     `op_seeds` are the operators' own seeds (kernel shape, mask field), 1000 + row by default;
     rows that share one give one damage growing with severity (a severity ladder)."""
-    from pipeline.operators import OPERATORS, build_operator, measure, to_model_domain
-    from pipeline.sampling.seeding import DEGRADATION, generators
-
     keys = [f"{prefix}-{i:05d}" for i in range(len(x01))]
     op_seeds = [1000 + i for i in range(len(x01))] if op_seeds is None else [int(s) for s in op_seeds]
     dicts = [OPERATORS[family].params_for(float(t), noise, op_seeds[i], **params) for i, t in enumerate(severities)]
@@ -35,9 +38,6 @@ def degrade_crops(family: str, x01: torch.Tensor, severities: Sequence[float], p
 def degraded_samples(family: str, x01: torch.Tensor, severities: Sequence[float], params: dict, seed: int,
                      prefix: str, noise: float = NOISE) -> list:
     """`Sample`s as a shard would hold them: the measurement quantised to 8 bits, the clean reference."""
-    from pipeline.operators.noise import to_unit_domain
-    from pipeline.io.samples import Sample
-
     y, op, keys = degrade_crops(family, x01, severities, params, seed, prefix, noise)
     y01 = (to_unit_domain(y).clamp(0, 1) * 255).round() / 255
     return [Sample(k, prefix, y01[i], x01[i], p, "") for i, (k, p) in enumerate(zip(keys, op.to_dicts()))]
@@ -45,10 +45,8 @@ def degraded_samples(family: str, x01: torch.Tensor, severities: Sequence[float]
 
 def restore_samples(cfg, samples: list, batch: int) -> list[dict]:
     """Metric rows (sorted by key) for `samples` restored by a `Restorer` built from `cfg`."""
-    from pipeline.restoration.restore import Restorer
-
-    r = Restorer(cfg)
-    est = sorted(r.estimate([r.prepare(s) for s in samples]), key=lambda e: e.start_step)
+    r = build_restorer(cfg)
+    est = sorted(r.estimate(prepare_samples(cfg, samples)), key=lambda e: e.start_step)
     rows = []
     for i in range(0, len(est), batch):
         rows += [row for row, _, _ in r.solve(est[i:i + batch])]

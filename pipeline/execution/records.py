@@ -7,49 +7,9 @@ bytes per sample, not images (a 64×64 float image alone is 48 KiB).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
-import torch
-
-
-@dataclass
-class Prepared:
-    """A sample ready for the models: measurement y ∈ [−1,1] and its operator dict."""
-
-    key: str
-    shard: str
-    y: torch.Tensor
-    clean01: torch.Tensor | None
-    params: dict
-    input_sha256: str | None = None
-
-    @property
-    def group(self) -> tuple:
-        """What must be equal inside one batch: operator family and image size."""
-        return (self.params["operator"], tuple(self.y.shape[-2:]))
-
-    def record(self) -> "SampleRecord":
-        return SampleRecord(self.key, self.shard, self.params["operator"], tuple(int(s) for s in self.y.shape[-2:]))
-
-
-@dataclass
-class Estimated:
-    """A prepared sample with its severity estimate (the severity stage's output)."""
-
-    prepared: Prepared
-    z_hat: torch.Tensor | None
-    sigma2: float
-    start_step: int
-    seconds_severity: float
-    nfe_uncapped: int | None = None  # the start step's NFE before flash.max_nfe cut it (None: not cut)
-
-    @property
-    def key(self) -> str:
-        return self.prepared.key
-
-    def record(self) -> "SampleRecord":
-        return replace(self.prepared.record(), start_step=self.start_step,
-                       sigma2=None if self.sigma2 != self.sigma2 else self.sigma2)
+from pipeline.restoration.items import Estimated, Prepared
 
 
 @dataclass(frozen=True)
@@ -70,6 +30,15 @@ class SampleRecord:
     @property
     def group(self) -> tuple:
         return (self.family, self.shape)
+
+
+def record_of(item: Prepared | Estimated) -> SampleRecord:
+    """The scheduler's record of a payload: size and family, plus the start once severity ran."""
+    if isinstance(item, Estimated):
+        return SampleRecord(item.key, item.prepared.shard, item.prepared.params["operator"],
+                            tuple(int(s) for s in item.prepared.y.shape[-2:]), item.start_step,
+                            None if item.sigma2 != item.sigma2 else item.sigma2)
+    return SampleRecord(item.key, item.shard, item.params["operator"], tuple(int(s) for s in item.y.shape[-2:]))
 
 
 def pick(records: list[SampleRecord], payloads: tuple[dict, ...]) -> list:

@@ -15,7 +15,8 @@ import time
 from typing import Iterator
 
 from pipeline.io.outputs import error_for
-from pipeline.execution.records import Estimated, Prepared, SampleRecord, pick
+from pipeline.execution.records import SampleRecord, pick, record_of
+from pipeline.restoration.items import Estimated, Prepared
 from pipeline.restoration.restore import isolating
 from pipeline.io.samples import SampleError
 from pipeline.io.shards import iter_samples, keyless_name
@@ -66,7 +67,7 @@ def read_stage(cursor: ShardCursor, validator: SampleValidator, request: tuple[s
             records.append(error_for(item.key, shard, exc))
             continue
         payload.setdefault(prepared.key, prepared)  # a key twice in one shard is a duplicate error already
-        records.append(prepared.record())
+        records.append(record_of(prepared))
     summary = {"records": records, "done": len(items) < n, "n": len(items), "seconds": time.perf_counter() - t0}
     return summary, payload
 
@@ -81,7 +82,7 @@ def severity_stage(restorer, records: list[SampleRecord], *payloads: dict) -> tu
     out = isolating(restorer.estimate, prepared, lambda p, exc: error_for(p.key, p.shard, exc))
     estimates = [e for e in out if isinstance(e, Estimated)]
     rows = [r for r in out if isinstance(r, dict)]
-    summary = {"records": [e.record() for e in estimates], "rows": rows, "seconds": time.perf_counter() - t0}
+    summary = {"records": [record_of(e) for e in estimates], "rows": rows, "seconds": time.perf_counter() - t0}
     return summary, {e.key: e for e in estimates}
 
 

@@ -12,7 +12,7 @@ import torch
 from pipeline.execution.config import RestoreConfig
 from pipeline.operators import OPERATORS, build_operator
 from pipeline.operators.noise import to_model_domain
-from pipeline.execution.records import Prepared
+from pipeline.restoration.items import Prepared
 from pipeline.io.samples import Sample, SampleError
 
 

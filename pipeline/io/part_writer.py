@@ -3,25 +3,16 @@
 `OutputStore.commit` writes a part's Parquet and tar and then the manifest, which is the
 commit point: a crash loses at most the uncommitted buffer, which the next run redoes. One
 `PartWriter` per job is the only committer (a Ray actor or in process); it hands the
-scheduler light rows (no images) for statistics.
+scheduler light rows (no images) for statistics. Preparing the output (its manifest and the
+resolved config) is the job frame's (`workers.execute.open_output`).
 """
 from __future__ import annotations
 
 import time
 
-from pipeline.execution.config import RestoreConfig, save_config
 from pipeline.io.outputs import OutputStore, PartBuffer
 
 LIGHT = ("key", "status", "nfe", "error_kind")
-
-
-def open_output(cfg: RestoreConfig, output_url: str, overwrite: bool = False) -> tuple[OutputStore, dict, set]:
-    """Prepare (or resume) the output: its manifest, the resolved config beside it, and the
-    keys already committed, which the job skips."""
-    store = OutputStore(output_url)
-    manifest = store.prepare(cfg.output_hash(), overwrite=overwrite)
-    save_config(cfg, store.public_url("_config.yaml"))
-    return store, manifest, store.done_keys(manifest)
 
 
 class PartWriter:

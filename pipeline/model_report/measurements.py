@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.corpus.photos import REPO_ROOT
+from pipeline.quality.image_sets import image_set_distances
 
 FAMILIES = ("gaussian_blur", "inpainting", "nonlinear_blur")
 SECTIONS = ("autoencoder", "severity", "ldm", "step", "e2e")
@@ -100,7 +101,7 @@ def measure_severity(encoder, ae, family: str, crops01, params: dict, device, se
     import torch
 
     from pipeline.execution.crop_restore import degrade_crops
-    from pipeline.model_report.figures import ordering_accuracy, pearson, spearman
+    from pipeline.quality.statistics import ordering_accuracy, pearson, spearman
 
     K = 10
     ts = np.linspace(0.0, 1.0, K)
@@ -152,29 +153,6 @@ def sample_ldm(ldm, n: int, steps: int, device, seed: int, batch: int):
                 z, _ = sampler.step(z, ldm.eps(z, sampler.timesteps(idx)), idx, gens)
             out.append(((ldm.autoencoder.decode(z).float() + 1) / 2).clamp(0, 1).cpu())
     return torch.cat(out), f"{sampler.name}-{sampler.num_steps}"
-
-
-def image_set_distances(fake01, real01, device, floor01=None) -> dict:
-    """FID and KID of `fake01` against `real01` from one Inception pass, and the same of `floor01`
-    (real crops from other photos, as many as the fakes) against `real01`: the score real photos
-    get at this n, below which no generator can go (FID is biased at small n; KID is not)."""
-    from pipeline.quality.metrics import FID, frechet_distance_from_features, kernel_inception_distance
-
-    metric = FID(device)
-    if metric.missing is not None:
-        return missing(metric.missing.reason)
-    real = metric.features(real01)
-    out = {}
-    for name, images in (("", fake01), ("floor_", floor01)):
-        if images is None:
-            continue
-        feats = metric.features(images)
-        if min(len(feats), len(real)) < 2:
-            return missing(f"FID/KID need at least 2 images per set; got {len(real)} real, {len(feats)} generated")
-        kid, kid_std = kernel_inception_distance(real, feats)
-        out.update({f"{name}fid": frechet_distance_from_features(real, feats), f"{name}kid": kid,
-                    f"{name}kid_std": kid_std, f"{name}n": len(feats)})
-    return out
 
 
 def measure_ldm(ldm, crops01, n: int, steps: int, device, seed: int, batch: int, doc_dir: Path,
@@ -244,7 +222,7 @@ def measure_e2e(models: Path, crops01, params: dict, device, seed: int, n: int, 
     """Flash(Latent-DPS) vs the full-schedule Latent-DPS baseline through the in-process `Restorer`."""
     import numpy as np
 
-    from pipeline.model_report.figures import paired_mean_ci
+    from pipeline.quality.statistics import paired_mean_ci
     from pipeline.execution.config import load_config
     from pipeline.execution.crop_restore import degraded_samples, restore_samples
 

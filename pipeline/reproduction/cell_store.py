@@ -19,6 +19,8 @@ import pyarrow.parquet as pq
 import torch
 from PIL import Image
 
+from pipeline.quality.image_sets import image_set_distances
+
 
 def cell_dir(out: Path, cell_id: str) -> Path:
     return out / "cells" / cell_id
@@ -90,8 +92,6 @@ def reference_rows(keys: list[str], degraded01: torch.Tensor, clean01: torch.Ten
 def set_metrics(restored01: torch.Tensor, clean01: torch.Tensor, subsets: dict[str, list[int]], device) -> dict:
     """FID and KID of the restorations against their own clean references, from one Inception
     pass (as the paper computes FID), for the whole cell and for named subsets of it."""
-    from pipeline.model_report.measurements import image_set_distances
-
     out = {}
     for name, idx in {"all": list(range(len(restored01))), **subsets}.items():
         if len(idx) < 2:

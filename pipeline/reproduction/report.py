@@ -7,15 +7,13 @@ A cell not yet run shows as such; it is never filled in.
 """
 from __future__ import annotations
 
-import json
-import time
 from pathlib import Path
 
 import numpy as np
 import yaml
 
-from pipeline.reproduction.cell_store import load_cell, load_task
-from pipeline.model_report.figures import paired_mean_ci
+from pipeline.reproduction.cell_store import load_cell
+from pipeline.quality.statistics import paired_mean_ci, pearson, spearman
 from pipeline.reproduction.suite import SOLVER_NAMES, TASKS, Budget, Cell, applicable, noise_task, task_named
 
 PAPER = Path(__file__).with_name("paper_table.yaml")
@@ -256,8 +254,6 @@ class Report:
     def severity(self) -> tuple[str, dict]:
         from scipy.stats import kendalltau
 
-        from pipeline.model_report.figures import pearson, spearman
-
         lines = ["| family (task) | Spearman ρ(σ̂², t) | pairwise ordering (σ̂² vs t) | n |", "|---|---|---|---|"]
         points = {}
         for task in ("blur_varying", "nonlinear_blur", "inpainting"):
@@ -290,33 +286,3 @@ BINS = {"[0,⅓)": (0.0, 1 / 3), "[⅓,⅔)": (1 / 3, 2 / 3), "[⅔,1]": (2 / 3,
 def in_bin(rows: list[dict], b: str) -> list[dict]:
     lo, hi = BINS[b]
     return [r for r in rows if r.get("severity") is not None and lo <= r["severity"] < hi]
-
-
-def made_by(report: Report, last: str | None) -> list[str]:
-    """The commands that made the stored cells, each once, in the order their cells finished, and
-    the last run's last: read from the cells themselves, so a run stopped part-way is named too."""
-    records = sorted((r for r in report.cells.values() if r and r.get("command")), key=lambda r: r.get("finished", ""))
-    made = [r["command"] for r in records if r["command"] != last]
-    return list(dict.fromkeys(made + ([last] if last else [])))
-
-
-def write_report(out: Path, cells: list[Cell], budget: Budget, quick: bool, meta: dict | None = None,
-                 settings: str | None = None) -> Path:
-    """Write OUT.md (and OUT/*.png) from the cells under OUT; returns the report's path. `settings`
-    (a rebuild's `--settings`) replaces the stored table the staleness check reads."""
-    from pipeline.reproduction.report_text import render
-
-    out.mkdir(parents=True, exist_ok=True)
-    meta_path = out / "evaluation.json"
-    stored = json.loads(meta_path.read_text()) if meta_path.exists() else {}
-    if meta is not None:
-        stored = {**meta, "quick": quick, "written": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
-    stored["settings"] = settings or stored.get("settings", "tuned")
-    report = Report(out, cells, budget, stored["settings"])
-    stored["commands"] = made_by(report, stored.get("command"))
-    meta_path.write_text(json.dumps(stored, indent=1) + "\n")
-    meta = stored
-    tasks = {t: load_task(out, t) for t in TASKS}
-    path = out.with_suffix(".md")
-    path.write_text(render(report, meta, tasks, quick))
-    return path

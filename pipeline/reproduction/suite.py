@@ -17,6 +17,8 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass
 
+from pipeline.execution.config import schedule_sets
+
 SOLVER_NAMES = ("ldps", "gml_dps", "psld", "resample")
 NOISE = 0.05
 ROBUST_NOISES = (0.0, 0.025, 0.05, 0.075, 0.1)
@@ -140,13 +142,6 @@ def suite_cells(budget: Budget) -> list[Cell]:
         t = noise_task(sigma).name
         cells += [Cell(t, "none", "input"), Cell(t, "ldps", "flash"), Cell(t, "ldps", "baseline")]
     return list(dict.fromkeys(cells))
-
-
-def schedule_sets(solver: str, steps: int) -> list[str]:
-    """Overrides for the solver's own sampler family on a schedule of `steps` (a shortened reference)."""
-    from pipeline.solvers import default_sampler_name
-
-    return [f"solver.sampler={default_sampler_name(solver)}", f"solver.steps={steps}"]
 
 
 def cell_overrides(cell: Cell, task: Task, budget: Budget, flash_nfe: float | None = None) -> list[str]:

@@ -1,10 +1,11 @@
 """In-process restoration: what a severity stage and a solver stage run, without Ray.
 
-`Restorer` loads the models once, turns validated samples into measurements with their
-true operator (`prepare`), estimates severity in batches (`estimate`: ẑ, σ̂², start step)
-and restores one exact, staggered batch (`solve`) into output rows. The stage functions
-(`pipeline.execution.stages`) call it in whichever backend runs them, so outputs are the same for
-the same seeds.
+`Restorer` loads the models once, estimates severity in batches (`estimate`: ẑ, σ̂², start
+step) and restores one exact, staggered batch (`solve`) into output rows. It is built from
+the sections it needs (models, solver, flash; `pipeline.restoration.options`) and a few
+values, not from a job's config, so it sits below the job machinery; a job builds it with
+`pipeline.execution.restorer.build_restorer`. The stage functions (`pipeline.execution.stages`)
+call it in whichever backend runs them, so outputs are the same for the same seeds.
 """
 from __future__ import annotations
 
@@ -13,21 +14,20 @@ from typing import Any
 
 import torch
 
-from pipeline.quality import metrics
-from pipeline.execution.config import RestoreConfig
-from pipeline.restoration.flash import Flash
+from pipeline.io.outputs import error_for
+from pipeline.io.samples import encode_png
 from pipeline.models.model_store import fingerprint, load_latent_diffusion, load_model
-from pipeline.quality.no_reference import residuals, severity_ood
+from pipeline.models.pipeline_folder import autoencoder_fingerprint
 from pipeline.operators import build_operator
 from pipeline.operators.noise import to_unit_domain
-from pipeline.io.outputs import error_for
-from pipeline.models.pipeline_folder import autoencoder_fingerprint
-from pipeline.execution.records import Estimated, Prepared
-from pipeline.io.samples import Sample, encode_png
+from pipeline.quality import metrics
+from pipeline.quality.no_reference import residuals, severity_ood
+from pipeline.restoration.flash import Flash
+from pipeline.restoration.items import Estimated, Prepared
+from pipeline.restoration.options import FlashConfig, ModelsConfig, SolverConfig
 from pipeline.restoration.solver_settings import resolve, table_for
-from pipeline.solvers import default_sampler, make_solver
 from pipeline.sampling.schedules import make_sampler
-from pipeline.execution.validation import SampleValidator
+from pipeline.solvers import default_sampler, make_solver
 
 
 def capped_start(start: int, max_nfe: int | None) -> int:
@@ -59,14 +59,17 @@ def pick_device(name: str) -> torch.device:
 class Restorer:
     """Models loaded once; severity and solve on batches; rows for the metrics table."""
 
-    def __init__(self, cfg: RestoreConfig, device: str | torch.device | None = None):
-        self.cfg = cfg
-        self.device = pick_device(str(device or cfg.models.device))
-        self.dtype = {"float32": torch.float32, "float64": torch.float64}[cfg.models.dtype]
-        self.config_hash = cfg.output_hash()
-        self.ldm = load_latent_diffusion(cfg.models.autoencoder, cfg.models.denoiser, device=self.device,
-                                         dtype=self.dtype)
-        sc = cfg.solver
+    def __init__(self, models: ModelsConfig, solver: SolverConfig, flash: FlashConfig, *, seed: int = 0,
+                 config_hash: str = "", lpips_weights: str | None = None, batch_size: int = 8,
+                 device: str | torch.device | None = None):
+        """`config_hash` is written into every row (the job's output hash); `batch_size` bounds a
+        severity batch; `lpips_weights` enable LPIPS (else reported missing)."""
+        self.models_cfg, self.solver_cfg, self.flash_cfg = models, solver, flash
+        self.seed, self.config_hash, self.batch_size = seed, config_hash, batch_size
+        self.device = pick_device(str(device or models.device))
+        self.dtype = {"float32": torch.float32, "float64": torch.float64}[models.dtype]
+        self.ldm = load_latent_diffusion(models.autoencoder, models.denoiser, device=self.device, dtype=self.dtype)
+        sc = solver
         if sc.sampler:
             kwargs = {k: v for k, v in (("num_steps", sc.steps), ("eta", sc.eta)) if v is not None}
             sampler = make_sampler(sc.sampler, self.ldm.schedule, **kwargs)
@@ -76,42 +79,36 @@ class Restorer:
         self.solver = make_solver(sc.name, self.ldm, sampler, **sc.params)
         self._flash: dict[str, Flash] = {}
         self._sigma2_train: dict[str, dict | None] = {}
-        self.validator = SampleValidator(cfg)
-        self._lpips = metrics.lpips_metric(cfg.metrics.lpips_weights)
-        self.ae_fingerprint = autoencoder_fingerprint(cfg.models.autoencoder)  # a pipeline folder: its vqvae/
-        self.model_hash = "+".join([self.ae_fingerprint, fingerprint(cfg.models.denoiser)])
+        self._lpips = metrics.lpips_metric(lpips_weights)
+        self.ae_fingerprint = autoencoder_fingerprint(models.autoencoder)  # a pipeline folder: its vqvae/
+        self.model_hash = "+".join([self.ae_fingerprint, fingerprint(models.denoiser)])
         self._family_hash: dict[str, str] = {}
-        if cfg.flash.start_step is not None and cfg.flash.start_step >= sampler.num_steps:
-            raise ValueError(f"flash.start_step={cfg.flash.start_step} is off the {sc.name} sampler's grid "
+        if flash.start_step is not None and flash.start_step >= sampler.num_steps:
+            raise ValueError(f"flash.start_step={flash.start_step} is off the {sc.name} sampler's grid "
                              f"(0..{sampler.num_steps - 1})")
-        for family in (cfg.models.severity if cfg.flash.enabled else ()):
+        for family in (models.severity if flash.enabled else ()):
             self.flash_for(family)  # load every encoder now: a mismatched model fails before any compute
-
-    # --- stage 0: a decoded sample → measurement + true operator ---------------------
-    def prepare(self, sample: Sample) -> Prepared:
-        """Read-time validation (`pipeline.execution.validation`), for callers that restore in one place."""
-        return self.validator.prepare(sample)
 
     # --- stage 1: severity ---------------------------------------------------------
     def flash_for(self, family: str) -> Flash:
         if family not in self._flash:
             encoder = None
-            if self.cfg.flash.enabled:
-                url = self.cfg.models.severity[family]
+            if self.flash_cfg.enabled:
+                url = self.models_cfg.severity[family]
                 encoder, meta = load_model(url, device=self.device, dtype=self.dtype, return_meta=True)
                 trained_on = meta.get("autoencoder_fingerprint")
                 if trained_on and trained_on != self.ae_fingerprint:
                     raise ValueError(f"severity encoder {url} was trained on autoencoder {trained_on}, but the job "
-                                     f"uses {self.cfg.models.autoencoder} ({self.ae_fingerprint})")
+                                     f"uses {self.models_cfg.autoencoder} ({self.ae_fingerprint})")
                 encoder.eval()
                 self._sigma2_train[family] = meta.get("sigma2_train")
             self._family_hash[family] = self.model_hash + (
-                f"+{fingerprint(self.cfg.models.severity[family])}" if encoder is not None else "")
-            sc = self.cfg.solver
-            params, c = resolve(sc.name, family, self.cfg.flash.enabled, sc.params, self.cfg.flash.noise_correction,
+                f"+{fingerprint(self.models_cfg.severity[family])}" if encoder is not None else "")
+            sc = self.solver_cfg
+            params, c = resolve(sc.name, family, self.flash_cfg.enabled, sc.params, self.flash_cfg.noise_correction,
                                 table_for(sc.settings))
             solver = make_solver(sc.name, self.ldm, self.sampler, **params)
-            self._flash[family] = Flash(encoder, solver, c, self.cfg.flash.init)
+            self._flash[family] = Flash(encoder, solver, c, self.flash_cfg.init)
         return self._flash[family]
 
     def estimate(self, items: list[Prepared]) -> list[Estimated]:
@@ -120,12 +117,12 @@ class Restorer:
         groups: dict[tuple, list[Prepared]] = {}
         for p in items:
             groups.setdefault(p.group, []).append(p)
-        bs = self.cfg.execution.batch_size
+        bs = self.batch_size
         for group, members in groups.items():
             for i in range(0, len(members), bs):
                 chunk = members[i:i + bs]
                 t0 = time.perf_counter()
-                if not self.cfg.flash.enabled:
+                if not self.flash_cfg.enabled:
                     k_full = self.solver.sampler.num_steps - 1
                     for p in chunk:
                         out[p.key] = Estimated(p, None, float("nan"), k_full, 0.0)
@@ -140,12 +137,12 @@ class Restorer:
 
     def _start(self, k: int) -> int:
         """The encoder's start index, or the configured fixed one (flash.start_step), or −1 (flash.decode_only)."""
-        fl = self.cfg.flash
+        fl = self.flash_cfg
         return -1 if fl.decode_only else k if fl.start_step is None else fl.start_step
 
     def _capped(self, e: Estimated) -> Estimated:
         """flash.max_nfe: remember what the cap cut."""
-        start = capped_start(e.start_step, self.cfg.flash.max_nfe)
+        start = capped_start(e.start_step, self.flash_cfg.max_nfe)
         if start != e.start_step:
             e.nfe_uncapped, e.start_step = e.start_step + 1, start
         return e
@@ -161,17 +158,17 @@ class Restorer:
         op = build_operator([e.prepared.params for e in batch], keys)
         y = torch.stack([e.prepared.y for e in batch]).to(self.device, self.dtype)
         t0 = time.perf_counter()
-        if self.cfg.flash.enabled:
+        if self.flash_cfg.enabled:
             z_hat = torch.stack([e.z_hat for e in batch]).to(self.device, self.dtype)
             sigma2 = torch.tensor([e.sigma2 for e in batch], dtype=torch.float64)
             k = torch.tensor([e.start_step for e in batch], dtype=torch.long)
-            if self.cfg.flash.decode_only:
+            if self.flash_cfg.decode_only:
                 res = flash.decode(z_hat, sigma2)
             else:  # a fixed start takes the noise its own step implies, in the same start-latent formula
-                level = sigma2 if self.cfg.flash.start_step is None else self.sampler.noise_level(k).double()
-                res = flash.restore(y, op, keys, self.cfg.seed, estimate=(z_hat, level, k))
+                level = sigma2 if self.flash_cfg.start_step is None else self.sampler.noise_level(k).double()
+                res = flash.restore(y, op, keys, self.seed, estimate=(z_hat, level, k))
         else:
-            res = flash.baseline(y, op, keys, self.cfg.seed)
+            res = flash.baseline(y, op, keys, self.seed)
         seconds = (time.perf_counter() - t0) / len(batch)
         x01 = to_unit_domain(res.x.detach().float().cpu()).clamp(0, 1)
         written = (x01 * 255).round() / 255  # what the PNG holds
@@ -190,8 +187,8 @@ class Restorer:
             "operator": p.params["operator"], "severity": p.params.get("severity"),
             "noise_sigma": p.params.get("noise_sigma"),
             "sigma2_hat": None if e.sigma2 != e.sigma2 else e.sigma2, "start_step": int(res.start_index[i]),
-            "nfe": int(res.nfe[i]), "solver": self.cfg.solver.name, "flash": bool(self.cfg.flash.enabled),
-            "seconds_severity": e.seconds_severity, "seconds_solve": seconds, "seed": self.cfg.seed,
+            "nfe": int(res.nfe[i]), "solver": self.solver_cfg.name, "flash": bool(self.flash_cfg.enabled),
+            "seconds_severity": e.seconds_severity, "seconds_solve": seconds, "seed": self.seed,
             "input_sha256": p.input_sha256, "config_hash": self.config_hash,
             "model_hash": self._family_hash[p.params["operator"]],
         }

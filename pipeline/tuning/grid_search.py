@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import yaml
 
-from pipeline.reproduction.suite import schedule_sets
+from pipeline.execution.config import schedule_sets
 from pipeline.execution.crop_restore import NOISE, degraded_samples, mean_of, restore_samples
 
 VALIDATION_EVERY = 7   # every 7th training crop in export order (crops of all training photos)

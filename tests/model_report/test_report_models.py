@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from pipeline.model_report.figures import ordering_accuracy, replace_section, spearman
+from pipeline.model_report.figures import replace_section
+from pipeline.quality.statistics import ordering_accuracy, spearman
 from tests.factories import FAMILY_PARAMS
 
 

@@ -20,7 +20,7 @@ from jobs.cli import app
 from pipeline.models import model_store as ms
 from pipeline.execution.config import load_config
 from pipeline.models.pipeline_folder import autoencoder_fingerprint
-from pipeline.restoration.restore import Restorer
+from pipeline.execution.restorer import build_restorer, prepare_samples
 from pipeline.io.samples import Sample
 from pipeline.sampling.schedules import NoiseSchedule
 from pipeline.training.loop import load_frozen_autoencoder
@@ -159,10 +159,10 @@ def test_restore_a_sample_through_the_pipeline(pipe, encoder):
                              "execution.engine=local", "execution.batch_size=2", "solver.sampler=ddim",
                              "solver.steps=20"])
     cfg.models.severity = {"gaussian_blur": encoder}  # the merge keeps the default families' (absent) encoders
-    r = Restorer(cfg)
+    r = build_restorer(cfg)
     samples = [Sample(d["__key__"], "byo", d["png"], d["clean.png"], d["json"], "")
                for d in archive_samples(2, families=("gaussian_blur",))]
-    rows = [row for row, _, _ in r.solve(r.estimate([r.prepare(s) for s in samples]))]
+    rows = [row for row, _, _ in r.solve(r.estimate(prepare_samples(cfg, samples)))]
     assert len(rows) == 2
     for row in rows:
         assert row["status"] == "ok" and math.isfinite(row["psnr"]) and row["nfe"] > 0

@@ -178,7 +178,7 @@ def test_kid_is_near_zero_for_one_distribution_and_grows_with_a_shift():
 
 
 def test_paired_mean_ci_covers_the_true_gain_and_excludes_zero_only_when_it_should():
-    from pipeline.model_report.figures import paired_mean_ci
+    from pipeline.quality.statistics import paired_mean_ci
 
     g = np.random.default_rng(1)
     base = g.normal(22.0, 3.0, 200)

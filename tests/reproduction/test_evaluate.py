@@ -46,15 +46,15 @@ def test_fixed_start_and_decode_only_config_checks():
 def _restore(tiny_models, sets, n=3):
     from pipeline.execution.config import load_config
     from pipeline.execution.crop_restore import degraded_samples
-    from pipeline.restoration.restore import Restorer
+    from pipeline.execution.restorer import build_restorer, prepare_samples
 
     cfg = load_config(None, [f"models.autoencoder={tiny_models / 'autoencoder'}", f"models.denoiser={tiny_models / 'ldm'}",
                              "models.device=cpu", "execution.engine=local", *sets])
     cfg.models.severity = {"gaussian_blur": str(tiny_models / "severity-gaussian_blur")}
     x01 = torch.rand(n, 3, 16, 16, generator=torch.Generator().manual_seed(0))
     samples = degraded_samples("gaussian_blur", x01, np.linspace(0.1, 0.9, n), {"kernel_size": 7}, 0, "t")
-    r = Restorer(cfg)
-    est = r.estimate([r.prepare(s) for s in samples])
+    r = build_restorer(cfg)
+    est = r.estimate(prepare_samples(cfg, samples))
     return r, est, r.solve(est)
 
 

@@ -40,7 +40,7 @@ def test_table_content_enters_the_config_hash(table):
 
 def test_a_table_named_by_path_feeds_jobs_and_the_hash(table, tmp_path, tiny_models):
     """solver.settings=PATH reads another prior's table (what `tune --table` wrote) instead of the shipped one."""
-    from pipeline.restoration.restore import Restorer
+    from pipeline.execution.restorer import build_restorer
 
     other = tmp_path / "other.yaml"
     write_table(other, "ldps", "gaussian_blur", {"flash": {**RESULT["flash"], "best": {
@@ -55,7 +55,7 @@ def test_a_table_named_by_path_feeds_jobs_and_the_hash(table, tmp_path, tiny_mod
     for setting, want in ((str(other), (7.0, 0.3)), ("tuned", (2.0, 0.6))):
         job = load_config(None, models + [f"solver.settings={setting}"])
         job.models.severity = {"gaussian_blur": str(tiny_models / "severity-gaussian_blur")}
-        flash = Restorer(job).flash_for("gaussian_blur")
+        flash = build_restorer(job).flash_for("gaussian_blur")
         assert (flash.solver.config["step_size"], flash.noise_correction) == want, setting
 
 
