@@ -19,8 +19,6 @@ from rich.table import Table
 
 from jobs.restore_cmd import SAMPLE_ARCHIVE, build_config, console
 
-SOLVERS = "ldps,gml_dps,psld,resample"
-
 
 def time_batch(restorer, prepared, start: int, repeats: int) -> float:
     estimates = [replace(e, start_step=start) for e in restorer.estimate(prepared)]
@@ -33,7 +31,8 @@ def time_batch(restorer, prepared, start: int, repeats: int) -> float:
 
 
 def calibrate(
-    solvers: str = typer.Option(SOLVERS, "--solvers", help="Comma list"),
+    solvers: Optional[str] = typer.Option(None, "--solvers",
+                                          help="Comma list (default: every registered solver that restores)"),
     batch_sizes: str = typer.Option("1,2,4,8", "--batch-sizes", help="Comma list of row counts"),
     steps: int = typer.Option(16, "--steps", help="K of the long run (the short one takes 1 step)"),
     repeats: int = typer.Option(3, "--repeats"),
@@ -48,9 +47,10 @@ def calibrate(
     from pipeline.execution.cost_model import calibration_dir, device_class, write_entries
     from pipeline.execution.restorer import build_restorer, prepare_samples
     from pipeline.io.shards import iter_samples, list_shards
+    from pipeline.solvers import restoring_solvers
 
     sizes = sorted({int(s) for s in batch_sizes.split(",") if s.strip()})
-    names = [s.strip() for s in solvers.split(",") if s.strip()]
+    names = [s.strip() for s in solvers.split(",") if s.strip()] if solvers is not None else restoring_solvers()
     entries, table = [], Table(title="flash-restore bench calibrate: seconds per step (fixed per batch)")
     for col in ("solver", *[f"n={n}" for n in sizes]):
         table.add_column(col)

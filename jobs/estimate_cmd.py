@@ -20,8 +20,6 @@ from rich.table import Table
 
 from jobs.restore_cmd import build_config, console, preflight
 
-ALL_SOLVERS = ("ldps", "gml_dps", "psld", "resample")
-
 
 def sampled(key: str, fraction: float, seed: int) -> bool:
     """A seeded, order-free choice: the same keys at any parallelism."""
@@ -90,7 +88,7 @@ def build_report(cfg, input: str, shards: list[str], sample_fraction: float = 1.
 
     from pipeline.execution.cost_model import calibration_dir, device_class, find_entry, predict_solve_seconds, read_table
     from pipeline.restoration.restore import capped_start
-    from pipeline.solvers import default_sampler
+    from pipeline.solvers import default_sampler, restoring_solvers
 
     restorer, records, invalid, seen, seconds = severity_records(cfg, shards, sample_fraction, cfg.seed)
     target = device or device_class(restorer.device)
@@ -101,7 +99,7 @@ def build_report(cfg, input: str, shards: list[str], sample_fraction: float = 1.
               "samples_predicted_total": round(seen * scale), "valid": len(records), "invalid": dict(invalid),
               "severity_seconds": round(seconds, 3), "device": target, "price_per_hour": price_per_hour,
               "config_hash": cfg.output_hash(), "config": cfg.to_dict(), "solvers": {}}
-    for name in dict.fromkeys([cfg.solver.name, *ALL_SOLVERS]):
+    for name in dict.fromkeys([cfg.solver.name, *restoring_solvers()]):
         sampler = restorer.sampler if name == cfg.solver.name else default_sampler(name, restorer.ldm.schedule)
         starts = sampler.start_index(sigma2).tolist() if len(records) and cfg.flash.enabled else \
             [sampler.num_steps - 1] * len(records)

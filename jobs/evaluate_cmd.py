@@ -91,7 +91,7 @@ def evaluate(
     from jobs.evaluate_cells import Evaluation
     from jobs.train import command_line
     from pipeline.reproduction.report_writer import write_report
-    from pipeline.reproduction.suite import Budget, parse_cell, suite_cells
+    from pipeline.reproduction.suite import TASKS, Budget, parse_cell, suite_cells
 
     try:
         if suite != "paper":
@@ -111,7 +111,7 @@ def evaluate(
         budget = replace(budget, n_baseline=min(budget.n_baseline, budget.n), n_fixed=min(budget.n_fixed, budget.n))
         wanted = [parse_cell(c) for c in cell or []]
         root = Path(models)
-        for name in ("autoencoder", "ldm", "severity-gaussian_blur", "severity-inpainting", "severity-nonlinear_blur"):
+        for name in ("autoencoder", "ldm", *dict.fromkeys(f"severity-{t.family}" for t in TASKS.values())):
             if not (root / name / "config.json").exists():
                 raise ValueError(f"model folder {root / name} has no config.json")
         from pipeline.execution.config import load_config

@@ -10,6 +10,7 @@ import torch
 from diffusers import AutoencoderKL, UNet2DModel, VQModel
 
 from pipeline.models.latent import Autoencoder, LatentDiffusion
+from pipeline.operators import OPERATORS
 from pipeline.sampling.schedules import NoiseSchedule
 
 BLOCKS = (8, 16, 16)
@@ -87,7 +88,7 @@ def random_images(batch: int = 2, image_size: int = 16, seed: int = 0, dtype=tor
     return torch.rand(batch, 3, image_size, image_size, generator=g, dtype=dtype) * 2 - 1
 
 
-FAMILY_PARAMS = {"gaussian_blur": {"kernel_size": 7}, "inpainting": {}, "nonlinear_blur": {}}
+FAMILY_PARAMS = {name: cls.example_params(16, 16)[0] for name, cls in OPERATORS.items()}  # fits model_set's 16 px
 
 
 def model_set(root):

@@ -14,8 +14,8 @@ from pipeline.models.severity import SeverityEncoder
 from pipeline.io.shards import write_shard
 from tests.factories import tiny_latent_diffusion
 
-FAMILY_OVERRIDES = {"gaussian_blur": {"kernel_size": 7}, "inpainting": {}, "nonlinear_blur": {}}
 IMAGE_SIZE = 16
+FAMILY_OVERRIDES = {name: cls.example_params(IMAGE_SIZE, IMAGE_SIZE)[0] for name, cls in OPERATORS.items()}
 
 
 def build_tiny_models(root: Path) -> dict:
@@ -41,7 +41,7 @@ def tiny_clean_images(n: int, seed: int = 0) -> torch.Tensor:
     return torch.nn.functional.interpolate(low, size=(IMAGE_SIZE, IMAGE_SIZE), mode="bilinear", align_corners=False)
 
 
-def archive_samples(n: int, families=("gaussian_blur", "inpainting", "nonlinear_blur"), seed: int = 0,
+def archive_samples(n: int, families=tuple(OPERATORS), seed: int = 0,
                     prefix: str = "s") -> list[dict]:
     """n degraded samples with references and per-sample operator json, severities spread over [0,1]."""
     clean = tiny_clean_images(n, seed)

@@ -15,8 +15,14 @@ from pathlib import Path
 from pipeline.corpus.photos import REPO_ROOT
 from pipeline.quality.image_sets import image_set_distances
 
-FAMILIES = ("gaussian_blur", "inpainting", "nonlinear_blur")
 SECTIONS = ("autoencoder", "severity", "ldm", "step", "e2e")
+
+
+def families() -> list[str]:
+    """Every registered operator family, in registry order: each has a `severity-<family>` folder to report on."""
+    from pipeline.operators import OPERATORS  # imports torch; the CLI imports this module at start (--help stays fast)
+
+    return list(OPERATORS)
 
 
 @dataclass
@@ -263,7 +269,7 @@ def model_info(models: Path) -> dict:
     from pipeline.models.model_store import fingerprint, load_meta
 
     out = {}
-    for name in ("autoencoder", "ldm", *(f"severity-{f}" for f in FAMILIES)):
+    for name in ("autoencoder", "ldm", *(f"severity-{f}" for f in families())):
         path = models / name
         if not (path / "config.json").exists():
             out[name] = {"path": str(path), "missing": "no config.json"}
@@ -323,7 +329,7 @@ def measure_sections(root: Path, photos_url: str, wanted: set, figures: dict, de
         sev = {}
         sampler = DDPMSampler(ldm.schedule) if ldm is not None else None
         sev_crops = crops01[spread(len(crops01), opts.severity_crops)]
-        for fam in FAMILIES:
+        for fam in families():
             url = root / f"severity-{fam}"
 
             def one(url=url, fam=fam):

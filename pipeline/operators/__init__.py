@@ -1,8 +1,9 @@
 """Degradation operators: one file per family, registered here.
 
 Adding a family = one file with a `base.Operator` subclass + one line in `OPERATORS`
-(see the `nonlinear_blur` module docstring). `build_operator` rebuilds a batch's operator
-from the per-sample dicts a shard sample carries.
+(see the `nonlinear_blur` module docstring); every list of families (default severity
+encoders, model report, test fixtures) derives from `OPERATORS`. `build_operator` rebuilds a
+batch's operator from the per-sample dicts a shard sample carries.
 """
 from __future__ import annotations
 

@@ -19,6 +19,8 @@ class Operator:
     """Batched, per-sample forward model A; linear families also give the exact adjoint Aᵀ."""
 
     name: ClassVar[str] = "operator"
+    #: human-readable family name for reports ("Gaussian blur"); every registered family sets its own
+    label: ClassVar[str] = ""
     linear: ClassVar[bool] = False
     #: the family's own dict fields and their defaults (filled in by `fill_defaults`)
     defaults: ClassVar[dict] = {}
@@ -52,6 +54,15 @@ class Operator:
         """One sample's validated dict (defaults filled), as the degradation job stores it."""
         params = {"operator": cls.name, "severity": severity, "noise_sigma": noise_sigma, "seed": seed, **overrides}
         return cls([params], ["params_for"]).params[0]
+
+    @classmethod
+    def example_params(cls, height: int, width: int) -> list[dict]:
+        """Family fields (beside severity, noise, seed) valid on every height×width image at any severity and
+        seed, so the registry-driven tests and fixtures cover a new family without a hand-kept list.
+
+        The first entry is the cheap one fixtures use; the others vary the family's options, so a batch of
+        them mixes settings. The defaults alone ([{}]) suffice when they fit small images."""
+        return [{}]
 
     @classmethod
     def from_dicts(cls, params: Sequence[dict], keys: Sequence[str] | None = None) -> "Operator":

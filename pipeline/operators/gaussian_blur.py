@@ -123,8 +123,16 @@ class GaussianBlur(Operator):
     """Per-sample Gaussian blur; linear, with the exact adjoint of the reflect-padded convolution."""
 
     name = "gaussian_blur"
+    label = "Gaussian blur"
     linear = True
     defaults = {"kernel_size": 61, "std_min": 0.3, "std_max": 3.0}
+
+    @classmethod
+    def example_params(cls, height: int, width: int) -> list[dict]:
+        """A small kernel, the largest that fits, and the default 61 (or the next largest when it does not fit)."""
+        widest = 2 * min(height, width) - 1          # reflect padding needs kernel_size < 2·min(H, W)
+        default = {} if cls.defaults["kernel_size"] <= widest else {"kernel_size": max(1, widest - 2)}
+        return [{"kernel_size": min(7, widest)}, {"kernel_size": min(cls.defaults["kernel_size"], widest)}, default]
 
     def validate(self, params: dict, key: str) -> dict:
         params = fill_defaults(check_common(params, key, self.name), key, self.name, self.defaults)

@@ -40,8 +40,14 @@ class Inpainting(Operator):
     """Per-sample random-pixel mask; forward = adjoint = x·mask."""
 
     name = "inpainting"
+    label = "random inpainting"
     linear = True
     defaults = {"frac_min": 0.0, "frac_max": 0.8, "shared_mask": False}
+
+    @classmethod
+    def example_params(cls, height: int, width: int) -> list[dict]:
+        """Per-sample masks, the shared mask, and a narrower masked fraction (any image size fits)."""
+        return [{}, {"shared_mask": True}, {"frac_min": 0.1, "frac_max": 0.5}]
 
     def validate(self, params: dict, key: str) -> dict:
         params = fill_defaults(check_common(params, key, self.name), key, self.name, self.defaults)

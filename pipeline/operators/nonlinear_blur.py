@@ -19,9 +19,10 @@ saturation round trip (< 1 % below white with the default sharpness). A is diffe
 everywhere, also outside [0,1] (the curves are linear near and below 0).
 
 Adding an operator (e.g. a network such as KernelWizard): write one file here with a
-subclass of `base.Operator` (set `name`, `linear`, `defaults`; implement `validate`
+subclass of `base.Operator` (set `name`, `label`, `linear`, `defaults`; implement `validate`
 with `check_common` + `fill_defaults`, and `forward(x01)` on (B,3,H,W) in [0,1]; for a
-linear family also the exact `adjoint`), then add one line to `OPERATORS` in `__init__.py`.
+linear family also the exact `adjoint`; override `example_params` when the defaults do not
+fit small images), then add one line to `OPERATORS` in `__init__.py`.
 A network operator loads its weights in `forward` lazily (e.g. from a path field in the
 dict) and draws any per-sample latent code from a generator seeded with the dict's `seed`.
 """
@@ -102,9 +103,20 @@ class NonlinearBlur(Operator):
     """Blur in linear light + camera response + smooth saturation; differentiable, not linear."""
 
     name = "nonlinear_blur"
+    label = "nonlinear blur"
     linear = False
     defaults = {"kernel_type": "motion", "min_size": 0.0, "max_size": 21.0,
                 "exposure": 1.0, "saturation_sharpness": 40.0}
+
+    @classmethod
+    def example_params(cls, height: int, width: int) -> list[dict]:
+        """Motion, defocus and a small extent; max_size is capped where the default could overflow the image.
+
+        A trajectory of extent s has points within s of its mean, so its kernel is at most 2·⌈s⌉ + 3 wide
+        (a disk's is narrower); reflect padding needs < 2·min(H, W), which every s ≤ min(H, W) − 2 gives."""
+        cap = float(max(0, min(height, width) - 2))
+        fit = {} if cls.defaults["max_size"] <= cap else {"max_size": cap}
+        return [fit, {"kernel_type": "defocus", **fit}, {"max_size": min(7.0, cap)}]
 
     def validate(self, params: dict, key: str) -> dict:
         params = fill_defaults(check_common(params, key, self.name), key, self.name, self.defaults)

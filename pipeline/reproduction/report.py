@@ -12,12 +12,12 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from pipeline.reproduction.cell_store import load_cell
 from pipeline.quality.statistics import paired_mean_ci, pearson, spearman
-from pipeline.reproduction.suite import SOLVER_NAMES, TASKS, Budget, Cell, applicable, noise_task, task_named
+from pipeline.reproduction.cell_store import load_cell
+from pipeline.reproduction.suite import TASKS, Budget, Cell, applicable, noise_task, solver_names, task_named
+from pipeline.solvers import SOLVERS
 
 PAPER = Path(__file__).with_name("paper_table.yaml")
-DDPM_SOLVERS = ("ldps", "gml_dps", "psld")
 LABELS = {"none/input": "degraded input", "none/decode": "autoencoder only, D(ẑ)"}
 METRICS = ("psnr", "ssim", "lpips")
 
@@ -25,7 +25,7 @@ METRICS = ("psnr", "ssim", "lpips")
 def method_label(solver: str, mode: str) -> str:
     if solver == "none":
         return LABELS[f"none/{mode}"]
-    name = {"ldps": "Latent-DPS", "gml_dps": "GML-DPS", "psld": "PSLD", "resample": "ReSample"}[solver]
+    name = SOLVERS[solver].label
     return {"flash": f"Flash({name})", "baseline": name, "equal_nfe": f"{name} at Flash's NFE"}.get(mode, f"{name} {mode}")
 
 
@@ -113,7 +113,7 @@ class Report:
                  "| method | PSNR | SSIM | LPIPS | FID | KID | NFE mean ± sd | n | paper PSNR / SSIM / LPIPS / FID / NFE |",
                  "|---|---|---|---|---|---|---|---|---|"]
         methods = [("none", "input"), ("none", "decode")] + [
-            (s, m) for s in SOLVER_NAMES if applicable(s, TASKS[task].family) for m in ("baseline", "equal_nfe", "flash")]
+            (s, m) for s in solver_names() if applicable(s, TASKS[task].family) for m in ("baseline", "equal_nfe", "flash")]
         for solver, mode in methods:
             c = self.cell(task, solver, mode)
             rows = ok_rows(c)
@@ -140,7 +140,7 @@ class Report:
     def main_verdicts(self, task: str) -> str:
         lines = ["| solver | NFE Flash / baseline (≤ 0.12) | PSNR Flash − baseline, same images (≥ +1 dB) | "
                  "KID and FID Flash vs baseline, same images | Flash − equal-NFE baseline | Flash − D(ẑ) |", "|---|---|---|---|---|---|"]
-        for solver in SOLVER_NAMES:
+        for solver in solver_names():
             if not applicable(solver, TASKS[task].family):
                 continue
             f, b, e = (self.cell(task, solver, m) for m in ("flash", "baseline", "equal_nfe"))
@@ -149,7 +149,8 @@ class Report:
                 self.grid[(task, solver)] = "not run yet"
                 continue
             ratio = f["mean_nfe"] / b["mean_nfe"] if b["mean_nfe"] else None
-            nfe_ok = None if solver not in DDPM_SOLVERS or ratio is None else ratio <= 0.12
+            ddpm = SOLVERS[solver].reference_sampler == "ddpm"   # the NFE target is against DDPM-1000
+            nfe_ok = None if not ddpm or ratio is None else ratio <= 0.12
             ci = paired(f, b)
             psnr_ok = None if ci is None else ci["mean"] >= 1.0
             fk, bk = ((c or {}).get("set_metrics", {}).get("grid", {}) for c in (f, b))
@@ -162,7 +163,7 @@ class Report:
                          f"{kid_txt} | {ci_text(paired(f, e))} | "
                          f"{ci_text(paired(f, self.cell(task, 'none', 'decode')))} |")
             self.grid[(task, solver)] = " · ".join(
-                ([f"NFE {verdict(nfe_ok)}"] if solver in DDPM_SOLVERS else [])
+                ([f"NFE {verdict(nfe_ok)}"] if ddpm else [])
                 + [f"PSNR {verdict(psnr_ok)}" + (f" ({ci['mean']:+.1f} dB)" if ci else ""), f"KID {verdict(kid_ok)}", f"FID {verdict(fid_ok)}"])
         return "\n".join(lines) + "\n"
 

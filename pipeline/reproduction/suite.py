@@ -19,7 +19,6 @@ from dataclasses import asdict, dataclass
 
 from pipeline.execution.config import schedule_sets
 
-SOLVER_NAMES = ("ldps", "gml_dps", "psld", "resample")
 NOISE = 0.05
 ROBUST_NOISES = (0.0, 0.025, 0.05, 0.075, 0.1)
 FIXED_STARTS = (25, 50, 100, 200, 400, 700)   # on the 1000-step DDPM grid
@@ -114,11 +113,18 @@ def parse_cell(text: str) -> Cell:
     if cell.solver == "none":
         if cell.mode not in ("input", "decode"):
             raise ValueError(f"cell {text!r}: solver 'none' has modes input|decode")
-    elif cell.solver not in SOLVER_NAMES:
-        raise ValueError(f"cell {text!r}: solver one of {SOLVER_NAMES} or none")
+    elif cell.solver not in solver_names():
+        raise ValueError(f"cell {text!r}: solver one of {tuple(solver_names())} or none")
     elif cell.mode not in ("flash", "baseline", "equal_nfe") and cell.fixed_start is None:
         raise ValueError(f"cell {text!r}: mode one of flash|baseline|equal_nfe|start-K")
     return cell
+
+
+def solver_names() -> list[str]:
+    """The suite's solvers: every registered solver that restores, in registry order."""
+    from pipeline.solvers import restoring_solvers  # imports torch; jobs import this module before they need it
+
+    return restoring_solvers()
 
 
 def applicable(solver: str, family: str) -> bool:
@@ -134,7 +140,7 @@ def suite_cells(budget: Budget) -> list[Cell]:
     cells: list[Cell] = []
     for task in TASKS.values():
         cells += [Cell(task.name, "none", "input"), Cell(task.name, "none", "decode")]
-        for solver in SOLVER_NAMES:
+        for solver in solver_names():
             if applicable(solver, task.family):
                 cells += [Cell(task.name, solver, m) for m in ("flash", "equal_nfe", "baseline")]
     cells += [Cell("blur_varying", "ldps", f"start-{k}") for k in budget.fixed_starts]

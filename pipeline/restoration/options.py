@@ -10,9 +10,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.operators import OPERATORS
 from pipeline.restoration.solver_settings import load_table
 
 MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
+
+
+def default_severity_models() -> dict[str, str]:
+    """Every registered family's shipped encoder, `models/severity-<family>`. A family without a shipped
+    folder (added since the models were trained) is left out rather than failing every Flash job's
+    preflight: its samples become error rows ("no severity encoder configured") until
+    `models.severity.<family>` names an encoder, and baseline jobs restore it."""
+    return {fam: str(MODELS_DIR / f"severity-{fam}") for fam in OPERATORS if (MODELS_DIR / f"severity-{fam}").is_dir()}
 
 
 @dataclass
@@ -21,8 +30,7 @@ class ModelsConfig:
 
     autoencoder: str = str(MODELS_DIR / "autoencoder")
     denoiser: str = str(MODELS_DIR / "ldm")
-    severity: dict[str, str] = field(default_factory=lambda: {
-        fam: str(MODELS_DIR / f"severity-{fam}") for fam in ("gaussian_blur", "inpainting", "nonlinear_blur")})
+    severity: dict[str, str] = field(default_factory=default_severity_models)
     device: str = "auto"          # auto | cpu | cuda | cuda:N
     dtype: str = "float32"        # float32 | float64
 
@@ -39,7 +47,7 @@ class SolverConfig:
     """The latent solver and its sampler; `params` are the solver's own hyperparameters."""
 
     name: str = "ldps"
-    sampler: str | None = None    # default per solver: ddpm (1000) or ddim (500, η=1) for resample
+    sampler: str | None = None    # default: the solver's reference_sampler, ddpm (1000) or ddim (500, η=1; resample)
     steps: int | None = None
     eta: float | None = None
     params: dict[str, Any] = field(default_factory=dict)

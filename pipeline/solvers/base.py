@@ -48,15 +48,22 @@ def row_norm(v: torch.Tensor) -> torch.Tensor:
 class Solver:
     """Base solver: unconditional sampler steps plus `correct`, run as a staggered batch.
 
-    Subclasses set `name`, `defaults` (the reference's hyperparameters) and `differentiable`
-    (whether `correct` needs the graph from z_t through the denoiser), and override
-    `check_config` and `correct`.
+    Subclasses set `name`, `label` (the name reports print), `defaults` (the reference's
+    hyperparameters), `differentiable` (whether `correct` needs the graph from z_t through the
+    denoiser), `reference_sampler` and `restores` where they differ, and override `check_config`
+    and `correct`. Every list of solvers (suite, estimate, calibrate, report) derives from these.
     """
 
     name: ClassVar[str] = "solver"
+    label: ClassVar[str] = ""
     defaults: ClassVar[dict] = {}
     differentiable: ClassVar[bool] = False
     needs_linear: ClassVar[bool] = False
+    #: the sampler family of the solver's reference config: "ddpm" (all T steps) or "ddim" (DDIM-500, η = 1)
+    reference_sampler: ClassVar[str] = "ddpm"
+    #: False for a solver that applies no data consistency (unconditional sampling): a reference point,
+    #: left out of the restoration lists (evaluation suite, estimate, calibrate)
+    restores: ClassVar[bool] = True
 
     @classmethod
     def check_names(cls, names) -> None:

@@ -13,6 +13,7 @@ class GMLDPS(LatentDPS):
     """LDPS whose estimate is also pulled towards a fixed point of E0∘D0."""
 
     name = "gml_dps"
+    label = "GML-DPS"
     defaults = {"step_size": 1.0, "gluing_weight": 0.05, "scaling": "error"}
 
     def check_config(self, config: dict) -> dict:

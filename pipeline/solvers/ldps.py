@@ -18,6 +18,7 @@ class LatentDPS(Solver):
     """LDPS: ζ·‖y − Â(D0(ẑ0))‖ differentiated through decoder and denoiser w.r.t. z_t."""
 
     name = "ldps"
+    label = "Latent-DPS"
     defaults = {"step_size": 1.0, "scaling": "error"}
     differentiable = True
 

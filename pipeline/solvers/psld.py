@@ -12,6 +12,7 @@ class PSLD(GMLDPS):
     """GML-DPS with the measurement-projected image fed back into the encoder."""
 
     name = "psld"
+    label = "PSLD"
     defaults = {"step_size": 1.0, "gluing_weight": 0.1, "scaling": "error"}
     needs_linear = True
 

@@ -28,6 +28,8 @@ class ReSample(Solver):
     """Hard data consistency on ẑ0 plus stochastic resampling at selected DDIM steps."""
 
     name = "resample"
+    label = "ReSample"
+    reference_sampler = "ddim"
     defaults = {"resample_step": 400.0, "every_n": 10, "last_n": 1, "lam": 1.0, "lr": 0.1, "max_iters": 100,
                 "eps": None, "image_stage_max": 750, "latent_stage_max": 300,
                 "adam_betas": (0.9, 0.999), "adam_eps": 1e-8}

@@ -12,4 +12,6 @@ class Unconditional(Solver):
     """Plain reverse sampling; `correct` is the identity."""
 
     name = "unconditional"
+    label = "unconditional sampling"
+    restores = False
     defaults: dict = {}

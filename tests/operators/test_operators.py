@@ -15,16 +15,11 @@ SIZES = [(16, 16), (23, 31), (64, 64)]
 
 
 def mixed_params(name: str, height: int, width: int) -> list[dict]:
-    """Three samples of one family with different severities, seeds and family fields."""
+    """Three samples of one family with different severities, seeds and family fields (`example_params`)."""
     cls = OPERATORS[name]
-    extra = {
-        "gaussian_blur": [{"kernel_size": 5}, {"kernel_size": min(61, 2 * min(height, width) - 1)}, {}],
-        "inpainting": [{}, {"shared_mask": True}, {"frac_min": 0.1, "frac_max": 0.5}],
-        "nonlinear_blur": [{}, {"kernel_type": "defocus"}, {"max_size": 7.0}],
-    }[name]
-    if name == "gaussian_blur" and min(height, width) < 31:
-        extra[2] = {"kernel_size": 2 * min(height, width) - 3}
-    return [cls.params_for(t, 0.05, seed, **e) for t, seed, e in zip((0.0, 0.6, 1.0), (3, 11, 7), extra)]
+    extra = cls.example_params(height, width)
+    return [cls.params_for(t, 0.05, seed, **extra[i % len(extra)])
+            for i, (t, seed) in enumerate(zip((0.0, 0.6, 1.0), (3, 11, 7)))]
 
 
 def smooth_image(batch: int, height: int = 32, width: int = 32, dtype=torch.float64) -> torch.Tensor:
@@ -36,9 +31,27 @@ def smooth_image(batch: int, height: int = 32, width: int = 32, dtype=torch.floa
     return img.expand(batch, -1, -1, -1).clone()
 
 
-@pytest.mark.parametrize("name", LINEAR)
-@pytest.mark.parametrize("size", SIZES)
-def test_adjoint_dot_product(name, size):
+# --- the contract, one function per property: run on every registered family (and by tests/test_registries.py
+# on a family registered at test time) --------------------------------------------------------------------------
+
+def check_registration(name: str) -> None:
+    """The registry key is the family's name; its label is its own."""
+    cls = OPERATORS[name]
+    assert cls.name == name and isinstance(cls.label, str) and cls.label, (name, cls.label)
+    assert [c.label for c in OPERATORS.values()].count(cls.label) == 1, cls.label
+
+
+def check_examples_fit(name: str) -> None:
+    """`example_params` fit their image size at every severity and seed (check_fits is the family's own rule)."""
+    cls = OPERATORS[name]
+    for h, w in SIZES + [(8, 8), (16, 20)]:
+        params = [cls.params_for(t, 0.05, seed, **e) for e in cls.example_params(h, w) for seed in range(12)
+                  for t in (0.0, 0.5, 1.0)]
+        cls(params).check_fits(h, w)
+
+
+def check_adjoint(name: str, size: tuple[int, int]) -> None:
+    """A linear family's adjoint: ⟨Ax, y⟩ = ⟨x, Aᵀy⟩ per sample, and Aᵀ is autograd's transpose of A."""
     h, w = size
     op = OPERATORS[name](mixed_params(name, h, w), ["a", "b", "c"])
     gen = torch.Generator().manual_seed(0)
@@ -47,6 +60,92 @@ def test_adjoint_dot_product(name, size):
     lhs = (op.forward(x) * y).sum(dim=(1, 2, 3))
     rhs = (x * op.adjoint(y)).sum(dim=(1, 2, 3))
     assert torch.all((lhs - rhs).abs() <= 1e-5 * lhs.abs().clamp(min=1e-3)), (lhs, rhs)
+    xg = x.clone().requires_grad_(True)
+    (vjp,) = torch.autograd.grad(op(xg), xg, y)
+    torch.testing.assert_close(op.adjoint(y), vjp, rtol=1e-9, atol=1e-12)
+
+
+def check_batching(name: str) -> None:
+    """Dict round trip, subsets and one-by-one runs give the batch's own rows; float32 follows float64."""
+    params = mixed_params(name, 23, 31)
+    keys = ["k0", "k1", "k2"]
+    op = build_operator(params, keys)
+    assert isinstance(op, OPERATORS[name])
+    x = smooth_image(3, 23, 31)
+    out = op(x)
+    assert out.shape == x.shape and out.dtype == x.dtype
+    again = build_operator(op.to_dicts(), keys)
+    assert op.to_dicts() == again.to_dicts()
+    torch.testing.assert_close(again(x), out, rtol=0, atol=0)
+    sub = op.subset([2, 0])
+    assert sub.keys == ["k2", "k0"]
+    torch.testing.assert_close(sub(x[[2, 0]]), out[[2, 0]], rtol=1e-12, atol=1e-12)
+    for i in range(3):
+        single = OPERATORS[name]([params[i]], [keys[i]])
+        torch.testing.assert_close(single(x[i:i + 1]), out[i:i + 1], rtol=1e-12, atol=1e-12)
+    # float32 input gives the float64 result up to rounding
+    torch.testing.assert_close(op(x.float()), out.float(), rtol=1e-4, atol=1e-4)
+
+
+COMMON_BAD = [
+    ({"severity": 1.5}, "severity"),
+    ({"severity": float("nan")}, "severity"),
+    ({"severity": "0.5"}, "severity"),
+    ({"noise_sigma": -0.1}, "noise_sigma"),
+    ({"seed": 1.5}, "seed"),
+    ({"no_such_field": 5}, "no_such_field"),   # a typo must not fall back to a default
+]
+
+
+def check_bad_params(name: str, bad: dict, field: str) -> None:
+    """A bad dict in a batch is a ValueError naming its sample key and the field."""
+    params = {"operator": name, "severity": 0.5, "noise_sigma": 0.0, "seed": 0, **bad}
+    with pytest.raises(ValueError, match="sample bad-key") as err:
+        build_operator([OPERATORS[name].params_for(0.1), params], ["good-key", "bad-key"])
+    assert field in str(err.value)
+
+
+def check_bad_batches(name: str) -> None:
+    """Wrong batch sizes, non-finite rows and another family's dict name the keys."""
+    h, w = 16, 16
+    op = OPERATORS[name](mixed_params(name, h, w)[:2], ["s0", "s1"])
+    with pytest.raises(ValueError, match="s1"):
+        op(torch.rand(3, 3, h, w))
+    x = torch.rand(2, 3, h, w)
+    x[1, 0, 2, 2] = float("nan")
+    with pytest.raises(ValueError, match=r"\['s1'\]"):
+        op(x)
+    other = next(n for n in OPERATORS if n != name)
+    with pytest.raises(ValueError, match="x1"):
+        OPERATORS[name]([{"operator": other, "severity": 0.1}], ["x1"])
+
+
+@pytest.mark.parametrize("name", list(OPERATORS))
+def test_registration_and_examples(name):
+    check_registration(name)
+    check_examples_fit(name)
+
+
+@pytest.mark.parametrize("name", LINEAR)
+@pytest.mark.parametrize("size", SIZES)
+def test_adjoint_dot_product(name, size):
+    check_adjoint(name, size)
+
+
+@pytest.mark.parametrize("name", list(OPERATORS))
+def test_dict_roundtrip_subset_and_per_sample(name):
+    check_batching(name)
+
+
+@pytest.mark.parametrize("name", list(OPERATORS))
+@pytest.mark.parametrize("bad,field", COMMON_BAD)
+def test_bad_common_fields_name_the_key(name, bad, field):
+    check_bad_params(name, bad, field)
+
+
+@pytest.mark.parametrize("name", list(OPERATORS))
+def test_bad_batches_name_the_keys(name):
+    check_bad_batches(name)
 
 
 def test_blur_adjoint_matches_autograd_transpose():
@@ -81,28 +180,6 @@ def test_gaussian_kernel_and_std_schedule():
     # a constant image stays constant (normalized kernel, reflect padding)
     x = torch.full((3, 3, 20, 20), 0.3)
     torch.testing.assert_close(GaussianBlur([GaussianBlur.params_for(1.0, 0, 0, kernel_size=31)] * 3)(x), x)
-
-
-@pytest.mark.parametrize("name", list(OPERATORS))
-def test_dict_roundtrip_subset_and_per_sample(name):
-    params = mixed_params(name, 23, 31)
-    keys = ["k0", "k1", "k2"]
-    op = build_operator(params, keys)
-    assert isinstance(op, OPERATORS[name])
-    x = smooth_image(3, 23, 31)
-    out = op(x)
-    assert out.shape == x.shape and out.dtype == x.dtype
-    again = build_operator(op.to_dicts(), keys)
-    assert op.to_dicts() == again.to_dicts()
-    torch.testing.assert_close(again(x), out, rtol=0, atol=0)
-    sub = op.subset([2, 0])
-    assert sub.keys == ["k2", "k0"]
-    torch.testing.assert_close(sub(x[[2, 0]]), out[[2, 0]], rtol=1e-12, atol=1e-12)
-    for i in range(3):
-        single = OPERATORS[name]([params[i]], [keys[i]])
-        torch.testing.assert_close(single(x[i:i + 1]), out[i:i + 1], rtol=1e-12, atol=1e-12)
-    # float32 input gives the float64 result up to rounding
-    torch.testing.assert_close(op(x.float()), out.float(), rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("name", ["inpainting", "nonlinear_blur"])
@@ -182,12 +259,7 @@ def test_noise_schedule_and_measure():
         measure(op, x, generators(1, ["a"], "degradation"))
 
 
-BAD_DICTS = [
-    ("gaussian_blur", {"severity": 1.5}, "severity"),
-    ("gaussian_blur", {"severity": float("nan")}, "severity"),
-    ("gaussian_blur", {"severity": "0.5"}, "severity"),
-    ("gaussian_blur", {"noise_sigma": -0.1}, "noise_sigma"),
-    ("gaussian_blur", {"seed": 1.5}, "seed"),
+BAD_DICTS = [   # each family's own fields (the common ones: COMMON_BAD, for every family)
     ("gaussian_blur", {"kernel_size": 60}, "kernel_size"),
     ("gaussian_blur", {"kernel_size": 7.0}, "kernel_size"),
     ("gaussian_blur", {"std_min": 0.0}, "std_min"),
@@ -203,10 +275,7 @@ BAD_DICTS = [
 
 @pytest.mark.parametrize("name,bad,field", BAD_DICTS)
 def test_bad_dicts_name_the_key(name, bad, field):
-    params = {"operator": name, "severity": 0.5, "noise_sigma": 0.0, "seed": 0, **bad}
-    with pytest.raises(ValueError, match="sample bad-key") as err:
-        build_operator([OPERATORS[name].params_for(0.1), params], ["good-key", "bad-key"])
-    assert field in str(err.value)
+    check_bad_params(name, bad, field)
 
 
 def test_bad_inputs_and_batches_name_the_keys():

@@ -9,10 +9,10 @@ from pipeline.operators import Inpainting
 from pipeline.operators.base import Operator
 from pipeline.sampling.schedules import DDIMSampler, DDPMSampler, NoiseSchedule
 from pipeline.sampling.seeding import generators, randn_per_sample
-from pipeline.solvers import SOLVERS, PSLD, ReSample, default_sampler, make_solver
+from pipeline.solvers import SOLVERS, ReSample, default_sampler, make_solver, restoring_solvers
 from tests.factories import tiny_latent_diffusion
 
-GUIDED = ("ldps", "gml_dps", "psld", "resample")
+GUIDED = restoring_solvers()
 DT = torch.float64
 
 
@@ -41,12 +41,22 @@ def samplers(model):
 
 
 def small_hyper(name: str, sampler) -> dict:
-    """Small-model hyperparameters; ReSample's stages are moved onto the short grid."""
-    if name == "resample":
+    """Small-model hyperparameters by kind of solver: ReSample's stages are moved onto the short grid, a
+    DPS-like step is halved; any other solver runs its defaults."""
+    cls = SOLVERS[name]
+    if issubclass(cls, ReSample):
         g = sampler.grid
         return {"every_n": 2, "max_iters": 5, "image_stage_max": int(g[3]), "latent_stage_max": int(g[1]),
                 "resample_step": 50.0}
-    return {"step_size": 0.5}
+    return {"step_size": 0.5} if "step_size" in cls.defaults else {}
+
+
+def guidance_hyper(name: str) -> dict:
+    """Hyperparameters under which guidance must beat unconditional sampling in a few steps: the defaults,
+    except that ReSample-like solvers fit at every other step, in the latent stage, briefly."""
+    if issubclass(SOLVERS[name], ReSample):
+        return {"every_n": 2, "max_iters": 10, "image_stage_max": 1000, "latent_stage_max": 1000}
+    return {}
 
 
 def problem(model, n: int, noise=(0.0, 0.05, 0.1, 0.2, 0.3, 0.01), seed: int = 1):
@@ -67,10 +77,11 @@ def solve(solver, y, op, z, k, keys, idx):
     return solver.solve(y[idx], op.subset(idx), z[idx], k[idx], generators(7, [keys[i] for i in idx], "sampler"))
 
 
-@pytest.mark.filterwarnings("ignore:ReSample expects")
-@pytest.mark.parametrize("sampler_name", ["ddpm", "ddim"])
-@pytest.mark.parametrize("name", GUIDED)
-def test_batched_equals_one_by_one(name, sampler_name):
+# --- the contract, one function per property: run on every registered solver (and by tests/test_registries.py on
+# a solver registered at test time) -------------------------------------------------------------------------------
+
+def check_batched_equals_one_by_one(name: str, sampler_name: str) -> None:
+    """Staggered batches equal one-by-one runs in any order and company, with exact NFE and cost counts."""
     model = tiny_model("vq" if name in ("ldps", "resample") else "kl")
     sampler = samplers(model)[sampler_name]
     solver = SOLVERS[name](model, sampler, **small_hyper(name, sampler))
@@ -89,6 +100,84 @@ def test_batched_equals_one_by_one(name, sampler_name):
     assert (shuffled.z0 - full.z0[perm]).abs().max() < 1e-6
     if name == "resample":  # the early stop made samples run different numbers of inner steps
         assert full.account["inner_steps"].unique().numel() > 1
+
+
+def check_nfe_counted(name: str) -> None:
+    """NFE is what the denoiser saw: one row per active sample and step, on both samplers."""
+    model = counting(tiny_model("kl"))
+    for sampler in samplers(model).values():
+        solver = SOLVERS[name](model, sampler, **small_hyper(name, sampler))
+        keys, op, y, z = problem(model, 4)
+        k = torch.tensor([0, 3, 5, 3])
+        model.rows = 0
+        out = solve(solver, y, op, z, k, keys, range(4))
+        assert model.rows == int((k + 1).sum()) and out.nfe.tolist() == (k + 1).tolist()
+
+
+def check_guidance(name: str) -> None:
+    """Data consistency lowers the measurement residual against unconditional sampling from the same start."""
+    model = tiny_model("kl")
+    sampler = samplers(model)[SOLVERS[name].reference_sampler]
+    keys, op, y, z = problem(model, 3, noise=(0.01,), seed=3)
+    k = torch.full((3,), 6)
+    guided = solve(SOLVERS[name](model, sampler, **guidance_hyper(name)), y, op, z, k, keys, range(3))
+    plain = solve(SOLVERS["unconditional"](model, sampler), y, op, z, k, keys, range(3))
+    r_g, r_p = residual(model, guided, y, op).mean(), residual(model, plain, y, op).mean()
+    assert r_g < 0.9 * r_p, (name, r_g.item(), r_p.item())
+
+
+def check_bad_inputs(name: str) -> None:
+    """Non-finite or mis-sized inputs, start indices off the grid and (for `needs_linear`) a nonlinear
+    operator are ValueErrors naming the sample keys."""
+    model = tiny_model("kl")
+    sampler = DDPMSampler(model.schedule)
+    solver = SOLVERS[name](model, sampler, **small_hyper(name, sampler))
+    keys, op, y, z = problem(model, 3)
+    k = torch.tensor([1, 2, 3])
+    gens = generators(0, keys, "sampler")
+    y_nan = y.clone()
+    y_nan[1, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="img1"):
+        solver.solve(y_nan, op, z, k, gens)
+    for args in ((y[:2], op, z, k), (y, op.subset([0, 1]), z, k), (y, op, z[:2], k), (y, op, z, k[:2])):
+        with pytest.raises(ValueError, match="img0"):
+            solver.solve(*args, gens)
+    with pytest.raises(ValueError, match="img2"):
+        solver.solve(y, op, z, torch.tensor([1, 2, 50]), gens)
+    if SOLVERS[name].needs_linear:
+        with pytest.raises(ValueError, match="img0"):
+            solver.solve(y, Square([{"severity": 0.5}] * 3, keys), z, k, gens)
+
+
+def check_registration(name: str) -> None:
+    """Name, label, reference sampler and hyperparameter checks: what every list of solvers reads."""
+    cls = SOLVERS[name]
+    assert cls.name == name and isinstance(cls.label, str) and cls.label, (name, cls.label)
+    assert [c.label for c in SOLVERS.values()].count(cls.label) == 1, cls.label
+    assert cls.reference_sampler in ("ddpm", "ddim") and isinstance(cls.restores, bool)
+    model = tiny_model("kl")
+    built = make_solver(name, model)
+    assert built.sampler.name == cls.reference_sampler and set(built.config) == set(cls.defaults)
+    with pytest.raises(ValueError, match="no_such_hyperparameter"):
+        make_solver(name, model, no_such_hyperparameter=1.0)
+
+
+@pytest.mark.filterwarnings("ignore:ReSample expects")
+@pytest.mark.parametrize("sampler_name", ["ddpm", "ddim"])
+@pytest.mark.parametrize("name", GUIDED)
+def test_batched_equals_one_by_one(name, sampler_name):
+    check_batched_equals_one_by_one(name, sampler_name)
+
+
+@pytest.mark.parametrize("name", list(SOLVERS))
+def test_registration(name):
+    check_registration(name)
+
+
+@pytest.mark.filterwarnings("ignore:ReSample expects")
+@pytest.mark.parametrize("name", list(SOLVERS))
+def test_nfe_is_what_the_denoiser_saw(name):
+    check_nfe_counted(name)
 
 
 def test_nfe_counted_by_denoiser_wrapper():
@@ -112,21 +201,9 @@ def residual(model, out, y, op):
         return (y - op.forward_pm(model.autoencoder.decode(out.z0))).flatten(1).norm(dim=1)
 
 
-@pytest.mark.parametrize("name,hyper", [
-    ("ldps", {"step_size": 1.0}),
-    ("gml_dps", {"step_size": 1.0, "gluing_weight": 0.05}),
-    ("psld", {"step_size": 1.0, "gluing_weight": 0.1}),
-    ("resample", {"every_n": 2, "max_iters": 10, "image_stage_max": 1000, "latent_stage_max": 1000}),
-])
-def test_guidance_lowers_measurement_residual(name, hyper):
-    model = tiny_model("kl")
-    sampler = samplers(model)["ddim" if name == "resample" else "ddpm"]
-    keys, op, y, z = problem(model, 3, noise=(0.01,), seed=3)
-    k = torch.full((3,), 6)
-    guided = solve(SOLVERS[name](model, sampler, **hyper), y, op, z, k, keys, range(3))
-    plain = solve(SOLVERS["unconditional"](model, sampler), y, op, z, k, keys, range(3))
-    r_g, r_p = residual(model, guided, y, op).mean(), residual(model, plain, y, op).mean()
-    assert r_g < 0.9 * r_p, (name, r_g.item(), r_p.item())
+@pytest.mark.parametrize("name", GUIDED)
+def test_guidance_lowers_measurement_residual(name):
+    check_guidance(name)
 
 
 class Square(Operator):
@@ -138,28 +215,18 @@ class Square(Operator):
         return x01 ** 2
 
 
-def test_bad_inputs_name_the_keys():
-    model = tiny_model("kl")
-    solver = make_solver("ldps", model, DDPMSampler(model.schedule))
-    keys, op, y, z = problem(model, 3)
-    k = torch.tensor([1, 2, 3])
-    gens = generators(0, keys, "sampler")
-    y_nan = y.clone()
-    y_nan[1, 0, 0, 0] = float("nan")
-    with pytest.raises(ValueError, match="img1"):
-        solver.solve(y_nan, op, z, k, gens)
-    for args in ((y[:2], op, z, k), (y, op.subset([0, 1]), z, k), (y, op, z[:2], k), (y, op, z, k[:2])):
-        with pytest.raises(ValueError, match="img0"):
-            solver.solve(*args, gens)
-    with pytest.raises(ValueError, match="img2"):
-        solver.solve(y, op, z, torch.tensor([1, 2, 50]), gens)
-    with pytest.raises(ValueError, match="img0"):
-        PSLD(model, DDPMSampler(model.schedule)).solve(y, Square([{"severity": 0.5}] * 3, keys), z, k, gens)
+@pytest.mark.filterwarnings("ignore:ReSample expects")
+@pytest.mark.parametrize("name", list(SOLVERS))
+def test_bad_inputs_name_the_keys(name):
+    check_bad_inputs(name)
 
 
 def test_registry_and_hyperparameters():
     model = tiny_model("kl")
-    assert set(SOLVERS) == {"ldps", "gml_dps", "psld", "resample", "unconditional"}
+    shipped = {"ldps": "Latent-DPS", "gml_dps": "GML-DPS", "psld": "PSLD", "resample": "ReSample"}
+    assert {n: SOLVERS[n].label for n in shipped} == shipped       # the reproduction report prints these
+    assert [n for n in restoring_solvers() if n in shipped] == list(shipped) and "unconditional" not in GUIDED
+    assert [n for n in SOLVERS if SOLVERS[n].reference_sampler == "ddim"] == ["resample"]
     with pytest.raises(ValueError, match="unknown solver"):
         make_solver("dps", model)
     with pytest.raises(ValueError, match="zeta"):

@@ -15,13 +15,14 @@ from typer.testing import CliRunner
 from jobs.cli import app
 from jobs.train import build_config
 from pipeline.models.model_store import load_latent_diffusion, load_meta, load_model
+from pipeline.operators import OPERATORS
 
 TINY_AE = ["model.block_out_channels=[8, 16]", "model.stage_layers=[1, 1]", "model.latent_channels=3",
            "model.norm_num_groups=4", "loss.latent_scale_samples=32"]
 TINY_UNET = ["model.block_out_channels=[8, 16]", "model.norm_num_groups=4", "model.attention_resolutions=[2]",
              "model.attention_head_dim=8", "optim.ema_decay=0.9"]
-SEVERITY_PARAMS = {"gaussian_blur": ["operator_params.kernel_size=7"], "inpainting": [],
-                   "nonlinear_blur": ["operator_params.max_size=5"]}
+SEVERITY_PARAMS = {name: [f"operator_params.{k}={json.dumps(v)}" for k, v in cls.example_params(16, 16)[0].items()]
+                   for name, cls in OPERATORS.items()}   # fits the 16 px corpus
 
 
 def _textures(n: int = 64, size: int = 16, seed: int = 0) -> np.ndarray:
