@@ -18,8 +18,6 @@ from pipeline.execution.scheduler import Scheduler
 from pipeline.io.shards import list_shards
 from pipeline.execution.stats import JobStats
 
-BACKENDS = ("local", "ray")
-
 
 def make_backend(cfg: RestoreConfig):
     if cfg.execution.engine == "ray":

@@ -30,7 +30,7 @@ import torch.distributed as dist
 from pipeline.training.data import BatchPlan, load_crops, rank_rows
 from pipeline.training.config import WHOLE
 from pipeline.execution.typed_config import flatten
-from pipeline.training.state import EMA, load_checkpoint, load_checkpoint_meta, save_checkpoint
+from pipeline.training.state import EMA, load_checkpoint, save_checkpoint
 
 KINDS = ("autoencoder", "ldm", "severity")
 CARD_NAME = "MODEL_CARD.md"
@@ -282,9 +282,3 @@ def run_training(kind: str, cfg: dict, command: str = "", device: torch.device |
     if dist_info()[1] > 1:
         dist.barrier()
     return summary
-
-
-def checkpoint_step(output: str) -> int | None:
-    """The step of the checkpoint under `output`, or None when there is none."""
-    meta = load_checkpoint_meta(output.rstrip("/") + "/checkpoint")
-    return int(meta["step"]) if meta else None
