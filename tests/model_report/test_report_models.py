@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pipeline.model_report.figures import ordering_accuracy, replace_section, spearman
-from tests.factories import FAMILY_PARAMS
+from tests.helpers import FAMILY_PARAMS
 
 
 
