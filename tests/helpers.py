@@ -98,14 +98,12 @@ def random_images(batch: int = 2, image_size: int = 16, seed: int = 0, dtype=tor
 
 
 FAMILY_PARAMS = {"gaussian_blur": {"kernel_size": 7}, "inpainting": {}, "nonlinear_blur": {}}
+IMAGE_SIZE = 16
 
 
-def model_set(root):
+def model_set(root: Path) -> Path:
     """Tiny random models (16 px, T = 50) in the layout train-* writes, with model cards."""
-    from pipeline.models.model_store import save_latent_diffusion, save_model
-    from pipeline.models.severity import SeverityEncoder
-
-    ldm = tiny_latent_diffusion("vq", dtype=torch.float32, num_timesteps=50, image_size=16)
+    ldm = tiny_latent_diffusion("vq", dtype=torch.float32, num_timesteps=50, image_size=IMAGE_SIZE)
     save_latent_diffusion(ldm, str(root / "autoencoder"), str(root / "ldm"))
     for i, fam in enumerate(FAMILY_PARAMS):
         with torch.random.fork_rng(devices=[]):
@@ -118,23 +116,11 @@ def model_set(root):
     return root
 
 
-FAMILY_OVERRIDES = {"gaussian_blur": {"kernel_size": 7}, "inpainting": {}, "nonlinear_blur": {}}
-IMAGE_SIZE = 16
-
-
 def build_tiny_models(root: Path) -> dict:
-    """Save a tiny LDM (T=50) and one severity encoder per family; return the config overrides."""
-    ldm = tiny_latent_diffusion("vq", dtype=torch.float32, num_timesteps=50, image_size=IMAGE_SIZE)
-    ae_url, unet_url = str(root / "autoencoder"), str(root / "ldm")
-    save_latent_diffusion(ldm, ae_url, unet_url)
-    overrides = [f"models.autoencoder={ae_url}", f"models.denoiser={unet_url}"]
-    for i, fam in enumerate(OPERATORS):
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(100 + i)
-            enc = SeverityEncoder.from_autoencoder(ldm.autoencoder).float()
-        url = str(root / f"severity-{fam}")
-        save_model(enc, url)
-        overrides.append(f"models.severity.{fam}={url}")
+    """The tiny model set under `root`, and the config overrides that point a restore job at it."""
+    model_set(root)
+    overrides = [f"models.autoencoder={root / 'autoencoder'}", f"models.denoiser={root / 'ldm'}"]
+    overrides += [f"models.severity.{fam}={root / f'severity-{fam}'}" for fam in FAMILY_PARAMS]
     return {"overrides": overrides}
 
 
@@ -153,7 +139,7 @@ def archive_samples(n: int, families=("gaussian_blur", "inpainting", "nonlinear_
     for i in range(n):
         fam = families[i % len(families)]
         key = f"{prefix}{i:04d}"
-        params = OPERATORS[fam].params_for(round((i * 0.37) % 1.0, 3), 0.05, 1000 + i, **FAMILY_OVERRIDES[fam])
+        params = OPERATORS[fam].params_for(round((i * 0.37) % 1.0, 3), 0.05, 1000 + i, **FAMILY_PARAMS[fam])
         op = OPERATORS[fam]([params], [key])
         y01 = measure(op, clean[i:i + 1], generators(seed, [key], "degradation"))[0].clamp(0, 1)
         samples.append({"__key__": key, "png": y01, "clean.png": clean[i], "json": params})
