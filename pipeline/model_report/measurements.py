@@ -302,7 +302,7 @@ def guard(figures: dict, name: str, fn):
     Weights that are there but do not load (BrokenWeights) stop the report instead: a broken
     install is to be fixed, not reported as a figure nobody could measure.
     """
-    from pipeline.quality.metrics import BrokenWeights  # torch-heavy, as every measurement is: loaded when one runs
+    from pipeline.quality.metrics import BrokenWeights  # lazy: torch-heavy, loaded when a measurement runs
 
     try:
         figures[name] = fn()
