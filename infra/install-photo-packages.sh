@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the packages whose photos make the project's image corpus (see
-# ../shared/data/README.md): wallpapers and opencv examples from Debian, sample images
+# data/photos/README.md): wallpapers and opencv examples from Debian, sample images
 # from scikit-image / scikit-learn into the venv. Idempotent: skips what is present.
 set -euo pipefail
 cd "$(dirname "$0")/.."

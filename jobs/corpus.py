@@ -1,7 +1,7 @@
 """Corpus jobs: photos -> clean crop shards -> degraded shards, and the compact export.
 
 The project trains its own small models on crops of photos shipped in Debian / PyPI
-packages (see ../shared/data/README.md). These commands turn a photo list into WebDataset
+packages (see data/photos/README.md). These commands turn a photo list into WebDataset
 shards at any fsspec URL, degrade them with per-key determinism, and pack clean crops into
 a ~12 MB export a GPU box loads with numpy + pillow + pyarrow only.
 
@@ -55,7 +55,7 @@ def _join(root: str, name: str) -> str:
 
 
 def make_shards(
-    photos: Annotated[str, typer.Option(help="photo list: a file, or train / dev for ../shared/data lists")],
+    photos: Annotated[str, typer.Option(help="photo list: a file, or train / dev for the lists in data/photos")],
     output: Annotated[str, typer.Option(help="output folder (local path or fsspec URL, e.g. s3://bucket/clean)")],
     size: Annotated[int, typer.Option(help="crop side in pixels")] = 64,
     short_sides: Annotated[str, typer.Option(help="comma-separated short sides the photo is resized to")] = "256,384,512",

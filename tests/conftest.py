@@ -77,7 +77,7 @@ def ray_local(s3_server):
 
 @pytest.fixture(scope="module")
 def tiny_models(tmp_path_factory):
-    """A tiny random model set (tests.factories.model_set), one per test module."""
-    from tests.factories import model_set
+    """A tiny random model set (tests.helpers.model_set), one per test module."""
+    from tests.helpers import model_set
 
     return model_set(tmp_path_factory.mktemp("models"))

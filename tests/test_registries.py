@@ -23,7 +23,7 @@ from pipeline.operators.base import Operator, check_common, fill_defaults, finit
 from pipeline.solvers import SOLVERS
 from pipeline.solvers.ldps import LatentDPS
 from tests.operators import test_operators as operator_contract
-from tests.pipeline_fixtures import FAMILY_OVERRIDES, IMAGE_SIZE, archive_samples, build_tiny_models
+from tests.helpers import FAMILY_PARAMS, IMAGE_SIZE, archive_samples, build_tiny_models
 from tests.solvers import test_solvers as solver_contract
 
 
@@ -66,9 +66,9 @@ def registered(monkeypatch):
     """The one line each: what a developer adds to `OPERATORS` and `SOLVERS`."""
     monkeypatch.setitem(OPERATORS, Brightness.name, Brightness)
     monkeypatch.setitem(SOLVERS, HalfStepDPS.name, HalfStepDPS)
-    # the fixtures' per-family dict is derived from the registry when tests/pipeline_fixtures.py is imported,
+    # the fixtures' per-family dict is derived from the registry when tests/helpers.py is imported,
     # before this family joined; a family in the source is in it from the start
-    monkeypatch.setitem(FAMILY_OVERRIDES, Brightness.name, Brightness.example_params(IMAGE_SIZE, IMAGE_SIZE)[0])
+    monkeypatch.setitem(FAMILY_PARAMS, Brightness.name, Brightness.example_params(IMAGE_SIZE, IMAGE_SIZE)[0])
 
 
 def test_the_new_family_meets_the_operator_contract(registered):

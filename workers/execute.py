@@ -17,8 +17,6 @@ from pipeline.execution.scheduler import Scheduler
 from pipeline.io.shards import list_shards
 from pipeline.execution.stats import JobStats
 
-BACKENDS = ("local", "ray")
-
 
 def open_output(cfg: RestoreConfig, output_url: str, overwrite: bool = False) -> tuple[OutputStore, dict, set]:
     """Prepare (or resume) the output: its manifest, the resolved config beside it, and the

@@ -16,7 +16,7 @@ from pathlib import Path
 import fsspec
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+PHOTO_LISTS = REPO_ROOT / "data" / "photos"  # inside the clone: the lists travel with the code
 SHORTHANDS = {"train": "train_photos.txt", "dev": "dev_photos.txt"}
 _PACKAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 
@@ -94,9 +94,9 @@ def _exists(location: str) -> bool:
 
 
 def photo_list_path(path_or_name: str) -> str:
-    """`train` / `dev` -> ../shared/data/{train,dev}_photos.txt; anything else unchanged."""
+    """`train` / `dev` -> data/photos/{train,dev}_photos.txt; anything else unchanged."""
     if path_or_name in SHORTHANDS:
-        return str(SHARED_DATA / SHORTHANDS[path_or_name])
+        return str(PHOTO_LISTS / SHORTHANDS[path_or_name])
     return path_or_name
 
 

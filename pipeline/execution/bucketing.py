@@ -4,8 +4,8 @@ A bucket is keyed by (group, start_step // width): `group` holds what must be eq
 solver batch (operator family, image size). A bucket is released as soon as it holds a full
 batch; the rest goes on `flush` (end of input) or when its oldest sample has waited longer
 than `max_wait_s`. Released batches are ordered longest-first (largest start step), which
-keeps solvers busy at the tail of a job. Pure Python: the Ray bucketer and the in-process
-engine share it.
+keeps solvers busy at the tail of a job. Pure Python: the Ray and the local backend
+share it.
 """
 from __future__ import annotations
 

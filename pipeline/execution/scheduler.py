@@ -13,7 +13,7 @@ flight; solvers get no new batch while the writer lags. Chunks are consumed in s
 order (later shards prefetch one chunk), so which duplicate key is kept does not depend on
 timing. When nothing is in flight, partial buckets are flushed, so the loop can never wait
 on itself. A backend supplies the stage pools (`submit`/`finish`, with its own retries),
-`wait`, and the writer; see `workers.inline_backend` and `workers.ray_backend`.
+`wait`, and the writer; see `workers/local_backend.py` and `workers/ray_backend.py`.
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Job statistics: per-stage busy time and throughput, NFE histogram, error counts by kind.
 
-Both engines fill one `JobStats`; it is written as OUTPUT/stats.json and summarised on the
+Both backends fill one `JobStats`; it is written as OUTPUT/stats.json and summarised on the
 driver. Pure Python so actors can send their stage times to the driver as plain dicts.
 """
 from __future__ import annotations

@@ -281,9 +281,17 @@ def model_info(models: Path) -> dict:
 
 
 def guard(figures: dict, name: str, fn):
-    """Run one measurement; a failure becomes a `missing` figure with the reason (the report goes on)."""
+    """Run one measurement; a failure becomes a `missing` figure with the reason (the report goes on).
+
+    Weights that are there but do not load (BrokenWeights) stop the report instead: a broken
+    install is to be fixed, not reported as a figure nobody could measure.
+    """
+    from pipeline.quality.metrics import BrokenWeights  # lazy: torch-heavy, loaded when a measurement runs
+
     try:
         figures[name] = fn()
+    except BrokenWeights:
+        raise
     except Exception as exc:  # noqa: BLE001 - reported, not hidden
         figures[name] = missing(f"{type(exc).__name__}: {exc}")
 

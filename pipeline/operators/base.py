@@ -108,10 +108,6 @@ class Operator:
     def noise_sigmas(self) -> torch.Tensor:
         return torch.tensor([p["noise_sigma"] for p in self.params], dtype=torch.float64)
 
-    @property
-    def severities(self) -> torch.Tensor:
-        return torch.tensor([p["severity"] for p in self.params], dtype=torch.float64)
-
 
 def check_common(params: dict, key: str, family: str) -> dict:
     """Validate the fields every operator dict shares."""

@@ -63,10 +63,6 @@ class Inpainting(Operator):
     def frac(params: dict) -> float:
         return params["frac_min"] + (params["frac_max"] - params["frac_min"]) * params["severity"]
 
-    @property
-    def fracs(self) -> torch.Tensor:
-        return torch.tensor([self.frac(p) for p in self.params], dtype=torch.float64)
-
     def masks(self, height: int, width: int, device: torch.device | str = "cpu") -> torch.Tensor:
         """(B, 1, H, W) boolean keep masks."""
         rows = []

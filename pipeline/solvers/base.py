@@ -82,12 +82,6 @@ class Solver:
         """Validate hyperparameters (ValueError naming the field); return the cleaned dict."""
         return config
 
-    def describe(self) -> dict:
-        """Everything that determines the output, for config hashing."""
-        s = self.sampler
-        return {"solver": self.name, "sampler": s.name, "sampler_steps": s.num_steps,
-                "eta": getattr(s, "eta", None), **self.config}
-
     # --- the hook ---------------------------------------------------------------------
     def correct(self, z_t: torch.Tensor, z_prev: torch.Tensor, z0_hat: torch.Tensor, y: torch.Tensor,
                 operator, k: int, gens: list[torch.Generator], count: dict[str, torch.Tensor]) -> torch.Tensor:

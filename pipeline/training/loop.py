@@ -2,8 +2,8 @@
 
 Why it is built this way:
 * Resumable and reproducible: batches and draws are functions of (seed, step)
-  (`training_data`), the LR schedule depends on the step only, and the checkpoint restores
-  model, EMA and optimizer exactly (`training_state`). So N steps in one go equal N/2 steps
+  (`data.py`), the LR warm-up (a LambdaLR) and the EMA decay depend on the step only, and the
+  checkpoint restores model, EMA and optimizer exactly (`state.py`). So N steps in one go equal N/2 steps
   plus a resume of N/2, bit for bit on the same machine and thread count.
 * Data parallel without knowing the launcher: when `torch.distributed` is initialised
   (Ray Train, torchrun), the loss module is wrapped in DDP and each rank trains on its
@@ -26,11 +26,12 @@ from typing import Protocol
 import fsspec
 import torch
 import torch.distributed as dist
+from torch.optim.lr_scheduler import LambdaLR
 
 from pipeline.training.data import BatchPlan, load_crops, rank_rows
 from pipeline.training.config import WHOLE
 from pipeline.execution.typed_config import flatten
-from pipeline.training.state import EMA, load_checkpoint, load_checkpoint_meta, save_checkpoint
+from pipeline.training.state import EMA, load_checkpoint, save_checkpoint
 
 KINDS = ("autoencoder", "ldm", "severity")
 CARD_NAME = "MODEL_CARD.md"
@@ -85,6 +86,19 @@ def param_groups(model: torch.nn.Module, lr_scales: dict[str, float]) -> list[di
     return [{"params": ps, "lr_scale": scale} for scale, ps in sorted(groups.items())]
 
 
+def warmup_schedule(opt: torch.optim.Optimizer, lr_scales: list[float], lr: float, warmup_steps: int,
+                    start: int) -> LambdaLR:
+    """Linear LR warm-up, lr · scale · min(1, (s + 1)/warmup_steps) at step s, set for step `start`.
+
+    The rate is a function of the step only (resume-safe): the base rates come from the config,
+    never from a checkpoint's param groups, and the scheduler starts at `start`.
+    """
+    for g, scale in zip(opt.param_groups, lr_scales):
+        g["initial_lr"] = scale * lr
+    warm = max(1, int(warmup_steps))
+    return LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm), last_epoch=start - 1)
+
+
 def fit(task, plan: BatchPlan, cfg: dict, ckpt_url: str, device: torch.device,
         progress: Progress | None = None) -> dict:
     """Train `task.module` to cfg.run.max_steps, resuming from `ckpt_url`; returns a summary dict."""
@@ -102,6 +116,7 @@ def fit(task, plan: BatchPlan, cfg: dict, ckpt_url: str, device: torch.device,
     if meta is not None:
         _check_resume(meta, cfg, ckpt_url)
     start = int(meta["step"]) if meta else 0
+    schedule = warmup_schedule(opt, lr_scales, opt_cfg["lr"], opt_cfg["warmup_steps"], start)
     wall_before = float(meta.get("wall_s", 0.0)) if meta else 0.0
     last = dict(meta.get("last_losses", {})) if meta else {}
     module = task.module
@@ -119,8 +134,6 @@ def fit(task, plan: BatchPlan, cfg: dict, ckpt_url: str, device: torch.device,
         return {"config": cfg, "wall_s": wall_before + time.time() - t0, "last_losses": last, "world": world}
 
     for step in range(start, max_steps):
-        for g, scale in zip(opt.param_groups, lr_scales):  # warm-up is a function of the step only (resume-safe)
-            g["lr"] = scale * opt_cfg["lr"] * min(1.0, (step + 1) / max(1, int(opt_cfg["warmup_steps"])))
         batch = task.inputs(step, plan.indices(step), plan.flips(step), rows, device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             out = module(**batch)
@@ -128,6 +141,7 @@ def fit(task, plan: BatchPlan, cfg: dict, ckpt_url: str, device: torch.device,
         if opt_cfg["grad_clip"]:
             torch.nn.utils.clip_grad_norm_(params, float(opt_cfg["grad_clip"]))
         opt.step()
+        schedule.step()
         opt.zero_grad(set_to_none=True)
         ema.update(model, step)
         for k, v in out.items():
@@ -282,9 +296,3 @@ def run_training(kind: str, cfg: dict, command: str = "", device: torch.device |
     if dist_info()[1] > 1:
         dist.barrier()
     return summary
-
-
-def checkpoint_step(output: str) -> int | None:
-    """The step of the checkpoint under `output`, or None when there is none."""
-    meta = load_checkpoint_meta(output.rstrip("/") + "/checkpoint")
-    return int(meta["step"]) if meta else None

@@ -15,6 +15,7 @@ import time
 
 import fsspec
 import torch
+from diffusers.training_utils import EMAModel
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import nn
@@ -22,33 +23,50 @@ from torch import nn
 STATE_JSON = "state.json"
 
 
-class EMA:
-    """Exponential moving average of a model's floating-point state, with the usual warm-up.
+# The warm-up min(decay, (1 + s)/(10 + s)) after optimizer step s (0-based) as diffusers' warm-up
+# 1 − (1 + k/inv_gamma)^−power with power 1, inv_gamma 9 and k = s + 1 (the same function of s);
+# diffusers counts k = (its step count) − update_after_step − 1, so update_after_step = −1.
+EMA_WARMUP = {"use_ema_warmup": True, "inv_gamma": 9.0, "power": 1.0, "update_after_step": -1}
 
-    The effective decay at step s is min(decay, (1 + s)/(10 + s)), so short runs are not
-    dominated by the random initialisation. decay = 0 disables it (the raw weights are used).
+
+class EMA:
+    """diffusers' EMAModel over a model's parameters, with names for the safetensors checkpoint.
+
+    The decay after step s is min(decay, (1 + s)/(10 + s)), so short runs are not dominated by
+    the random initialisation; it is a function of the step only, so a resumed run averages as
+    an uninterrupted one. decay = 0 disables it (the raw weights are used).
     """
 
     def __init__(self, model: nn.Module, decay: float):
         self.decay = float(decay)
-        self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items() if v.is_floating_point()}
+        self.names = [name for name, _ in model.named_parameters()]
+        buffers = [name for name, b in model.named_buffers() if b.is_floating_point()]
+        if self.decay > 0 and buffers:  # EMAModel averages parameters only: refuse rather than skip them
+            raise ValueError(f"EMA averages parameters only; this model has floating-point buffers {buffers[:3]}")
+        self.average = EMAModel(model.parameters(), decay=self.decay, **EMA_WARMUP) if self.decay > 0 else None
+
+    @property
+    def shadow(self) -> dict[str, torch.Tensor]:
+        """The averaged parameters by name (the tensors themselves: writing them sets the average)."""
+        return dict(zip(self.names, self.average.shadow_params)) if self.average is not None else {}
+
+    def decay_at(self, step: int) -> float:
+        """The decay `update(model, step)` applies."""
+        return self.average.get_decay(step + 1) if self.average is not None else 0.0
 
     @torch.no_grad()
     def update(self, model: nn.Module, step: int) -> None:
-        if self.decay <= 0:
+        """Average in the weights after optimizer step `step` (0-based)."""
+        if self.average is None:
             return
-        d = min(self.decay, (1.0 + step) / (10.0 + step))
-        for k, v in model.state_dict().items():
-            if k in self.shadow:
-                self.shadow[k].mul_(d).add_(v.detach(), alpha=1.0 - d)
+        self.average.optimization_step = step  # EMAModel.step counts it to step + 1 before taking the decay
+        self.average.step(model.parameters())
 
     @torch.no_grad()
     def copy_to(self, model: nn.Module) -> nn.Module:
         """Write the averaged weights into `model` (no-op when disabled)."""
-        if self.decay > 0:
-            state = model.state_dict()
-            for k, v in self.shadow.items():
-                state[k].copy_(v)
+        if self.average is not None:
+            self.average.copy_to(model.parameters())
         return model
 
 
@@ -123,10 +141,11 @@ def load_checkpoint(url: str, model: nn.Module, ema: EMA, opt: torch.optim.Optim
     model_state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     model.load_state_dict(model_state, strict=True)
     if ema.decay > 0:
-        missing = set(ema.shadow) - {k[len("ema."):] for k in tensors if k.startswith("ema.")}
+        shadow = ema.shadow
+        missing = set(shadow) - {k[len("ema."):] for k in tensors if k.startswith("ema.")}
         if missing:
             raise ValueError(f"checkpoint {url} has no EMA weights for {sorted(missing)[:3]}")
-        for k in ema.shadow:
-            ema.shadow[k].copy_(tensors[f"ema.{k}"])
+        for k, v in shadow.items():
+            v.copy_(tensors[f"ema.{k}"])
     restore_optimizer(opt, {k: v for k, v in tensors.items() if k.startswith("optimizer.")}, meta["optimizer"])
     return meta

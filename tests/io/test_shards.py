@@ -182,7 +182,7 @@ def test_a_folder_of_gzipped_shards_is_read(tmp_path):
     import gzip
 
     from pipeline.io.shards import iter_samples, list_shards, write_shard
-    from tests.pipeline_fixtures import archive_samples
+    from tests.helpers import archive_samples
 
     write_shard(str(tmp_path / "plain.tar"), archive_samples(2, prefix="p"))
     for name in ("a.tar.gz", "b.tgz"):

@@ -7,7 +7,7 @@ import pytest
 
 from pipeline.io.outputs import OutputStore
 from pipeline.io.storage import retry_policy
-from tests.pipeline_fixtures import engine_setup, output_images, tiny_config
+from tests.helpers import engine_setup, output_images, tiny_config
 from tests.io.s3_fault_proxy import FAULT_KINDS, FaultProxy
 from workers.execute import execute
 

@@ -5,7 +5,7 @@ from typer.testing import CliRunner
 from jobs.cli import app
 from pipeline.io.outputs import OutputStore
 from pipeline.io.shards import write_shard
-from tests.pipeline_fixtures import archive_samples, build_tiny_models
+from tests.helpers import archive_samples, build_tiny_models
 
 runner = CliRunner()
 

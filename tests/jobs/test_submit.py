@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.io.outputs import OutputStore
-from tests.pipeline_fixtures import build_tiny_models, write_archive
+from tests.helpers import build_tiny_models, write_archive
 
 pytest.importorskip("ray.job_submission")
 REPO = Path(__file__).resolve().parents[2]

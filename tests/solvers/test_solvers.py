@@ -10,7 +10,7 @@ from pipeline.operators.base import Operator
 from pipeline.sampling.schedules import DDIMSampler, DDPMSampler, NoiseSchedule
 from pipeline.sampling.seeding import generators, randn_per_sample
 from pipeline.solvers import SOLVERS, ReSample, default_sampler, make_solver, restoring_solvers
-from tests.factories import tiny_latent_diffusion
+from tests.helpers import tiny_latent_diffusion
 
 GUIDED = restoring_solvers()
 DT = torch.float64

@@ -15,7 +15,7 @@ from pipeline.models.model_store import save_model
 from pipeline.models.severity import severity_loss
 from pipeline.training.config import SeverityJob
 from pipeline.training.tasks import SeverityTask, load_severity_init
-from tests.factories import random_images, tiny_autoencoder
+from tests.helpers import random_images, tiny_autoencoder
 
 LOSS = {"lambda_sigma": 1.0, "lambda_img": 0.0, "variance_loss": "log", "couple_variance": False,
         "head_channels": 8, "init_sigma2": 0.03, "head_lr_scale": 10.0, "pair_weight": 3.0, "freeze_mean": False}

@@ -20,7 +20,7 @@ import torch
 from pipeline.io.outputs import OutputStore
 from pipeline.io.samples import encode_png
 from pipeline.io.shards import write_shard
-from tests.pipeline_fixtures import archive_samples, engine_setup, output_images, tiny_config
+from tests.helpers import archive_samples, engine_setup, output_images, tiny_config
 from tests.io.test_samples import png16_rgb, png_bytes, png_header_only
 from workers.execute import execute
 

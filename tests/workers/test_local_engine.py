@@ -3,7 +3,7 @@ import pytest
 
 from workers.execute import execute
 from pipeline.io.outputs import OutputStore
-from tests.pipeline_fixtures import engine_setup, output_images, tiny_config
+from tests.helpers import engine_setup, output_images, tiny_config
 
 
 @pytest.fixture(scope="module")

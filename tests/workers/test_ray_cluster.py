@@ -7,7 +7,7 @@ import pytest
 
 from workers.execute import execute
 from pipeline.io.outputs import OutputStore
-from tests.pipeline_fixtures import build_tiny_models, tiny_config, write_archive
+from tests.helpers import build_tiny_models, tiny_config, write_archive
 
 ray = pytest.importorskip("ray")
 

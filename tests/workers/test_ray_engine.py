@@ -13,7 +13,7 @@ import pytest
 
 from workers.execute import execute
 from pipeline.io.outputs import CommitConflict, OutputStore, PartBuffer
-from tests.pipeline_fixtures import engine_setup, output_images, tiny_config
+from tests.helpers import engine_setup, output_images, tiny_config
 
 ray = pytest.importorskip("ray")
 

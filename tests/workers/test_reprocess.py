@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 
 from jobs.cli import app
 from pipeline.io.outputs import OutputStore
-from tests.pipeline_fixtures import build_tiny_models, write_archive
+from tests.helpers import build_tiny_models, write_archive
 
 runner = CliRunner()
 

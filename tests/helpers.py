@@ -1,17 +1,26 @@
-"""Tiny random diffusers models for fast CPU tests (shared by the whole suite).
+"""Test helpers shared by the whole suite (pytest fixtures live in conftest.py).
 
-The autoencoders are f=4 (three blocks), 3 latent channels; images are `image_size`
-square (16 by default, or 32), latents image_size/4. Weights are random but deterministic
-in `seed`, drawn without touching the global RNG state.
+Tiny random diffusers models for fast CPU tests: the autoencoders are f=4 (three blocks),
+3 latent channels; images are `image_size` square (16 by default, or 32), latents
+image_size/4. Weights are random but deterministic in `seed`, drawn without touching the
+global RNG state. And a tiny but real restore setup for engine tests: those models saved
+as safetensors, severity encoders per operator family, and a small WebDataset archive.
 """
 from __future__ import annotations
+
+from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKL, UNet2DModel, VQModel
 
+from pipeline.execution.config import load_config
+from pipeline.io.shards import write_shard
 from pipeline.models.latent import Autoencoder, LatentDiffusion
-from pipeline.operators import OPERATORS
+from pipeline.models.model_store import save_latent_diffusion, save_model
+from pipeline.models.severity import SeverityEncoder
+from pipeline.operators import OPERATORS, measure
 from pipeline.sampling.schedules import NoiseSchedule
+from pipeline.sampling.seeding import generators
 
 BLOCKS = (8, 16, 16)
 GROUPS = 4
@@ -88,15 +97,13 @@ def random_images(batch: int = 2, image_size: int = 16, seed: int = 0, dtype=tor
     return torch.rand(batch, 3, image_size, image_size, generator=g, dtype=dtype) * 2 - 1
 
 
-FAMILY_PARAMS = {name: cls.example_params(16, 16)[0] for name, cls in OPERATORS.items()}  # fits model_set's 16 px
+IMAGE_SIZE = 16
+FAMILY_PARAMS = {name: cls.example_params(IMAGE_SIZE, IMAGE_SIZE)[0] for name, cls in OPERATORS.items()}  # fits the 16 px models
 
 
-def model_set(root):
+def model_set(root: Path) -> Path:
     """Tiny random models (16 px, T = 50) in the layout train-* writes, with model cards."""
-    from pipeline.models.model_store import save_latent_diffusion, save_model
-    from pipeline.models.severity import SeverityEncoder
-
-    ldm = tiny_latent_diffusion("vq", dtype=torch.float32, num_timesteps=50, image_size=16)
+    ldm = tiny_latent_diffusion("vq", dtype=torch.float32, num_timesteps=50, image_size=IMAGE_SIZE)
     save_latent_diffusion(ldm, str(root / "autoencoder"), str(root / "ldm"))
     for i, fam in enumerate(FAMILY_PARAMS):
         with torch.random.fork_rng(devices=[]):
@@ -107,3 +114,73 @@ def model_set(root):
     for name in ("autoencoder", "ldm", *(f"severity-{f}" for f in FAMILY_PARAMS)):
         (root / name / "MODEL_CARD.md").write_text(f"# flash-restore {name} model\n\n- steps: 1\n")
     return root
+
+
+def build_tiny_models(root: Path) -> dict:
+    """The tiny model set under `root`, and the config overrides that point a restore job at it."""
+    model_set(root)
+    overrides = [f"models.autoencoder={root / 'autoencoder'}", f"models.denoiser={root / 'ldm'}"]
+    overrides += [f"models.severity.{fam}={root / f'severity-{fam}'}" for fam in FAMILY_PARAMS]
+    return {"overrides": overrides}
+
+
+def tiny_clean_images(n: int, seed: int = 0) -> torch.Tensor:
+    """Smooth random images in [0,1] (upsampled noise), so blur and inpainting matter."""
+    g = torch.Generator().manual_seed(seed)
+    low = torch.rand(n, 3, 4, 4, generator=g)
+    return torch.nn.functional.interpolate(low, size=(IMAGE_SIZE, IMAGE_SIZE), mode="bilinear", align_corners=False)
+
+
+def archive_samples(n: int, families=tuple(OPERATORS), seed: int = 0,
+                    prefix: str = "s") -> list[dict]:
+    """n degraded samples with references and per-sample operator json, severities spread over [0,1]."""
+    clean = tiny_clean_images(n, seed)
+    samples = []
+    for i in range(n):
+        fam = families[i % len(families)]
+        key = f"{prefix}{i:04d}"
+        params = OPERATORS[fam].params_for(round((i * 0.37) % 1.0, 3), 0.05, 1000 + i, **FAMILY_PARAMS[fam])
+        op = OPERATORS[fam]([params], [key])
+        y01 = measure(op, clean[i:i + 1], generators(seed, [key], "degradation"))[0].clamp(0, 1)
+        samples.append({"__key__": key, "png": y01, "clean.png": clean[i], "json": params})
+    return samples
+
+
+def write_archive(root: Path, n: int = 12, shards: int = 2, **kw) -> str:
+    """Write n samples over `shards` tar files under root/; return the folder URL."""
+    root.mkdir(parents=True, exist_ok=True)
+    samples = archive_samples(n, **kw)
+    per = (n + shards - 1) // shards
+    for s in range(shards):
+        write_shard(str(root / f"shard-{s:03d}.tar"), samples[s * per:(s + 1) * per])
+    return str(root)
+
+
+def tiny_config(models: dict, *extra: str):
+    return load_config(None, models["overrides"] + ["execution.engine=local", "execution.batch_size=4",
+                                                    "execution.bucket_width=5", *extra])
+
+
+def engine_setup(root: Path) -> tuple[Path, dict, str]:
+    """Tiny models and a 9-sample, 2-shard archive under root: what the engine tests share."""
+    return root, build_tiny_models(root / "models"), write_archive(root / "archive", n=9, shards=2)
+
+
+def output_images(out: str) -> dict:
+    """key → restored image (float64 array) of every committed part of an output (local or s3://)."""
+    import io
+    import tarfile
+
+    import numpy as np
+    from PIL import Image
+
+    from pipeline.io.outputs import OutputStore
+
+    store = OutputStore(out)
+    found = {}
+    for info in store.read_manifest()["parts"].values():
+        with store.fs.open(store.path(info["images"]), "rb") as fh, tarfile.open(fileobj=fh) as tar:
+            for m in tar.getmembers():
+                if m.name.endswith(".png"):
+                    found[m.name[:-4]] = np.asarray(Image.open(io.BytesIO(tar.extractfile(m).read())), np.float64)
+    return found
