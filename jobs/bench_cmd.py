@@ -18,7 +18,7 @@ from typing import List, Optional
 import typer
 from rich.table import Table
 
-from jobs.restore_cmd import REPO, SAMPLE_ARCHIVE, build_config, console
+from jobs.restore_cmd import REPO, SAMPLE_ARCHIVE, console
 
 bench_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Benchmarks; each writes docs/benchmarks.md.")
 
@@ -81,6 +81,8 @@ def bench_pipeline(
     set_: Optional[List[str]] = typer.Option(None, "--set"),
 ):
     """Reference loop vs Flash one-by-one vs Flash through the pipeline, side by side."""
+    from workers.job_config import build_config
+
     import torch
 
     from pipeline.restoration.restore import Restorer

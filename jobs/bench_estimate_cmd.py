@@ -15,14 +15,14 @@ import typer
 from rich.table import Table
 
 from jobs.bench_cmd import make_archive, write_section
-from jobs.restore_cmd import REPO, SAMPLE_ARCHIVE, build_config, console
+from jobs.restore_cmd import REPO, SAMPLE_ARCHIVE, console
 
 TARGET = 0.15
 
 
 def predicted(cfg, archive: str) -> tuple[float, dict]:
     """`estimate`'s predicted solve seconds for the config's solver (and the solver's report)."""
-    from jobs.estimate_cmd import build_report
+    from workers.estimate import build_report
     from pipeline.io.shards import list_shards
 
     report = build_report(cfg, archive, list_shards(archive))["solvers"][cfg.solver.name]
@@ -39,6 +39,8 @@ def bench_estimate(
     set_: Optional[List[str]] = typer.Option(None, "--set"),
 ):
     """Estimate, then restore, each archive; report predicted / actual solve seconds (target ±15 %)."""
+    from workers.job_config import build_config
+
     from workers.execute import execute
 
     cfg = build_config(config, None, False, batch_size, None, None, "local", None, set_)
@@ -79,6 +81,8 @@ def bench_budget(
     set_: Optional[List[str]] = typer.Option(None, "--set"),
 ):
     """Run with --budget-hours set to a fraction of the prediction, then resume: overshoot (target ≤ 10 %)."""
+    from workers.job_config import build_config
+
     from dataclasses import replace
 
     from pipeline.io.outputs import OutputStore

@@ -26,7 +26,7 @@ import typer
 from rich.table import Table
 
 from jobs.bench_cmd import make_archive, write_section
-from jobs.restore_cmd import REPO, SAMPLE_ARCHIVE, build_config, console
+from jobs.restore_cmd import REPO, SAMPLE_ARCHIVE, console
 
 ACTOR_CLASSES = ("ShardReader", "SeverityStage", "SolverStage", "Writer")
 
@@ -64,6 +64,8 @@ class ActorPeaks(threading.Thread):
 
 def _probe(archive: str, out: str, sets: list[str], batch_size: int) -> dict:
     """One job on a fresh local Ray in this (fresh) process: its summary and the peaks."""
+    from workers.job_config import build_config
+
     import resource
 
     import ray
@@ -104,6 +106,8 @@ def _pin_node(node, core: int) -> None:
 
 def _cluster_rate(nodes: int, archive: str, out: str, sets: list[str], batch_size: int, temp: str) -> dict:
     """Steady-state images/s on `nodes` simulated nodes of one core and one solver each."""
+    from workers.job_config import build_config
+
     import ray
     from ray.cluster_utils import Cluster
 
@@ -132,6 +136,8 @@ def _cluster_rate(nodes: int, archive: str, out: str, sets: list[str], batch_siz
 
 def _step_seconds(batch: int, sets: list[str]) -> float:
     """Seconds of one Latent-DPS step for `batch` rows on one thread (what one solver runs)."""
+    from workers.job_config import build_config
+
     import torch
 
     from pipeline.model_report.measurements import load_eval_crops, measure_step
@@ -158,6 +164,8 @@ def bench_scale(
     set_: Optional[List[str]] = typer.Option(None, "--set"),
 ):
     """Memory at N and 10·N samples, driver bytes per sample, 1- vs 2-node throughput, roofline."""
+    from workers.job_config import build_config
+
     tmp = Path(tempfile.mkdtemp(prefix="flash-scale-", dir="/tmp"))
     sets = ([f"flash.max_nfe={max_nfe}"] if max_nfe else []) + list(set_ or [])
     build_config(None, None, False, batch_size, None, None, "ray", None, sets)  # config errors before compute

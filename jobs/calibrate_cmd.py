@@ -17,7 +17,7 @@ from typing import List, Optional
 import typer
 from rich.table import Table
 
-from jobs.restore_cmd import SAMPLE_ARCHIVE, build_config, console
+from jobs.restore_cmd import SAMPLE_ARCHIVE, console
 
 SOLVERS = "ldps,gml_dps,psld,resample"
 
@@ -43,6 +43,8 @@ def calibrate(
     set_: Optional[List[str]] = typer.Option(None, "--set"),
 ):
     """Measure c(n) and f(n) per solver here and store them in the calibration table."""
+    from workers.job_config import build_config
+
     import torch
 
     from pipeline.execution.cost_model import calibration_dir, device_class, write_entries

@@ -10,17 +10,11 @@ Every output is a pure function of the command line: rerunning gives identical b
 from __future__ import annotations
 
 import json
-from typing import Annotated, Iterator
+from typing import Annotated
 
 import typer
 
 SEVERITY_HELP = "uniform (t ~ U[0,1] per key) | fixed:T | range:A,B (t ~ U[A,B] per key)"
-# Random streams of the degradation job, each derived from (seed, key): adding a draw to
-# one never shifts another. The operator's own seed (masks, kernels) comes from DEGRADATION.
-SEVERITY_PURPOSE = "degradation_severity"
-CHOICE_PURPOSE = "degradation_choice"
-MEASUREMENT_NOTE = ("y01 = A(x01) + noise_sigma*n in [0,1], then clipped to [0,1] and quantized to 8-bit PNG; "
-                    "the clean reference is lossless")
 
 
 def _console():
@@ -161,59 +155,6 @@ def parse_operators(spec: str) -> list[tuple[str, float]]:
     return out
 
 
-def degradation_params(key: str, seed: int, families: list[tuple[str, float]], severity: tuple[float, float],
-                       noise: float, overrides: dict | None = None) -> dict:
-    """One key's operator dict: family, t and operator seed all from the key's own streams."""
-    import torch
-
-    from pipeline.operators import OPERATORS
-    from pipeline.sampling.seeding import DEGRADATION, sample_generator, sample_seed
-
-    family = families[0][0]
-    if len(families) > 1:
-        u = float(torch.rand((), generator=sample_generator(seed, key, CHOICE_PURPOSE), dtype=torch.float64))
-        total, acc = sum(w for _, w in families), 0.0
-        for name, w in families:
-            acc += w / total
-            family = name
-            if u < acc:
-                break
-    lo, hi = severity
-    u = float(torch.rand((), generator=sample_generator(seed, key, SEVERITY_PURPOSE), dtype=torch.float64))
-    t = round(lo + (hi - lo) * u, 6)
-    return OPERATORS[family].params_for(t, noise_sigma=noise, seed=sample_seed(seed, key, DEGRADATION),
-                                        **(overrides or {}))
-
-
-def degrade_samples(batch: list, seed: int, families, severity, noise, overrides) -> Iterator[dict]:
-    """Degrade samples of one shard; batches are per family, results do not depend on partners."""
-    import torch
-
-    from pipeline.operators import OPERATORS, measure
-    from pipeline.io.samples import encode_png
-    from pipeline.sampling.seeding import DEGRADATION, sample_generator
-
-    params = [degradation_params(s.key, seed, families, severity, noise, overrides) for s in batch]
-    out: dict[str, dict] = {}
-    for family in dict.fromkeys(p["operator"] for p in params):
-        rows = [i for i, p in enumerate(params) if p["operator"] == family]
-        keys = [batch[i].key for i in rows]
-        op = OPERATORS[family].from_dicts([params[i] for i in rows], keys)
-        x01 = torch.stack([batch[i].image01 for i in rows])
-        gens = [sample_generator(seed, k, DEGRADATION) for k in keys]
-        with torch.no_grad():
-            y01 = measure(op, x01, gens).clamp(0.0, 1.0)
-        for j, i in enumerate(rows):
-            s = batch[i]
-            source = dict(s.params or {})
-            provenance = {"photo": source.get("photo"), "clean_key": s.key, "measurement": MEASUREMENT_NOTE,
-                          **{k: source[k] for k in ("short_side", "row", "col") if k in source}}
-            out[s.key] = {"__key__": s.key, "png": encode_png(y01[j]), "clean.png": encode_png(s.image01),
-                          "json": {**op.to_dicts()[j], "provenance": provenance}}
-    for s in batch:
-        yield out[s.key]
-
-
 def degrade(
     input: Annotated[str, typer.Option(help="clean shards: folder, glob, brace pattern or one tar (any fsspec URL)")],
     output: Annotated[str, typer.Option(help="output folder (local path or fsspec URL)")],
@@ -230,6 +171,7 @@ def degrade(
     `provenance` object (photo, clean key, grid cell, how the measurement was stored):
     drop `provenance` before handing the dict to `pipeline.operators.build_operator`.
     """
+    from pipeline.corpus.degradation import MEASUREMENT_NOTE, degrade_samples
     from pipeline.io.samples import SampleError
     from pipeline.io.shards import iter_samples, list_shards, write_shard
 

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from jobs.cli import app
-from jobs.train import build_config
+from pipeline.training.config import build_config
 from pipeline.models.model_store import load_latent_diffusion, load_meta, load_model
 
 TINY_AE = ["model.block_out_channels=[8, 16]", "model.stage_layers=[1, 1]", "model.latent_channels=3",

@@ -1,9 +1,9 @@
 """Running the evaluation's cells: each one a restore job through `workers.execute` on its
 task's shard, its results kept under the output folder and reused while its key matches.
 
-Why here (jobs/): a cell is a product job (the same backends, batching, resume), so this
-layer may call `workers`; what a cell is and how its results are stored and reported lives
-in `pipeline.reproduction`.
+Why here (workers/): a cell is a product job (the same backends, batching, resume) run
+through `workers.execute`; what a cell is and how its results are stored and reported
+lives in `pipeline.reproduction`.
 """
 from __future__ import annotations
 
@@ -113,7 +113,7 @@ class Evaluation:
         """The task's degraded shard (written once per data key) and the grid's images."""
         if task.name in self._data:
             return self._data[task.name]
-        from jobs.corpus import degrade_samples
+        from pipeline.corpus.degradation import degrade_samples
         from pipeline.io.samples import Sample
         from pipeline.io.shards import iter_samples, write_shard
 
