@@ -1,10 +1,6 @@
-"""`flash-restore estimate`: the cost of a restore job before running it.
+"""`flash-restore estimate`: the cost of a restore job before running it (`workers.estimate`).
 
-Runs only the read and severity stages (`pipeline.execution.stages`, one encoder pass per sample, far
-cheaper than a solve) on all samples or a seeded fraction, turns each σ̂² into the start
-step every solver's sampler would take, forms the job's batches (`pipeline.execution.cost_model`) and
-prices them with the calibration table `flash-restore bench calibrate` measured for the
-device. Prints a table and writes a JSON file; `predicted_solve_seconds` is comparable with
+Prints a table and writes the report as JSON; `predicted_solve_seconds` is comparable with
 `stages.solve.busy_seconds` in the job's stats.json.
 """
 from __future__ import annotations

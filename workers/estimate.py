@@ -1,10 +1,10 @@
 """The cost of a restore job before running it: severity records priced per solver.
 
-Runs only the read and severity stages (one encoder pass per sample, far cheaper than a
-solve) on all samples or a seeded fraction, turns each σ̂² into the start step every
-solver's sampler would take, forms the job's batches (`pipeline.execution.cost_model`) and
-prices them with the calibration table `flash-restore bench calibrate` measured for the
-device. `predicted_solve_seconds` is comparable with `stages.solve.busy_seconds` in the
+Runs only the read and severity stages of a restore job, through the job's own scheduler
+(one encoder pass per sample, far cheaper than a solve), on all samples or a seeded
+fraction; turns each σ̂² into the start step every solver's sampler would take, forms the
+job's batches (`pipeline.execution.cost_model`) and prices them with the calibration table
+`flash-restore bench calibrate` measured for the device. `predicted_solve_seconds` is comparable with `stages.solve.busy_seconds` in the
 job's stats.json.
 """
 from __future__ import annotations
@@ -16,10 +16,12 @@ from collections import Counter
 import torch
 
 from pipeline.execution.cost_model import calibration_dir, device_class, find_entry, predict_solve_seconds, read_table
-from pipeline.execution.stages import ShardCursor, read_stage, severity_stage
-from pipeline.execution.validation import SampleValidator, read_limits
-from pipeline.restoration.restore import Restorer, capped_start
+from pipeline.execution.scheduler import Scheduler
+from pipeline.execution.stats import JobStats
+from pipeline.restoration.restore import capped_start
 from pipeline.solvers import default_sampler
+
+from .local_backend import LocalBackend
 
 
 def sampled(key: str, fraction: float, seed: int) -> bool:
@@ -29,24 +31,19 @@ def sampled(key: str, fraction: float, seed: int) -> bool:
 
 
 def severity_records(cfg, shards, fraction: float, seed: int):
-    """(records with σ̂² and start steps, invalid kinds, samples seen, seconds) of the severity stage."""
-    restorer = Restorer(cfg)
-    cursor = ShardCursor({**read_limits(cfg), "select": lambda key: sampled(key, fraction, seed)})
-    validator = SampleValidator(cfg)
-    records, invalid, seen, t0 = [], Counter(), 0, time.perf_counter()
-    chunk = 4 * cfg.execution.batch_size
-    for shard in shards:
-        pos, done = 0, False
-        while not done:
-            summary, payload = read_stage(cursor, validator, (shard, pos, chunk))
-            pos, done, seen = pos + summary["n"], summary["done"], seen + summary["n"]
-            invalid.update(r["error_kind"] for r in summary["records"] if isinstance(r, dict))
-            good = [r for r in summary["records"] if not isinstance(r, dict)]
-            if good:
-                sev, _ = severity_stage(restorer, good, payload)
-                records += sev["records"]
-                invalid.update(r["error_kind"] for r in sev["rows"])
-    return restorer, records, invalid, seen, time.perf_counter() - t0
+    """(restorer, records with σ̂² and start steps in read order, invalid kinds, samples seen, seconds):
+    the restore job's own read and severity stages and scheduler (`stop_after="severity"`),
+    in process, so the restorer that prices the records is the one that estimated them."""
+    backend = LocalBackend(cfg, select=lambda key: sampled(key, fraction, seed))
+    backend.start()
+    t0 = time.perf_counter()
+    try:
+        out = Scheduler(cfg, shards, set(), backend, JobStats(), stop_after="severity").run()
+    finally:
+        backend.close()
+    invalid = Counter(r["error_kind"] for r in out["rows"])
+    seen = len(out["records"]) + len(out["rows"])   # every sample read is a record or an error row
+    return backend.restorer, out["records"], invalid, seen, time.perf_counter() - t0
 
 
 def build_report(cfg, input: str, shards: list[str], sample_fraction: float = 1.0, device: str | None = None,

@@ -52,14 +52,17 @@ class LocalBackend:
     engine = "local"
     max_wait_s = None  # nothing waits on a partial bucket in process: it is flushed at the end
 
-    def __init__(self, cfg: RestoreConfig):
+    def __init__(self, cfg: RestoreConfig, select: Callable[[str], bool] | None = None):
         self.cfg = cfg
+        self.select = select  # read only the keys it accepts (`estimate --sample-fraction`)
         self.writer: PartWriter | None = None
+        self.restorer: Restorer | None = None
 
     def start(self) -> None:
         """Load and check every model before anything is written."""
-        restorer = Restorer(self.cfg)
-        cursor, validator = ShardCursor(read_limits(self.cfg)), SampleValidator(self.cfg)
+        self.restorer = restorer = Restorer(self.cfg)
+        limits = {**read_limits(self.cfg), **({"select": self.select} if self.select else {})}
+        cursor, validator = ShardCursor(limits), SampleValidator(self.cfg)
         self.pools = {
             "reader": InlinePool(lambda request: read_stage(cursor, validator, request), depth=1),
             "severity": InlinePool(lambda *a: severity_stage(restorer, *a), depth=2),
