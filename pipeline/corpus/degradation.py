@@ -23,6 +23,39 @@ MEASUREMENT_NOTE = ("y01 = A(x01) + noise_sigma*n in [0,1], then clipped to [0,1
                     "the clean reference is lossless")
 
 
+def parse_severity(spec: str) -> tuple[float, float]:
+    """`uniform` | `fixed:T` | `range:A,B` -> the interval t is drawn from (A == B: fixed)."""
+    spec = spec.strip()
+    try:
+        if spec == "uniform":
+            lo, hi = 0.0, 1.0
+        elif spec.startswith("fixed:"):
+            lo = hi = float(spec[6:])
+        elif spec.startswith("range:"):
+            lo, hi = (float(v) for v in spec[6:].split(","))
+        else:
+            raise ValueError
+    except ValueError:
+        raise ValueError(f"severity {spec!r}: expected uniform | fixed:T | range:A,B") from None
+    if not (0.0 <= lo <= hi <= 1.0):
+        raise ValueError(f"severity {spec!r}: need 0 <= A <= B <= 1")
+    return lo, hi
+
+
+def parse_operators(spec: str) -> list[tuple[str, float]]:
+    """`name` or a weighted mix `name=w,name=w` -> [(family, weight)], families checked."""
+    out = []
+    for part in spec.split(","):
+        name, _, w = part.strip().partition("=")
+        if name not in OPERATORS:
+            raise ValueError(f"operator {name!r}: known {sorted(OPERATORS)}")
+        weight = float(w) if w else 1.0
+        if not weight > 0:
+            raise ValueError(f"operator {name!r}: weight must be > 0")
+        out.append((name, weight))
+    return out
+
+
 def degradation_params(key: str, seed: int, families: list[tuple[str, float]], severity: tuple[float, float],
                        noise: float, overrides: dict | None = None) -> dict:
     """One key's operator dict: family, t and operator seed all from the key's own streams."""
