@@ -55,7 +55,7 @@ def execute(cfg, input_url: str, output: str, overwrite: bool) -> dict:
 
     from workers.job_config import preflight
 
-    preflight(cfg, input_url)
+    shards = preflight(cfg, input_url)
     with Progress(TextColumn("[bold]restoring[/bold] {task.completed} samples"), BarColumn(),
                   TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), console=console,
                   transient=True) as progress:
@@ -68,7 +68,7 @@ def execute(cfg, input_url: str, output: str, overwrite: bool) -> dict:
 
         from workers.execute import execute as run_job
 
-        return run_job(cfg, input_url, output, overwrite=overwrite, on_progress=on_progress)
+        return run_job(cfg, input_url, output, overwrite=overwrite, on_progress=on_progress, shards=shards)
 
 
 def finish(cfg, summary: dict, output: str) -> None:
