@@ -56,7 +56,7 @@ def measure(cfg, base_cfg, source: str, samples: int, reference_images: int, sin
 
     rss0 = peak_rss_mb()
     if engine == "ray":
-        import ray   # only this engine needs it
+        import ray   # lazy: only the ray engine needs it
 
         if not ray.is_initialized():
             ray.init(include_dashboard=False, log_to_driver=False)

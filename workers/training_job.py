@@ -35,7 +35,7 @@ def run_job(kind: str, cfg, command: str, progress=None) -> dict:
     fs.makedirs(root, exist_ok=True)
     save(cfg, cfg.output.rstrip("/") + "/train_config.yaml")
     if cfg.run.workers > 1:
-        from .train_ray import run_ray_training   # Ray only for data-parallel runs
+        from .train_ray import run_ray_training   # lazy: Ray only for data-parallel runs
 
         return run_ray_training(kind, data, command, cfg.run.workers)
     return run_training(kind, data, command, progress=progress)
