@@ -1,33 +1,17 @@
 """`flash-restore bench calibrate`: seconds per reverse step by batch size, per solver, here.
 
-For each solver and batch size n it times a batch of n samples solved from start step K−1
-for two values of K (median of repeats, after a warm-up): the slope is c(n), the seconds of
-one step with n rows, and the intercept f(n), the per-batch fixed cost. The entries go to
-the calibration table beside the models (`calibration.json`), keyed by device class,
-solver and model set; `flash-restore estimate` prices archives with them.
+`pipeline.execution.calibration` measures c(n) (one step with n rows) and f(n) (the fixed
+cost per batch); the entries go to the calibration table beside the models, which
+`flash-restore estimate` prices archives with.
 """
 from __future__ import annotations
 
-import platform
-import statistics
-import time
-from dataclasses import replace
 from typing import List, Optional
 
 import typer
 from rich.table import Table
 
-from jobs.restore_cmd import SAMPLE_ARCHIVE, build_config, console
-
-
-def time_batch(restorer, prepared, start: int, repeats: int) -> float:
-    estimates = [replace(e, start_step=start) for e in restorer.estimate(prepared)]
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        restorer.solve(estimates)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+from jobs.restore_cmd import SAMPLE_ARCHIVE, console
 
 
 def calibrate(
@@ -42,41 +26,27 @@ def calibrate(
     set_: Optional[List[str]] = typer.Option(None, "--set"),
 ):
     """Measure c(n) and f(n) per solver here and store them in the calibration table."""
-    import torch
-
-    from pipeline.execution.cost_model import calibration_dir, device_class, write_entries
-    from pipeline.execution.restorer import build_restorer, prepare_samples
-    from pipeline.io.shards import iter_samples, list_shards
+    from pipeline.execution.calibration import calibrate_solver, family_samples   # lazy: `--help` stays fast
+    from pipeline.execution.cost_model import calibration_dir, write_entries
     from pipeline.solvers import restoring_solvers
+    from workers.job_config import build_config
 
     sizes = sorted({int(s) for s in batch_sizes.split(",") if s.strip()})
     names = [s.strip() for s in solvers.split(",") if s.strip()] if solvers is not None else restoring_solvers()
     entries, table = [], Table(title="flash-restore bench calibrate: seconds per step (fixed per batch)")
     for col in ("solver", *[f"n={n}" for n in sizes]):
         table.add_column(col)
-    samples = [s for sh in list_shards(input) for s in iter_samples(sh)
-               if not isinstance(s, Exception) and (s.params or {}).get("operator") == family]
+    samples = family_samples(input, family)
     for name in names:
         cfg = build_config(config, name, False, max(sizes), None, None, "local", None, set_)
-        restorer = build_restorer(cfg)
-        prepared = prepare_samples(cfg, samples)
-        if len(prepared) < max(sizes):
-            raise typer.BadParameter(f"{input} has {len(prepared)} {family} samples, fewer than {max(sizes)}")
-        k_long = min(steps, restorer.solver.sampler.num_steps) - 1
-        time_batch(restorer, prepared[:1], k_long, 1)  # warm-up
-        per_batch = {}
-        for n in sizes:
-            short = time_batch(restorer, prepared[:n], 0, repeats)
-            long = time_batch(restorer, prepared[:n], k_long, repeats)
-            step = (long - short) / k_long
-            per_batch[str(n)] = {"step_s": round(step, 6), "fixed_s": round(short - step, 6)}
+        try:
+            entry = calibrate_solver(cfg, samples, sizes, steps, repeats)
+        except ValueError as exc:
+            raise typer.BadParameter(f"{input}, {family}: {exc}") from None
+        per_batch = entry["per_batch"]
         table.add_row(name, *[f"{per_batch[str(n)]['step_s']:.4f} ({per_batch[str(n)]['fixed_s']:.3f})" for n in sizes])
-        entries.append({"device_class": device_class(restorer.device), "solver": name,
-                        "model_hash": restorer.model_hash, "per_batch": per_batch, "measured": time.time(),
-                        "machine": f"{platform.processor() or platform.machine()}, "
-                                   f"{torch.get_num_threads()} threads",
-                        "command": f"flash-restore bench calibrate --solvers {name} --batch-sizes {batch_sizes} "
-                                   f"--steps {steps} --repeats {repeats}"})
+        entries.append({**entry, "command": f"flash-restore bench calibrate --solvers {name} --batch-sizes "
+                                            f"{batch_sizes} --steps {steps} --repeats {repeats}"})
     console.print(table)
     path = write_entries(calibration_dir(cfg), entries)
     console.print(f"calibration table: {path}")

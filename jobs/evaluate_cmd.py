@@ -16,46 +16,6 @@ from rich.console import Console
 console = Console(stderr=True)
 
 
-def evaluation_crops(photos: str, n: int, size: int):
-    """(crops (N,3,size,size) in [0,1], keys, what they are): n crops spread over the photos.
-
-    `dev` is the committed dev export; a photo-list file is cut into crops as the corpus is.
-    Training photos are refused: the solver settings were tuned on them."""
-    import numpy as np
-    import torch
-
-    from pipeline.corpus.photos import read_photo_list
-    from pipeline.model_report.measurements import load_eval_crops, resolve_photos, spread
-
-    if photos == "train":
-        raise ValueError("--photos train: the solver settings were tuned on the training photos; evaluate on "
-                         "dev or another photo list")
-    if photos == "dev" or Path(photos, "meta.json").exists():
-        from pipeline.corpus.crops import load_corpus_export
-
-        url = resolve_photos(photos)
-        x, keys = load_eval_crops(url, size), load_corpus_export(url)[1]
-        source = f"corpus export {url}"
-    else:
-        from pipeline.corpus.crops import iter_crops
-
-        entries = read_photo_list(photos)
-        if not entries:
-            raise ValueError(f"--photos {photos} lists no photos")
-        overlap = set(entries) & set(read_photo_list("train"))
-        if overlap:
-            raise ValueError(f"--photos {photos} holds training photos ({sorted(overlap)[:3]}…); the solver "
-                             "settings were tuned on them")
-        read_photo_list(photos, check=True)  # every entry resolves, before any crop is cut
-        crops = [c for batch, _ in iter_crops(entries, size=size) for c in batch]
-        if not crops:
-            raise ValueError(f"--photos {photos}: no crops kept from {len(entries)} photos")
-        x = torch.from_numpy(np.stack([c.pixels for c in crops])).permute(0, 3, 1, 2).float() / 255.0
-        keys, source = [c.key for c in crops], f"photo list {photos} ({len(entries)} photos)"
-    idx = spread(len(keys), n)
-    return x[idx], [keys[i] for i in idx], source
-
-
 def evaluate(
     ctx: typer.Context,
     suite: str = typer.Option("paper", "--suite", help="The experiment suite (paper)"),
@@ -88,10 +48,11 @@ def evaluate(
     """Run the paper-reproduction suite through the pipeline and write OUT.md."""
     from dataclasses import replace
 
-    from jobs.evaluate_cells import Evaluation
     from jobs.train import command_line
     from pipeline.reproduction.report_writer import write_report
     from pipeline.reproduction.suite import TASKS, Budget, parse_cell, suite_cells
+    from workers.evaluation_cells import Evaluation
+    from workers.evaluation_crops import evaluation_crops
 
     try:
         if suite != "paper":
@@ -143,7 +104,8 @@ def evaluate(
     todo, failed = wanted or suite_cells(budget), {}
     force = bool(wanted) and not reuse
     if jobs > 1:
-        from jobs.evaluate_workers import partition, run_workers, worker_options
+        from jobs.evaluate_workers import run_workers, worker_options
+        from workers.evaluation_workers import partition
 
         codes = run_workers(partition(todo, jobs), worker_options(ctx.params), Path(work), force, command_line(ctx))
         console.print(f"evaluate: {len(codes)} workers done (exit codes {codes}); collecting their cells")

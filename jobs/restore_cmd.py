@@ -13,43 +13,6 @@ SAMPLE_ARCHIVE = REPO / "data" / "sample"
 console = Console(stderr=True)
 
 
-def build_config(config: Optional[str], solver: Optional[str], baseline: bool, batch_size: Optional[int],
-                 bucket_width: Optional[int], max_error_rate: Optional[float], engine: Optional[str],
-                 seed: Optional[int], overrides: Optional[List[str]]):
-    """CLI flags become dotted overrides on top of the YAML file: one config, one hash."""
-    from pipeline.execution.config import load_config
-
-    sets = list(overrides or [])
-    for flag, dotted in ((solver, "solver.name"), (batch_size, "execution.batch_size"),
-                         (bucket_width, "execution.bucket_width"), (max_error_rate, "execution.max_error_rate"),
-                         (engine, "execution.engine"), (seed, "seed")):
-        if flag is not None:
-            sets.append(f"{dotted}={flag}")
-    if baseline:
-        sets.append("flash.enabled=false")
-    return load_config(config, sets)
-
-
-def preflight(cfg, input_url: str) -> list[str]:
-    """Everything that can fail without compute fails here: input listing, model folders, solver setup."""
-    import fsspec
-
-    from pipeline.io.shards import list_shards
-    from pipeline.solvers import SOLVERS
-
-    shards = list_shards(input_url)
-    if cfg.solver.name not in SOLVERS:
-        raise ValueError(f"unknown solver {cfg.solver.name!r}; choose one of {sorted(SOLVERS)}")
-    urls = [cfg.models.autoencoder, cfg.models.denoiser]
-    if cfg.flash.enabled:
-        urls += list(cfg.models.severity.values())
-    for url in urls:
-        fs, path = fsspec.core.url_to_fs(url)
-        if not fs.exists(f"{path.rstrip('/')}/config.json"):
-            raise ValueError(f"model folder {url} has no config.json (train models or point models.* at them)")
-    return shards
-
-
 def print_summary(summary: dict, output: str) -> None:
     table = Table(title="flash-restore: job summary")
     table.add_column("what")
@@ -71,28 +34,9 @@ def print_summary(summary: dict, output: str) -> None:
                   f"{output}/_manifest.json, {output}/stats.json")
 
 
-def quality_by_family(output: str) -> list[dict]:
-    """Mean restored vs input PSNR and colour shift per operator family, from the output's metrics."""
-    import fsspec
-    import pyarrow.parquet as pq
-
-    fs, root = fsspec.core.url_to_fs(output.rstrip("/"))
-    files = sorted(fs.glob(f"{root}/metrics/part-*.parquet"))
-    if not files:
-        return []
-    rows = [r for f in files for r in pq.read_table(f, filesystem=fs).to_pylist()
-            if r["status"] == "ok" and r.get("psnr") is not None]
-    out = []
-    for fam in sorted({r["operator"] for r in rows}):
-        sub = [r for r in rows if r["operator"] == fam]
-        mean = lambda k: sum(r[k] for r in sub) / len(sub)  # noqa: E731
-        out.append({"operator": fam, "n": len(sub), "psnr": mean("psnr"), "psnr_input": mean("psnr_input"),
-                    "colour_shift": mean("colour_shift"), "colour_shift_input": mean("colour_shift_input"),
-                    "nfe": mean("nfe")})
-    return out
-
-
 def print_quality(output: str) -> None:
+    from pipeline.inspection.output_report import quality_by_family
+
     stats = quality_by_family(output)
     if not stats:
         return
@@ -109,7 +53,9 @@ def print_quality(output: str) -> None:
 def execute(cfg, input_url: str, output: str, overwrite: bool) -> dict:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    preflight(cfg, input_url)
+    from workers.job_config import preflight
+
+    shards = preflight(cfg, input_url)
     with Progress(TextColumn("[bold]restoring[/bold] {task.completed} samples"), BarColumn(),
                   TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), console=console,
                   transient=True) as progress:
@@ -122,7 +68,7 @@ def execute(cfg, input_url: str, output: str, overwrite: bool) -> dict:
 
         from workers.execute import execute as run_job
 
-        return run_job(cfg, input_url, output, overwrite=overwrite, on_progress=on_progress)
+        return run_job(cfg, input_url, output, overwrite=overwrite, on_progress=on_progress, shards=shards)
 
 
 def finish(cfg, summary: dict, output: str) -> None:
@@ -151,6 +97,8 @@ def restore(
     set_: Optional[List[str]] = typer.Option(None, "--set", help="Config override section.key=value (repeatable)"),
 ):
     """Restore an archive of degraded images; rerunning the same command resumes."""
+    from workers.job_config import build_config   # lazy, as every command's compute: `--help` stays fast
+
     set_ = list(set_ or []) + [f"flash.max_nfe={max_nfe}"] * (max_nfe is not None) + \
         [f"execution.budget_hours={budget_hours}"] * (budget_hours is not None)
     try:
@@ -168,6 +116,8 @@ def demo(
     overwrite: bool = typer.Option(True, "--overwrite/--resume"),
 ):
     """Restore the committed sample archive with the shipped demo models (local Ray, local files)."""
+    from workers.job_config import build_config
+
     cfg = build_config(None, None, False, None, None, None, engine, None, None)
     console.print(f"restoring {SAMPLE_ARCHIVE} with the shipped models in {REPO / 'models'} → {output}")
     try:

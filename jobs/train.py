@@ -9,43 +9,13 @@ Rerunning a command with the same --output continues from OUTPUT/checkpoint/.
 """
 from __future__ import annotations
 
-import dataclasses
 import shlex
 import sys
-from typing import Any, Optional
+from typing import Optional
 
 import typer
 
-from pipeline.training.config import JOBS, WHOLE
-from pipeline.execution.typed_config import load
-
-
-# GPU presets: the feasibility probe's models (H100), large batches, bf16 autocast.
-PRESETS: dict[str, dict[str, dict[str, Any]]] = {
-    "cpu": {"autoencoder": {}, "ldm": {}, "severity": {}},
-    "gpu": {
-        "autoencoder": {"model.block_out_channels": [128, 256], "model.stage_layers": [2, 3], "model.norm_num_groups": 32,
-                        "run.batch_size": 128, "run.max_steps": 6000, "run.checkpoint_every": 500,
-                        "run.log_every": 50},
-        "ldm": {"model.block_out_channels": [64, 128, 256], "model.layers_per_block": 2,
-                "model.attention_resolutions": [8, 4], "model.norm_num_groups": 32, "run.batch_size": 256,
-                "run.max_steps": 10000, "run.checkpoint_every": 500, "run.log_every": 50,
-                "optim.ema_decay": 0.9995},
-        "severity": {"run.batch_size": 128, "run.max_steps": 10000, "run.checkpoint_every": 500,
-                     "run.log_every": 50},
-    },
-}
-
-
-# ------------------------------------------------------------------ config building
-
-def build_config(kind: str, preset: str = "cpu", path: str | None = None, overrides: list[str] | None = None,
-                 flags: dict[str, Any] | None = None):
-    """Defaults ← preset ← YAML file ← `--set a.b=v` ← CLI flags; validated; ValueError on anything wrong."""
-    if preset not in PRESETS:
-        raise ValueError(f"--preset must be one of {sorted(PRESETS)}, got {preset!r}")
-    return load(JOBS[kind], path, overrides or (), layers=[PRESETS[preset][kind]], flags=flags,
-                whole=WHOLE)
+from pipeline.training.config import build_config
 
 
 def command_line(ctx: typer.Context | None = None) -> str:
@@ -60,48 +30,12 @@ def command_line(ctx: typer.Context | None = None) -> str:
     return " ".join(shlex.quote(p) for p in parts)
 
 
-def preflight(kind: str, cfg) -> None:
-    """Fail fast on an unreadable --autoencoder (before loading data or starting Ray)."""
-    if kind in ("ldm", "severity"):
-        from pipeline.training.loop import load_frozen_autoencoder
-
-        ae, meta = load_frozen_autoencoder(cfg.autoencoder, "cpu")
-        if kind == "ldm" and not meta.get("latent_scale"):
-            raise ValueError(f"{cfg.autoencoder} records no latent_scale; train it with train-autoencoder")
-        if kind == "severity" and cfg.init:
-            from pipeline.training.tasks import load_severity_init
-
-            load_severity_init(cfg.init, cfg.operator, ae)
-
-
-def run_job(kind: str, cfg, command: str | None = None, progress: bool = True) -> dict:
-    """Validate inputs, write the config beside the outputs, and train locally or with Ray Train."""
-    import fsspec
-
-    from pipeline.training.data import check_data
-    from pipeline.execution.typed_config import save
-
-    command = command or command_line()
-    check_data(cfg.data.url)
-    preflight(kind, cfg)
-    data = dataclasses.asdict(cfg)
-    fs, root = fsspec.core.url_to_fs(cfg.output)
-    fs.makedirs(root, exist_ok=True)
-    save(cfg, cfg.output.rstrip("/") + "/train_config.yaml")
-    if cfg.run.workers > 1:
-        from workers.train_ray import run_ray_training
-
-        return run_ray_training(kind, data, command, cfg.run.workers)
-    from pipeline.training.loop import run_training
-
-    from jobs.training_progress import RichProgress
-
-    return run_training(kind, data, command, progress=RichProgress(f"train-{kind}") if progress else None)
-
-
 def _main(ctx: typer.Context, kind: str, preset: str | None, config: str | None, set_: list[str],
           flags: dict) -> None:
     from rich.console import Console
+
+    from jobs.training_progress import RichProgress
+    from workers.training_job import run_job   # lazy, as every command's compute: `--help` stays fast
 
     console = Console(stderr=True)
     try:
@@ -109,7 +43,7 @@ def _main(ctx: typer.Context, kind: str, preset: str | None, config: str | None,
 
         preset = preset or ("gpu" if torch.cuda.is_available() else "cpu")
         cfg = build_config(kind, preset, config, set_, flags)
-        summary = run_job(kind, cfg, command_line(ctx))
+        summary = run_job(kind, cfg, command_line(ctx), RichProgress(f"train-{kind}"))
     except ValueError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2)

@@ -63,6 +63,7 @@ def tune(
     from pipeline.operators import OPERATORS
     from pipeline.solvers import SOLVERS
     from pipeline.tuning.grid_search import tune as run_tune, validation_crops, write_table
+    from pipeline.tuning.trials_doc import columns, trial_rows, write_trials
 
     console = Console(stderr=True)
     if solver not in SOLVERS or family not in OPERATORS:
@@ -101,32 +102,15 @@ def tune(
             f"t ~ linspace(0,1), noise {noise:g}")
     write_table(Path(table), solver, family, result, note, noise)
     names = sorted({k for g in (flash_grid, base_grid) for k in g})
-    cols = ["mode", *names, "PSNR (dB)", "input PSNR", "mean NFE", "seconds", "crops", "chosen"]
     out = Table(title=f"tune {solver}/{family}")
-    for col in cols:
+    for col in columns(names):
         out.add_column(col)
-    for mode, res in result.items():   # one section per solver / family / mode: a rerun of one mode keeps the others
-        lines = [f"Command: `{command_line()}`", "", note, "", "| " + " | ".join(cols) + " |",
-                 "|---" * len(cols) + "|"]
-        for r in res["trials"]:
-            cells = [mode, *(str(r.get(k, "")) for k in names), f"{r['psnr']:.2f}", f"{r['input_psnr']:.2f}",
-                     f"{r['nfe']:.1f}", f"{r['seconds']:.0f}", str(r["n"]), "yes" if r is res["best"] else ""]
+    for rows in trial_rows(result, names).values():
+        for cells in rows:
             out.add_row(*cells)
-            lines.append("| " + " | ".join(cells) + " |")
-        label = f"equal_nfe ({res['steps']} steps from noise)" if "steps" in res else mode
-        _replace_section(Path(doc), f"## {solver} / {family} / {label}", "\n".join(lines) + "\n")
+    write_trials(doc, solver, family, result, names, note, command_line())
     console.print(out)
     console.print(f"tune: {table} updated, report in {doc}")
-
-
-def _replace_section(path: Path, heading: str, body: str) -> None:
-    from pipeline.model_report.figures import replace_section
-
-    text = path.read_text() if path.exists() else (
-        "# Solver tuning\n\nSettings tuned by `flash-restore tune` on validation crops of the training photos "
-        "(never on dev photos), Flash and the baseline alike; the winners are in `pipeline/restoration/solver_settings.yaml`, "
-        "which jobs read by default (`solver.settings: tuned`) and which enters the config hash.\n")
-    path.write_text(replace_section(text, body, heading))
 
 
 def tune_merge(

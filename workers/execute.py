@@ -39,12 +39,14 @@ def make_backend(cfg: RestoreConfig):
 
 def execute(cfg: RestoreConfig, input_url: str | list[str], output_url: str, overwrite: bool = False,
             on_progress: Callable[[JobStats], None] | None = None, only: set[str] | None = None,
-            lineage: dict[str, dict] | None = None) -> dict:
+            lineage: dict[str, dict] | None = None, shards: list[str] | None = None) -> dict:
     """Restore every not-yet-committed sample of `input_url` (shards, or a list of shard URLs)
     into `output_url`; returns stats. `only` restricts the job to some keys and `lineage` adds
-    per-key columns to their rows (`flash-restore reprocess`)."""
-    shards = sorted({u for url in input_url for u in list_shards(url)}) if isinstance(input_url, list) \
-        else list_shards(input_url)
+    per-key columns to their rows (`flash-restore reprocess`). `shards`: the input already
+    listed (`workers.job_config.preflight`), so it is listed once."""
+    if shards is None:
+        shards = sorted({u for url in input_url for u in list_shards(url)}) if isinstance(input_url, list) \
+            else list_shards(input_url)
     OutputStore(output_url).check_writable()
     backend = make_backend(cfg)
     stats = JobStats()

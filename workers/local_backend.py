@@ -12,6 +12,7 @@ from typing import Any, Callable
 from pipeline.execution.config import RestoreConfig
 from pipeline.io.part_writer import PartWriter
 from pipeline.execution.restorer import build_restorer
+from pipeline.restoration.restore import Restorer
 from pipeline.execution.scheduler import CallPool
 from pipeline.execution.stages import ShardCursor, read_stage, severity_stage, solve_stage
 from pipeline.execution.validation import SampleValidator, read_limits
@@ -52,14 +53,17 @@ class LocalBackend:
     engine = "local"
     max_wait_s = None  # nothing waits on a partial bucket in process: it is flushed at the end
 
-    def __init__(self, cfg: RestoreConfig):
+    def __init__(self, cfg: RestoreConfig, select: Callable[[str], bool] | None = None):
         self.cfg = cfg
+        self.select = select  # read only the keys it accepts (`estimate --sample-fraction`)
         self.writer: PartWriter | None = None
+        self.restorer: Restorer | None = None  # the backend's, once started (estimate reads its sampler and device)
 
     def start(self) -> None:
         """Load and check every model before anything is written."""
-        restorer = build_restorer(self.cfg)
-        cursor, validator = ShardCursor(read_limits(self.cfg)), SampleValidator(self.cfg)
+        self.restorer = restorer = build_restorer(self.cfg)
+        limits = {**read_limits(self.cfg), **({"select": self.select} if self.select else {})}
+        cursor, validator = ShardCursor(limits), SampleValidator(self.cfg)
         self.pools = {
             "reader": InlinePool(lambda request: read_stage(cursor, validator, request), depth=1),
             "severity": InlinePool(lambda *a: severity_stage(restorer, *a), depth=2),

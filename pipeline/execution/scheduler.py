@@ -12,7 +12,9 @@ readers and the solvers stay under a cap; each stage actor has at most `depth` c
 flight; solvers get no new batch while the writer lags. Chunks are consumed in shard
 order (later shards prefetch one chunk), so which duplicate key is kept does not depend on
 timing. When nothing is in flight, partial buckets are flushed, so the loop can never wait
-on itself. A backend supplies the stage pools (`submit`/`finish`, with its own retries),
+on itself. `stop_after="severity"` runs the same loop without the solve and write stages
+and hands back the severity records and error rows in read order (`workers.estimate`
+prices a job from them). A backend supplies the stage pools (`submit`/`finish`, with its own retries),
 `wait`, and the writer; see `workers/local_backend.py` and `workers/ray_backend.py`.
 """
 from __future__ import annotations
@@ -71,7 +73,10 @@ def nbytes(value) -> int:
 
 class Scheduler:
     def __init__(self, cfg: RestoreConfig, shards: list[str], done: set[str], backend, stats: JobStats,
-                 on_progress: Callable[[JobStats], None] | None = None, only: set[str] | None = None):
+                 on_progress: Callable[[JobStats], None] | None = None, only: set[str] | None = None,
+                 stop_after: str | None = None):
+        if stop_after not in (None, "severity"):
+            raise ValueError(f"stop_after must be None or 'severity', got {stop_after!r}")
         ex = cfg.execution
         self.bs, self.stats, self.on_progress, self.backend = ex.batch_size, stats, on_progress, backend
         self.readers, self.severity, self.solvers = (backend.pools[s] for s in ("reader", "severity", "solver"))
@@ -87,6 +92,10 @@ class Scheduler:
         self.budget_s = ex.budget_hours * 3600 if ex.budget_hours else None
         self.budget_reached = False  # then no new solver batch starts; what is left waits for a rerun
         self.rowsteps_done = self.rowsteps_inflight = 0  # Σ (start step + 1) over solved / running samples
+        self.stop_after = stop_after
+        self.order: dict[str, int] = {}                 # stop_after: read position of each key
+        self.estimated: list[SampleRecord] = []         # stop_after: severity records, not bucketed
+        self.kept_rows: list[dict] = []                 # stop_after: error rows, not written
 
     # --- the loop -------------------------------------------------------------------
     def run(self) -> dict:
@@ -104,6 +113,8 @@ class Scheduler:
                 break
             for ref in self.backend.wait(waitable, self.tick):
                 self._handle(ref)
+        if self.stop_after:   # severity calls may finish out of order (Ray): read order, as a job buckets
+            return {"records": sorted(self.estimated, key=lambda r: self.order[r.key]), "rows": self.kept_rows}
         final = self.backend.finish_writes()
         self.stats.stage("write", final["seconds"], 0)
         return final
@@ -208,6 +219,8 @@ class Scheduler:
                     "duplicate", key, "key already read from another shard; the first occurrence is kept", shard)))
                 continue
             self.seen.add(key)
+            if self.stop_after:
+                self.order[key] = len(self.order)
             if isinstance(rec, SampleRecord):
                 self.pending.append((rec, payload_ref))
             else:
@@ -224,6 +237,10 @@ class Scheduler:
             heapq.heappush(self.ready, (-start, next(self.seq), batch))
 
     def _write_rows(self) -> None:
+        if self.stop_after:
+            self.kept_rows += self.rows_out
+            self.rows_out = []
+            return
         self.writes.append(self.backend.write([(r, None, None) for r in self.rows_out]))
         self.rows_out = []
 
@@ -254,6 +271,9 @@ class Scheduler:
             self.rows_out += res["rows"]
             self.stats.stage("severity", res["seconds"], len(records))
             payload = extra[0]
+            if self.stop_after:
+                self.estimated += res["records"]
+                return
             self._release(self.bucketer.add_many(((r, payload), r.group, r.start_step) for r in res["records"]))
         elif self.solvers.owns(ref):
             status, (records, *_), res, extra = self.solvers.finish(ref)

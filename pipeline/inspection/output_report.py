@@ -12,7 +12,9 @@ import io
 import tarfile
 from collections import Counter
 
+import fsspec
 import numpy as np
+import pyarrow.parquet as pq
 from PIL import Image
 
 from pipeline.io.outputs import OutputStore
@@ -154,3 +156,21 @@ def plots(rows: list[dict], store: OutputStore, rel: str = "plots.png") -> None:
     with store.fs.open(store.path(rel), "wb") as fh:
         fig.savefig(fh, format="png", dpi=110)
     plt.close(fig)
+
+
+def quality_by_family(output: str) -> list[dict]:
+    """Mean restored vs input PSNR and colour shift per operator family, from the output's metrics."""
+    fs, root = fsspec.core.url_to_fs(output.rstrip("/"))
+    files = sorted(fs.glob(f"{root}/metrics/part-*.parquet"))
+    if not files:
+        return []
+    rows = [r for f in files for r in pq.read_table(f, filesystem=fs).to_pylist()
+            if r["status"] == "ok" and r.get("psnr") is not None]
+    out = []
+    for fam in sorted({r["operator"] for r in rows}):
+        sub = [r for r in rows if r["operator"] == fam]
+        mean = lambda k: sum(r[k] for r in sub) / len(sub)  # noqa: E731
+        out.append({"operator": fam, "n": len(sub), "psnr": mean("psnr"), "psnr_input": mean("psnr_input"),
+                    "colour_shift": mean("colour_shift"), "colour_shift_input": mean("colour_shift_input"),
+                    "nfe": mean("nfe")})
+    return out

@@ -19,7 +19,7 @@ from fsspec.core import url_to_fs
 from pipeline.io.samples import (DEFAULT_MAX_PIXELS, PARAMS_EXT, Sample, SampleError, encode_png,
                       parse_sample)
 
-__all__ = ["list_shards", "iter_samples", "keyless_name", "write_shard", "split_member_name",
+__all__ = ["list_shards", "iter_samples", "keyless_name", "write_shard", "make_archive", "split_member_name",
            "DEFAULT_MAX_MEMBER_BYTES"]
 
 DEFAULT_MAX_MEMBER_BYTES = 256 * 2**20
@@ -219,3 +219,22 @@ def write_shard(url: str, samples: Iterable[dict[str, Any]]) -> int:
                 count += 1
     return count
 
+
+
+def make_archive(source: str, n: int, dest: str) -> str:
+    """n samples cycled from `source` under fresh keys, 64 per shard, at the folder `dest`:
+    a larger archive from a small one (the benchmarks' inputs)."""
+    base = [s for shard in list_shards(source) for s in iter_samples(shard) if not isinstance(s, Exception)]
+    if not base:
+        raise ValueError(f"no valid samples in {source}")
+    out = []
+    for i in range(n):
+        s = base[i % len(base)]
+        item = {"__key__": f"b{i:06d}", "png": encode_png(s.image01), "json": s.params}
+        if s.clean01 is not None:
+            item["clean.png"] = encode_png(s.clean01)
+        out.append(item)
+    per = 64
+    for j in range(0, n, per):
+        write_shard(f"{str(dest).rstrip('/')}/bench-{j // per:05d}.tar", out[j:j + per])
+    return str(dest)

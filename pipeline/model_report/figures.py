@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import math
 import os
-import re
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 from PIL import Image
+
+from pipeline.io import doc_sections
 
 SECTION = "## Measured figures"
 
@@ -74,15 +75,8 @@ def scatter_plot(series: dict[str, tuple[Sequence[float], Sequence[float]]], tit
 # ------------------------------------------------------------------ markdown
 
 def replace_section(text: str, body: str, heading: str = SECTION) -> str:
-    """`text` with the `heading` section set to `body` (replaced if present, else appended).
-
-    Idempotent: the section runs from its heading to the next `## ` heading or the end.
-    """
-    block = f"{heading}\n\n{body.strip()}\n"
-    pattern = re.compile(rf"^{re.escape(heading)}\s*$.*?(?=^## |\Z)", re.M | re.S)
-    if pattern.search(text):
-        return pattern.sub(lambda _: block + "\n", text, count=1).rstrip() + "\n"
-    return text.rstrip() + "\n\n" + block
+    """`text` with the `heading` section (a model card's measured figures) set to `body`."""
+    return doc_sections.replace_section(text, body, heading)
 
 
 def fmt(value, digits: int = 4) -> str:

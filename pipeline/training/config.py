@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from pipeline.execution.typed_config import load
+
 
 def check_job(job) -> None:
     """What every training job needs: an output, data, and (LDM, severity) its autoencoder."""
@@ -198,3 +200,29 @@ class SeverityJob:
 WHOLE = ("operator_params",)  # free-form mappings: merged and compared as one value
 JOBS = {"autoencoder": AutoencoderJob, "ldm": LDMJob, "severity": SeverityJob}
 JOB_NAMES = {cls: name for name, cls in JOBS.items()}
+
+
+# GPU presets: the feasibility probe's models (H100), large batches, bf16 autocast.
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "cpu": {"autoencoder": {}, "ldm": {}, "severity": {}},
+    "gpu": {
+        "autoencoder": {"model.block_out_channels": [128, 256], "model.stage_layers": [2, 3], "model.norm_num_groups": 32,
+                        "run.batch_size": 128, "run.max_steps": 6000, "run.checkpoint_every": 500,
+                        "run.log_every": 50},
+        "ldm": {"model.block_out_channels": [64, 128, 256], "model.layers_per_block": 2,
+                "model.attention_resolutions": [8, 4], "model.norm_num_groups": 32, "run.batch_size": 256,
+                "run.max_steps": 10000, "run.checkpoint_every": 500, "run.log_every": 50,
+                "optim.ema_decay": 0.9995},
+        "severity": {"run.batch_size": 128, "run.max_steps": 10000, "run.checkpoint_every": 500,
+                     "run.log_every": 50},
+    },
+}
+
+
+def build_config(kind: str, preset: str = "cpu", path: str | None = None, overrides: list[str] | None = None,
+                 flags: dict[str, Any] | None = None):
+    """Defaults ← preset ← YAML file ← `--set a.b=v` ← CLI flags; validated; ValueError on anything wrong."""
+    if preset not in PRESETS:
+        raise ValueError(f"--preset must be one of {sorted(PRESETS)}, got {preset!r}")
+    return load(JOBS[kind], path, overrides or (), layers=[PRESETS[preset][kind]], flags=flags,
+                whole=WHOLE)

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jobs.corpus import degrade, export_corpus, make_shards, parse_severity
+from pipeline.corpus.degradation import parse_severity
+from pipeline.corpus.shard_jobs import degrade, export_corpus, make_shards
 from pipeline.corpus.crops import load_corpus_export, parse_crop_key
 from pipeline.corpus.photos import (REPO_ROOT, PhotoNotFound, photo_list_path, photo_slug, read_photo_list,
                                     resolve_photo)

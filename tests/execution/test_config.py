@@ -48,7 +48,7 @@ def test_bad_config_fails_fast(override, needle):
 def test_restore_and_training_configs_share_one_loader(tmp_path):
     """The same rules for both dialects: YAML ← overrides, unknown keys and bad types refused,
     each section's own validation, and the resolved config saved as YAML that reloads."""
-    from jobs.train import build_config
+    from pipeline.training.config import build_config
     from pipeline.execution.typed_config import save
 
     cfg = build_config("severity", "cpu", None, ["loss.head_channels=32", "optim.lr=1e-4"],

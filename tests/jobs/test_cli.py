@@ -138,3 +138,20 @@ def test_preview_has_a_row_per_sample_and_draws_one_without_a_reference(models, 
     assert bare.size[0] > bare.size[1] and len(bare.getcolors(maxcolors=1 << 20)) > 50
     mixed = preview(store, {"ref": rows["s0001"], "no reference": rows["n0001"]})
     assert mixed.size[0] == one.size[0] and mixed.size[1] > one.size[1]  # same columns with a blank reference
+
+
+def test_restore_lists_the_input_once(models, tmp_path, monkeypatch):
+    """The fail-fast check lists the shards and the job runs on that list (a bucket listing is slow)."""
+    import workers.execute
+    import workers.job_config
+    from pipeline.io.shards import list_shards
+
+    calls = []
+    counted = lambda url: calls.append(url) or list_shards(url)  # noqa: E731
+    monkeypatch.setattr(workers.job_config, "list_shards", counted)
+    monkeypatch.setattr(workers.execute, "list_shards", counted)
+    write_shard(str(tmp_path / "in" / "a.tar"), archive_samples(2))
+    res = runner.invoke(app, ["restore", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"),
+                              "--engine", "local", *_sets(models)])
+    assert res.exit_code == 0, res.output
+    assert calls == [str(tmp_path / "in")]

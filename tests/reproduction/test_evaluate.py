@@ -186,7 +186,7 @@ def test_a_rebuild_checks_staleness_against_the_settings_it_is_given(quick_run, 
 def test_jobs_split_the_cells_over_workers_with_the_same_results(quick_run, tmp_path, tiny_models):
     import pyarrow.parquet as pq
 
-    from jobs.evaluate_workers import partition
+    from workers.evaluation_workers import partition
 
     cells = suite_cells(Budget.quick())
     parts = partition(cells, 2)
@@ -228,8 +228,8 @@ def test_findings_are_included_and_flagged_when_the_cells_change(quick_run):
 def test_a_changed_model_invalidates_only_its_cells(quick_run, tiny_models, tmp_path):
     import shutil
 
-    from jobs.evaluate_cells import Evaluation
-    from jobs.evaluate_cmd import evaluation_crops
+    from workers.evaluation_cells import Evaluation
+    from workers.evaluation_crops import evaluation_crops
     from pipeline.models.model_store import load_model, save_model, load_meta
 
     root, _ = quick_run
@@ -289,7 +289,7 @@ def test_bad_options_fail_before_any_compute(bad, tmp_path, tiny_models):
 
 
 def test_cell_key_follows_the_cells_own_settings_not_the_whole_table(tmp_path, monkeypatch):
-    from jobs.evaluate_cells import portable_hash
+    from workers.evaluation_cells import portable_hash
     from pipeline.tuning.grid_search import write_table
     from pipeline.execution.config import load_config
     from pipeline.restoration import solver_settings as ss
@@ -332,7 +332,7 @@ def test_a_cell_run_before_a_retune_is_reported_stale(tmp_path, monkeypatch):
 def test_a_path_table_feeds_every_cell_and_the_stale_check(tmp_path, tiny_models, monkeypatch):
     """`evaluate --settings TABLE` (another prior's table): the cells, their equal-NFE ζ and the
     report's staleness check all read that table, never the shipped one."""
-    from jobs.evaluate_cells import Evaluation, portable_hash
+    from workers.evaluation_cells import Evaluation, portable_hash
     from pipeline.reproduction.report import stale_settings
     from pipeline.tuning.grid_search import write_table
     from pipeline.restoration import solver_settings as ss

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from jobs.cli import app
-from jobs.train import build_config
+from pipeline.training.config import build_config
 from pipeline.models.model_store import load_latent_diffusion, load_meta, load_model
 from pipeline.operators import OPERATORS
 

@@ -1,9 +1,9 @@
 """Running the evaluation's cells: each one a restore job through `workers.execute` on its
 task's shard, its results kept under the output folder and reused while its key matches.
 
-Why here (jobs/): a cell is a product job (the same backends, batching, resume), so this
-layer may call `workers`; what a cell is and how its results are stored and reported lives
-in `pipeline.reproduction`.
+Why here (workers/): a cell is a product job (the same backends, batching, resume) run
+through `workers.execute`; what a cell is and how its results are stored and reported
+lives in `pipeline.reproduction`.
 """
 from __future__ import annotations
 
@@ -17,9 +17,19 @@ from typing import Callable
 import numpy as np
 import torch
 
+from pipeline.corpus.degradation import degrade_samples
+from pipeline.execution.config import load_config
+from pipeline.io.outputs import OutputStore
+from pipeline.io.samples import Sample
+from pipeline.io.shards import iter_samples, write_shard
+from pipeline.models.model_store import fingerprint, load_meta
+from pipeline.quality.metrics import lpips_metric
 from pipeline.reproduction.cell_store import (load_cell, reference_rows, save_cell, save_task,
                                             set_metrics)
 from pipeline.reproduction.suite import Budget, Cell, Task, cell_key, cell_overrides, data_key, task_named
+from pipeline.restoration.solver_settings import resolve, table_for, tuned
+
+from .execute import execute
 
 GRID = "grid"   # the subset the baselines restore and the sample grids show
 
@@ -48,8 +58,6 @@ def portable_hash(cfg, family: str) -> str:
     model fingerprints enter the key beside it, so committed cells are reused from any
     checkout), and the tuned settings this cell resolves to instead of the whole table's
     hash (retuning one solver keeps every other solver's cells)."""
-    from pipeline.restoration.solver_settings import resolve, table_for
-
     c = copy.deepcopy(cfg)
     c.models.autoencoder, c.models.denoiser = "autoencoder", "ldm"
     c.models.severity = {f: f"severity-{f}" for f in c.models.severity}
@@ -85,15 +93,11 @@ class Evaluation:
         return str(self.models / f"severity-{family}")
 
     def operator_params(self, family: str) -> dict:
-        from pipeline.models.model_store import load_meta
-
         return dict(load_meta(self.severity_url(family)).get("operator_params", {}))
 
     def model_hashes(self, family: str, flash: bool) -> dict:
         """The models a cell's result depends on: a cell without Flash never loads the severity
         encoder, so retraining one leaves the baseline and equal-NFE cells valid."""
-        from pipeline.models.model_store import fingerprint
-
         names = ("autoencoder", "ldm") + ((f"severity-{family}",) if flash else ())
         return {name: fingerprint(str(self.models / name)) for name in names}
 
@@ -113,10 +117,6 @@ class Evaluation:
         """The task's degraded shard (written once per data key) and the grid's images."""
         if task.name in self._data:
             return self._data[task.name]
-        from jobs.corpus import degrade_samples
-        from pipeline.io.samples import Sample
-        from pipeline.io.shards import iter_samples, write_shard
-
         overrides = {**self.operator_params(task.family), **task.overrides()}
         dk = data_key(task, self.crop_keys, self.seed, overrides)
         folder = self.work / "data" / f"{task.name}-{dk}"
@@ -146,15 +146,11 @@ class Evaluation:
         return spread_keys(data.keys, cell.n(self.budget))
 
     def config_for(self, cell: Cell, task: Task):
-        from pipeline.execution.config import load_config
-
         flash_nfe = None
         if cell.mode == "equal_nfe":
             flash_nfe = self.run(Cell(cell.task, cell.solver, "flash"))["mean_nfe"]
         sets = self.base_sets(task.family) + cell_overrides(cell, task, self.budget, flash_nfe)
         if cell.mode == "equal_nfe":   # ζ tuned on a short schedule, when the table has it
-            from pipeline.restoration.solver_settings import table_for, tuned
-
             entry = tuned(cell.solver, task.family, "equal_nfe", table_for(self.settings_table))["params"]
             sets += [f"solver.params.{k}={v}" for k, v in entry.items()]
         cfg = load_config(None, sets)
@@ -181,8 +177,6 @@ class Evaluation:
         t0 = time.time()
         clean = torch.stack([data.clean[k] for k in keys])
         if cfg is None:
-            from pipeline.quality.metrics import lpips_metric
-
             rows = reference_rows(keys, torch.stack([data.degraded[k] for k in keys]), clean, data.severity,
                                   task.family, task.noise, lpips_metric(self.lpips_weights))
             images, summary = {k: data.degraded[k] for k in keys}, {}
@@ -208,8 +202,6 @@ class Evaluation:
     @staticmethod
     def settings(cell: Cell, task: Task, cfg) -> dict | None:
         """The solver hyperparameters and c the cell ran with, and whether the tuned table had them."""
-        from pipeline.restoration.solver_settings import resolve, table_for, tuned
-
         if cfg is None:
             return None
         mode = "flash" if cfg.flash.enabled else "equal_nfe" if cell.mode == "equal_nfe" else "baseline"
@@ -223,10 +215,6 @@ class Evaluation:
         """The restore job for a cell. Its work folder is named by the cell key (which holds the
         task's data: tasks share crop keys, so a folder per config alone would hand one task's
         rows to another) and the job's own hash, so an interrupted cell resumes."""
-        from pipeline.io.outputs import OutputStore
-        from pipeline.io.shards import iter_samples
-        from workers.execute import execute
-
         work = self.work / "cells" / f"{key}-{cfg.output_hash()}"
         wanted = set(keys)
         summary = execute(cfg, data.url, str(work), only=wanted)

@@ -1,0 +1,83 @@
+"""The cost of a restore job before running it: severity records priced per solver.
+
+Runs only the read and severity stages of a restore job, through the job's own scheduler
+(one encoder pass per sample, far cheaper than a solve), on all samples or a seeded
+fraction; turns each σ̂² into the start step every solver's sampler would take, forms the
+job's batches (`pipeline.execution.cost_model`) and prices them with the calibration table
+`flash-restore bench calibrate` measured for the device. `predicted_solve_seconds` is comparable with `stages.solve.busy_seconds` in the
+job's stats.json.
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import Counter
+
+import torch
+
+from pipeline.execution.cost_model import calibration_dir, device_class, find_entry, predict_solve_seconds, read_table
+from pipeline.execution.scheduler import Scheduler
+from pipeline.execution.stats import JobStats
+from pipeline.restoration.restore import capped_start
+from pipeline.solvers import default_sampler
+
+from .local_backend import LocalBackend
+
+
+def sampled(key: str, fraction: float, seed: int) -> bool:
+    """A seeded, order-free choice: the same keys at any parallelism."""
+    h = int.from_bytes(hashlib.sha256(f"{seed}:{key}".encode()).digest()[:8], "big")
+    return h / 2 ** 64 < fraction
+
+
+def severity_records(cfg, shards, fraction: float, seed: int):
+    """(restorer, records with σ̂² and start steps in read order, invalid kinds, samples seen, seconds):
+    the restore job's own read and severity stages and scheduler (`stop_after="severity"`),
+    in process, so the restorer that prices the records is the one that estimated them."""
+    backend = LocalBackend(cfg, select=lambda key: sampled(key, fraction, seed))
+    backend.start()
+    t0 = time.perf_counter()
+    try:
+        out = Scheduler(cfg, shards, set(), backend, JobStats(), stop_after="severity").run()
+    finally:
+        backend.close()
+    invalid = Counter(r["error_kind"] for r in out["rows"])
+    seen = len(out["records"]) + len(out["rows"])   # every sample read is a record or an error row
+    return backend.restorer, out["records"], invalid, seen, time.perf_counter() - t0
+
+
+def build_report(cfg, input: str, shards: list[str], sample_fraction: float = 1.0, device: str | None = None,
+                 price_per_hour: float | None = None, solvers: tuple[str, ...] = ()) -> dict:
+    """The estimate as a dict (what `estimate` prints and writes, and `bench estimate` checks):
+    the config's solver and `solvers` priced on the same severity records."""
+    restorer, records, invalid, seen, seconds = severity_records(cfg, shards, sample_fraction, cfg.seed)
+    target = device or device_class(restorer.device)
+    table_entries = read_table(calibration_dir(cfg))
+    ex, scale = cfg.execution, 1.0 / sample_fraction
+    sigma2 = torch.tensor([r.sigma2 for r in records], dtype=torch.float64)
+    report = {"input": input, "sample_fraction": sample_fraction, "samples_seen": seen,
+              "samples_predicted_total": round(seen * scale), "valid": len(records), "invalid": dict(invalid),
+              "severity_seconds": round(seconds, 3), "device": target, "price_per_hour": price_per_hour,
+              "config_hash": cfg.output_hash(), "config": cfg.to_dict(), "solvers": {}}
+    for name in dict.fromkeys([cfg.solver.name, *solvers]):
+        sampler = restorer.sampler if name == cfg.solver.name else default_sampler(name, restorer.ldm.schedule)
+        starts = sampler.start_index(sigma2).tolist() if len(records) and cfg.flash.enabled else \
+            [sampler.num_steps - 1] * len(records)
+        starts = [capped_start(s, cfg.flash.max_nfe) for s in starts]
+        nfe = [s + 1 for s in starts]
+        entry = find_entry(table_entries, target, name, restorer.model_hash)
+        out = {"start_step_histogram": dict(sorted(Counter((s // 10) * 10 for s in starts).items())),
+               "mean_nfe": round(sum(nfe) / len(nfe), 2) if nfe else None, "baseline_nfe": sampler.num_steps,
+               "predicted_nfe_total": round(sum(nfe) * scale)}
+        if entry is None:
+            out["predicted_solve_seconds"] = (f"missing: no calibration for {target} / {name} / models "
+                                              f"{restorer.model_hash}; run `flash-restore bench calibrate` there")
+        else:
+            secs = predict_solve_seconds([(r.group, s) for r, s in zip(records, starts)], ex.batch_size,
+                                         ex.bucket_width, entry) * scale
+            out["predicted_solve_seconds"] = round(secs, 2)
+            out["calibration"] = {"measured": entry["measured"], "machine": entry["machine"]}
+            if price_per_hour is not None:
+                out["predicted_cost"] = round(secs / 3600 * price_per_hour, 4)
+        report["solvers"][name] = out
+    return report
