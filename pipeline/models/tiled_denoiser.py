@@ -6,7 +6,7 @@ its sample's timestep (tiles of every sample and size share batches: they all ha
 and the predictions are blended into one ε for the whole canvas. The sampler then takes one
 step on the canvas with noise drawn for the whole canvas from the sample's own generator
 (the solver's job, unchanged), so the output depends on neither batch partners, tile order,
-tile batching nor engine. Blending ε rather than each tile's z_{t−1} keeps one state and one
+tile batching nor engine (beyond the UNet's own rounding differences between batch sizes). Blending ε rather than each tile's z_{t−1} keeps one state and one
 noise draw per pixel (MultiDiffusion's averaged steps would average independent noises).
 
 Exactness where it is owed: the blend is written as base + Σ w·(ε_tile − base) / Σ w, with
@@ -27,7 +27,7 @@ from typing import Sequence
 import torch
 
 from pipeline.models.latent import LatentDiffusion
-from pipeline.sampling.tiles import TileLayout
+from pipeline.sampling.tiles import Axis, TileLayout
 
 
 def tile_activity(layout: TileLayout, active: torch.Tensor) -> torch.Tensor:
@@ -51,37 +51,48 @@ def cut(z: torch.Tensor, layout: TileLayout) -> torch.Tensor:
     return z[:, rows[:, None, :, None], cols[None, :, None, :]].permute(1, 2, 0, 3, 4)
 
 
+def _placement(axis: Axis, dtype, device) -> torch.Tensor:
+    """(count·T, length): row i·T + u puts tile i's pixel u at o_i + u with its window weight."""
+    T = axis.tile
+    out = torch.zeros(axis.count * T, axis.length, dtype=torch.float64)
+    prof = axis.profiles()
+    for i, o in enumerate(axis.origins):
+        out[i * T:(i + 1) * T, o:o + T] = torch.diag(prof[i])
+    return out.to(dtype=dtype, device=device)
+
+
+def _owner(axis: Axis, device) -> torch.Tensor:
+    """(length,): for each canvas coordinate, the mosaic row of the last tile whose cell starts
+    at or before it (a tile whose cell holds it)."""
+    starts = torch.tensor([a for a, _ in axis.cells])
+    pos = torch.arange(axis.length)
+    i = torch.searchsorted(starts, pos, right=True) - 1
+    origins = torch.tensor(axis.origins)
+    return (i * axis.tile + pos - origins[i]).to(device)
+
+
 def blend(preds: torch.Tensor, index: torch.Tensor, layout: TileLayout, channels: int) -> torch.Tensor:
     """Blend tile predictions (N, C, T, T) at tile positions `index` (N, 2) into (C, h, w).
 
-    The tiles may come in any order; they are placed on the layout's grid first and summed
-    group by group (`TileLayout.phase_groups`), so the result depends on the layout alone.
-    Tiles not listed weigh nothing."""
-    h, w = layout.shape
+    The tiles are laid side by side in a mosaic (C, my·T, mx·T) by their index, so their order
+    never matters; the window-weighted overlap-add is then two matrix products with the
+    layout's placement matrices, Pyᵀ·M·Px. Tiles not listed weigh nothing."""
     my, mx, T = layout.y.count, layout.x.count, layout.tile
     dtype, device = preds.dtype, preds.device
     grid = preds.new_zeros(my, mx, channels, T, T)
-    present = torch.zeros(my, mx, dtype=torch.bool, device=device)
+    present = torch.zeros(my, mx, dtype=dtype, device=device)
     if index.numel():
         iy, ix = index[:, 0].to(device), index[:, 1].to(device)
         grid = grid.index_put((iy, ix), preds)
-        present[iy, ix] = True
-    weight = layout.weights(dtype, device) * present[:, :, None, None]
-    rows, cols = layout.y.index(device), layout.x.index(device)
-    groups = layout.phase_groups()
-
-    base = preds.new_zeros(channels, h, w)
-    for gy, gx in reversed(groups):  # base: one covering tile's prediction (the first group's wins)
-        r, c = rows[gy][:, None, :, None], cols[gx][None, :, None, :]
-        mine = (weight[gy, gx] > 0).unsqueeze(2).permute(2, 0, 1, 3, 4)
-        base[:, r, c] = torch.where(mine, grid[gy, gx].permute(2, 0, 1, 3, 4), base[:, r, c])
-    num = preds.new_zeros(channels, h, w)
-    den = preds.new_zeros(1, h, w)
-    for gy, gx in groups:
-        r, c = rows[gy][:, None, :, None], cols[gx][None, :, None, :]
-        wt = weight[gy, gx].unsqueeze(0)
-        num[:, r, c] = num[:, r, c] + wt * (grid[gy, gx].permute(2, 0, 1, 3, 4) - base[:, r, c])
-        den[:, r, c] = den[:, r, c] + wt
+        present = present.index_put((iy, ix), torch.ones_like(iy, dtype=dtype))
+    mosaic = grid.permute(2, 0, 3, 1, 4).reshape(channels, my * T, mx * T)
+    on = present.repeat_interleave(T, 0).repeat_interleave(T, 1)
+    base = mosaic[:, _owner(layout.y, device)][:, :, _owner(layout.x, device)]   # one covering tile's ε
+    rows, cols = layout.y.index(device).reshape(-1), layout.x.index(device).reshape(-1)
+    deviation = (mosaic - base[:, rows][:, :, cols]) * on
+    py, px = _placement(layout.y, dtype, device), _placement(layout.x, dtype, device)
+    num = py.T @ deviation @ px
+    den = py.T @ on @ px
     return base + num / torch.where(den > 0, den, torch.ones_like(den))
 
 

@@ -162,10 +162,8 @@ class TileLayout:
         return (wy[:, None, :, None] * wx[None, :, None, :]).to(dtype=dtype, device=device)
 
     def phase_groups(self) -> list[tuple[slice, slice]]:
-        """Tile subsets (rows, columns) whose windows are pairwise disjoint, in a fixed order.
-
-        Writing group by group makes every accumulation order a function of the layout alone,
-        never of which tiles were computed first or how they were batched."""
+        """Tile subsets (rows, columns) whose windows are pairwise disjoint, in a fixed order:
+        one group can be written into a canvas with a single indexed assignment."""
         gy, gx = self.y.phases, self.x.phases
         return [(slice(py, None, gy), slice(px, None, gx)) for py in range(gy) for px in range(gx)]
 
