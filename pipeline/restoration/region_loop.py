@@ -78,6 +78,8 @@ def solve_canvas(solver: Solver, y: torch.Tensor | None, operator, z_hat: torch.
     if C != model.latent_shape[0] or tiling.tile != model.latent_shape[1]:
         raise ValueError(f"solve_canvas: canvas channels {C} / tile {tiling.tile} do not match the prior's latent "
                          f"{tuple(model.latent_shape)}")
+    if noise_correction is not None and not 0.0 <= float(noise_correction) < float("inf"):
+        raise ValueError(f"noise_correction must be a non-negative number or None, got {noise_correction!r}")
     regions = regions or region_tiling(tiling)
     rs = region_starts(sampler, sigma2_map, regions.layout(h, w), mode)
     noise = randn_per_sample((C, h, w), generators(job_seed, keys, NOISE_INJECTION), dtype=z_hat.dtype,

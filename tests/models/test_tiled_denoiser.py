@@ -60,7 +60,7 @@ def test_blend_is_the_normalised_window_mean():
     assert out[0, 0, 0] == 0 and out[0, 5, 5] == 3               # corners: one tile each
 
 
-def test_blend_ignores_tile_order(ldm):
+def test_blend_ignores_tile_order():
     layout = Tiling(T, "overlap", 1).layout(10, 13)
     preds, idx = grid_of(canvas(1, 10, 13)[0], layout)
     preds = preds + 0.01 * torch.randn_like(preds)                 # disagreeing tiles

@@ -132,5 +132,7 @@ def test_canvas_must_match_the_prior():
     z = torch.zeros(1, 3, 8, 8, dtype=DT)
     with pytest.raises(ValueError, match="tile"):
         solve_canvas(solver, None, None, z, torch.zeros(1, 1, 8, 8, dtype=DT), ["x"], 0, Tiling(8))
+    with pytest.raises(ValueError, match="noise_correction"):
+        solve_canvas(solver, None, None, z, torch.zeros(1, 1, 8, 8, dtype=DT), ["x"], 0, Tiling(T), noise_correction=-1)
     with pytest.raises(ValueError, match="keys"):
         solve_canvas(solver, None, None, z, torch.zeros(1, 1, 8, 8, dtype=DT), ["x", "y"], 0, Tiling(T))
