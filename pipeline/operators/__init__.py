@@ -14,11 +14,13 @@ from pipeline.operators.gaussian_blur import GaussianBlur
 from pipeline.operators.inpainting import Inpainting
 from pipeline.operators.noise import NoiseLevel, measure, to_model_domain, to_unit_domain
 from pipeline.operators.nonlinear_blur import NonlinearBlur
+from pipeline.operators.varying_blur import VaryingBlur
 
 OPERATORS: dict[str, type[Operator]] = {
     "gaussian_blur": GaussianBlur,
     "inpainting": Inpainting,
     "nonlinear_blur": NonlinearBlur,
+    "varying_blur": VaryingBlur,
 }
 
 
@@ -41,7 +43,7 @@ def build_operator(dicts: Sequence[dict], keys: Sequence[str] | None = None) -> 
 
 
 __all__ = [
-    "OPERATORS", "build_operator", "Operator", "GaussianBlur", "Inpainting", "NonlinearBlur",
+    "OPERATORS", "build_operator", "Operator", "GaussianBlur", "Inpainting", "NonlinearBlur", "VaryingBlur",
     "NoiseLevel", "measure", "to_model_domain", "to_unit_domain",
     "check_common", "fill_defaults", "finite_number",
 ]
