@@ -89,6 +89,14 @@ def motion_kernel(seed: int, size: float) -> torch.Tensor:
     return kernel / kernel.sum()
 
 
+def trim_zero_border(kernel: torch.Tensor) -> torch.Tensor:
+    """The kernel without all-zero outer rings: the same blur with less padding, so a small kernel (a delta at
+    size 0 is 3×3 before trimming) fits a 1- or 2-pixel-wide image."""
+    while kernel.shape[-1] > 1 and not (kernel[[0, -1], :].any() or kernel[:, [0, -1]].any()):
+        kernel = kernel[1:-1, 1:-1]
+    return kernel
+
+
 def defocus_kernel(size: float) -> torch.Tensor:
     """A normalized anti-aliased disk of diameter `size` px (a delta at 0)."""
     r = size / 2.0
@@ -140,7 +148,8 @@ class NonlinearBlur(Operator):
         ks = []
         for p, key in zip(self.params, self.keys):
             size = self.size(p)
-            k = motion_kernel(p["seed"], size) if p["kernel_type"] == "motion" else defocus_kernel(size)
+            k = trim_zero_border(motion_kernel(p["seed"], size) if p["kernel_type"] == "motion"
+                                 else defocus_kernel(size))
             check_kernel_fits(k.shape[-1], height, width, key, "max_size")
             ks.append(k.flip(0, 1))
         return stack_kernels(ks)
