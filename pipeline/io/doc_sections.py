@@ -22,6 +22,13 @@ def replace_section(text: str, body: str, heading: str) -> str:
     return text.rstrip() + "\n\n" + block
 
 
+def sections_except(text: str, headings) -> list[str]:
+    """The `## ` sections of `text` whose heading is not in `headings`, verbatim, in order: what a command that
+    rewrites its whole document keeps of the sections others wrote (a person's notes, another measurement)."""
+    parts = re.split(r"(?m)^(?=## )", text)[1:]
+    return [p.rstrip() + "\n" for p in parts if p.splitlines()[0].strip() not in set(headings)]
+
+
 def write_section(path: str | Path, heading: str, body: str, preamble: str) -> Path:
     """Set one section of the markdown file at `path` (started with `preamble` if new)."""
     path = Path(path)

@@ -173,8 +173,13 @@ def figure_rows(fig: dict) -> list[tuple[str, object, str]]:
     return rows
 
 
+DOC_SECTIONS = ("## Models", "## Figures", "## Severity calibration")
+
+
 def write_docs(report: dict, doc: Path) -> None:
-    """docs/models.md: how it was made, the models, one table of all figures, the calibration plot."""
+    """docs/models.md: how it was made, the models, one table of all figures, the calibration plot. Sections
+    of the existing file other than these (written by hand or by another measurement) are kept after them."""
+    kept = doc_sections.sections_except(doc.read_text(), DOC_SECTIONS) if doc.exists() else []
     fig = report["figures"]
     lines = ["# Trained models: measured figures", "",
              f"Written by `report-models` on {report['date']} on {report['machine']} (device `{report['device']}`).",
@@ -189,7 +194,7 @@ def write_docs(report: dict, doc: Path) -> None:
     if (doc.parent / "severity_calibration.png").exists() and fig.get("severity"):
         lines += ["## Severity calibration", "", "σ̂² against the realised latent error variance (unbiased "
                   "variance of ẑ − z0 per image); dashed: y = x.", "", "![calibration](severity_calibration.png)", ""]
-    doc.write_text("\n".join(lines))
+    doc.write_text("\n".join(lines + kept))
 
 
 def update_cards(models: Path, report: dict, families: Sequence[str], figures_dir: Path) -> list[str]:
