@@ -14,7 +14,7 @@ depend on how it was cut. Two things make tiles differ from the whole:
     sum of squared deviations (float64, merged pairwise) and stops there; once no GroupNorm
     is left, the last pass yields each tile's outputs cropped to its core.
 Memory is one tile's activations plus what the caller keeps; time is that of n_groupnorm+1
-prefix passes (about 4.6 forwards for the shipped encoder, see pipeline/models/whole_image.py).
+prefix passes (4.9× the untiled time for the shipped encoder, docs/model-design.md).
 Inference only: it runs under torch.no_grad.
 """
 from __future__ import annotations
@@ -97,10 +97,23 @@ def _walk(m: nn.Module, radius: Fraction, scale: Fraction, align: int) -> tuple[
 
 @dataclass(frozen=True)
 class Tile:
-    """`core` (top, left, bottom, right) is what this tile contributes; `box` is the core plus halo, clipped."""
+    """`core` (top, left, bottom, right) is what this tile contributes; `box` holds it with at least the halo
+    on every side that is not the image's edge."""
 
     core: tuple[int, int, int, int]
     box: tuple[int, int, int, int]
+
+
+def _span(lo: int, hi: int, tile: int, halo: int, size: int) -> tuple[int, int]:
+    """The box of core [lo, hi): the halo on both sides, and as long as a full tile's box where the image allows,
+    so every tile has one shape (the last core is shorter; its box reaches further back). Fewer distinct
+    shapes keep the allocator's high-water mark and the convolution backend's caches down."""
+    start, stop = max(lo - halo, 0), min(hi + halo, size)
+    full = min(tile + 2 * halo, size)
+    if stop - start < full:
+        start = max(min(start, stop - full), 0)
+        stop = min(start + full, size)
+    return start, stop
 
 
 def tile_grid(height: int, width: int, tile: int, halo: int, alignment: int = 1) -> list[Tile]:
@@ -111,8 +124,8 @@ def tile_grid(height: int, width: int, tile: int, halo: int, alignment: int = 1)
     for top in range(0, height, tile):
         for left in range(0, width, tile):
             bottom, right = min(top + tile, height), min(left + tile, width)
-            out.append(Tile((top, left, bottom, right),
-                            (max(top - halo, 0), max(left - halo, 0), min(bottom + halo, height), min(right + halo, width))))
+            (t, b), (l, r) = _span(top, bottom, tile, halo, height), _span(left, right, tile, halo, width)
+            out.append(Tile((top, left, bottom, right), (t, l, b, r)))
     return out
 
 
@@ -135,10 +148,13 @@ def _crop(t: torch.Tensor, tile: Tile, in_hw: tuple[int, int]) -> torch.Tensor:
 
 
 def _merge(acc, x: torch.Tensor, groups: int):
-    """Pairwise (Chan et al.) merge of per-(sample, group) count, mean and squared deviations."""
-    v = x.detach().to(torch.float64).reshape(x.shape[0], groups, -1)
-    n, mean = v.shape[-1], v.mean(dim=-1)
-    m2 = (v - mean[..., None]).pow(2).sum(dim=-1)
+    """Pairwise (Chan et al.) merge of per-(sample, group) count, mean and squared deviations, in float64.
+
+    The tile's own moments come from torch.var_mean in x's dtype on a view (no copy of the
+    activation, as precise as GroupNorm's own statistics); only the merge is float64."""
+    b, c, h, w = x.shape
+    var, mean = torch.var_mean(x.detach().unflatten(1, (groups, c // groups)), dim=(2, 3, 4), correction=0)
+    n, mean, m2 = (c // groups) * h * w, mean.to(torch.float64), var.to(torch.float64) * ((c // groups) * h * w)
     if acc is None:
         return n, mean, m2
     na, ma, m2a = acc
@@ -180,12 +196,11 @@ class _GroupNormPool:
         self.calls += 1
         if k < len(self.known):
             mean, rstd = self.known[k]
-            b, c = x.shape[:2]
-            v = x.reshape(b, gn.num_groups, -1)
-            y = ((v - mean[..., None].to(x.dtype)) * rstd[..., None].to(x.dtype)).reshape_as(x)
+            per = x.shape[1] // gn.num_groups  # y = x·a + c with a, c per (sample, channel): one new tensor
+            a, c = rstd.repeat_interleave(per, dim=1), (-mean * rstd).repeat_interleave(per, dim=1)
             if gn.affine:
-                y = y * gn.weight.view(1, c, 1, 1) + gn.bias.view(1, c, 1, 1)
-            return y
+                a, c = a * gn.weight.double(), c * gn.weight.double() + gn.bias.double()
+            return torch.addcmul(c.to(x.dtype)[..., None, None], x, a.to(x.dtype)[..., None, None])
         self.acc = _merge(self.acc, _crop(x, self.tile, self.in_hw), gn.num_groups)
         self.eps = gn.eps
         raise _Collected
