@@ -24,8 +24,10 @@ pixel for encode, decode and severity at 1 and 4 MP, where the widest activation
 channels at half resolution = 64 bytes per pixel, so 3.9–4.2 activations are live at the
 peak; LIVE_ACTIVATIONS = 4.5 keeps a margin. The shipped models thus run untiled up to
 2 GiB / (4.5 × 64 B) = 7.5 MP; a 12 MP photo is cut into tiles whose side (halo included)
-keeps one tile within the same budget. Tiling costs time, not accuracy: n_groupnorm + 1
-prefix passes (the shipped encoder has 7 GroupNorms: about 4.6 forwards).
+keeps one tile within the same budget. A tiled run's peak does not grow with the photo
+(256 MiB budget: 189–422 MiB at 4 and 9 MP; the excess is glibc keeping freed heap blocks).
+Tiling costs time, not accuracy: n_groupnorm + 1 prefix passes (the shipped encoder has 7
+GroupNorms: 4.9× the untiled time measured at 4 MP). Figures: docs/model-design.md.
 """
 from __future__ import annotations
 
