@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from pipeline.models.model_store import load_latent_diffusion
 from pipeline.models.whole_image import (MemoryRule, decode_image, encode_image, pad_to_multiple, padded_size,
                                          plan_tiles, reconstruct_image, widest_bytes_per_pixel)
 from tests.helpers import tiny_autoencoder
@@ -80,8 +81,6 @@ def test_memory_rule_tiles_what_does_not_fit_with_the_same_result():
 
 @pytest.mark.skipif(not (MODELS / "autoencoder" / "config.json").exists(), reason="shipped models not present")
 def test_shipped_autoencoder_tiled_equals_untiled():
-    from pipeline.models.model_store import load_latent_diffusion
-
     ae = load_latent_diffusion(str(MODELS / "autoencoder"), str(MODELS / "ldm")).autoencoder
     x = _photo(dtype=torch.float32, batch=1)
     z = encode_image(ae, x)

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from pipeline.models.model_store import load_model
 from pipeline.models.severity import SeverityEncoder
 from pipeline.models.whole_image import MemoryRule, pad_to_multiple
 from pipeline.models.whole_image_severity import severity_image
@@ -64,8 +65,6 @@ def test_memory_rule_picks_tiles_with_the_same_result():
 
 @pytest.mark.skipif(not (MODELS / "severity-gaussian_blur" / "config.json").exists(), reason="shipped models absent")
 def test_shipped_severity_encoder_tiled_equals_untiled():
-    from pipeline.models.model_store import load_model
-
     enc = load_model(str(MODELS / "severity-gaussian_blur"), cls=SeverityEncoder)
     y = _photo(torch.float32, batch=1)
     whole, tiled = severity_image(enc, y), severity_image(enc, y, tile=128)
