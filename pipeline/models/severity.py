@@ -80,13 +80,21 @@ class VarianceHead(nn.Module):
         out.append(g.flatten(1).var(dim=1, keepdim=True).add(1e-6).log())
         return torch.cat(out, dim=1)
 
-    def forward(self, inputs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def hidden(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The two convolution maps whose mean energies the head reads (local, so they tile)."""
         h1 = self.conv1(self.norm(inputs))
-        h2 = self.conv2(F.silu(h1))
-        feats = [self._log_energy(h1), self._log_energy(h2)]
+        return h1, self.conv2(F.silu(h1))
+
+    def predict(self, log_energies: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """log σ̂² (B,) from the maps' log mean energies (B, 2·channels) and, with bands, y itself."""
+        feats = [log_energies]
         if self.bands:
             feats.append(self.band_mlp(self.band_energies(y)))
         return self.out(torch.cat(feats, dim=1)).squeeze(1)
+
+    def forward(self, inputs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        h1, h2 = self.hidden(inputs)
+        return self.predict(torch.cat([self._log_energy(h1), self._log_energy(h2)], dim=1), y)
 
 
 class SeverityEncoder(ModelMixin, ConfigMixin):
@@ -146,8 +154,8 @@ class SeverityEncoder(ModelMixin, ConfigMixin):
     def scale(self) -> float:
         return float(self.config.scale)
 
-    def heads(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(ẑ in scaled latent space, log σ̂² broadcast to ẑ's shape) for y in [−1,1]."""
+    def head_inputs(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(ẑ in scaled latent space, the variance head's detached input maps) for y in [−1,1]."""
         self._features.clear()
         h = self.encoder(y)
         features = self._features.pop()
@@ -156,7 +164,12 @@ class SeverityEncoder(ModelMixin, ConfigMixin):
         mean = h if self.kind == "vq" else h.chunk(2, dim=1)[0]
         z_hat = self.scale * mean
         folded = F.pixel_unshuffle(y, int(self.config.downsample))
-        log_s2 = self.variance_head(torch.cat([z_hat, features, folded], dim=1).detach(), y.detach())
+        return z_hat, torch.cat([z_hat, features, folded], dim=1).detach()
+
+    def heads(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(ẑ in scaled latent space, log σ̂² broadcast to ẑ's shape) for y in [−1,1]."""
+        z_hat, inputs = self.head_inputs(y)
+        log_s2 = self.variance_head(inputs, y.detach())
         return z_hat, log_s2.view(-1, 1, 1, 1).expand_as(z_hat)
 
     def forward(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
