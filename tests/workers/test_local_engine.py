@@ -106,3 +106,27 @@ def replace_budget(cfg, hours):
     from dataclasses import replace
 
     return replace(cfg, execution=replace(cfg.execution, budget_hours=hours))
+
+
+def test_solver_threads_hold_for_the_solve_stage_only(setup, tmp_path, monkeypatch):
+    import torch
+
+    import workers.local_backend as local
+
+    seen = []
+    solve_stage = local.solve_stage
+
+    def spy(*args):
+        seen.append(torch.get_num_threads())
+        return solve_stage(*args)
+
+    monkeypatch.setattr(local, "solve_stage", spy)
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        root, models, archive = setup
+        execute(tiny_config(models, "execution.solver_threads=2"), archive, str(tmp_path / "o"))
+        assert seen and set(seen) == {2}
+        assert torch.get_num_threads() == 3  # the caller's setting is back
+    finally:
+        torch.set_num_threads(before)
