@@ -60,6 +60,9 @@ class SolverConfig:
         if self.sampler is None and (self.steps is not None or self.eta is not None):
             raise ValueError("solver.steps and solver.eta configure solver.sampler: name the sampler too "
                              "(ddpm | ddim), or leave them unset for the solver's default sampler")
+        if self.eta is not None and self.sampler is not None and self.sampler != "ddim":
+            raise ValueError(f"solver.eta is DDIM's η; the {self.sampler} sampler has none (use solver.sampler=ddim, "
+                             "or leave solver.eta unset)")
         if self.steps is not None and self.steps < 1:
             raise ValueError(f"solver.steps must be ≥ 1, got {self.steps}")
 

@@ -34,6 +34,7 @@ def test_round_trip(tmp_path):
     # options that used to be silently ignored are now refused
     ("models.dtype=bfloat16", "models.dtype"), ("metrics.fid=true", "unknown key"),
     ("solver.steps=100", "name the sampler"), ("execution.engine=local execution.solver_actors=2", "local engine"),
+    ("solver.sampler=ddpm solver.eta=0.5", "solver.eta is DDIM"),
     # Ray-only execution options are refused by the local engine, not dropped
     ("execution.engine=local execution.gpus_per_solver=0.5", "gpus_per_solver .*local engine"),
     ("execution.engine=local execution.cpus_per_actor=2", "cpus_per_actor .*local engine"),
