@@ -39,6 +39,7 @@ def execute(cfg: RestoreConfig, input_url: str | list[str], output_url: str, ove
     per-key columns to their rows (`flash-restore reprocess`)."""
     shards = sorted({u for url in input_url for u in list_shards(url)}) if isinstance(input_url, list) \
         else list_shards(input_url)
+    settings = cfg.settings_sources()  # an untuned (solver, family, mode) fails here, before any model loads
     OutputStore(output_url).check_writable()
     backend = make_backend(cfg)
     stats = JobStats()
@@ -55,7 +56,8 @@ def execute(cfg: RestoreConfig, input_url: str | list[str], output_url: str, ove
     summary = stats.to_dict(wall)
     summary.update({"engine": backend.engine, "input": input_url, "output": output_url,
                     "config_hash": cfg.output_hash(), "committed": final["counts"],
-                    "parts_committed": final["parts"], **backend.describe(stats, wall)})
+                    "parts_committed": final["parts"], "solver_settings": settings,
+                    **backend.describe(stats, wall)})
     if cfg.execution.budget_hours:
         summary["budget"] = {"hours": cfg.execution.budget_hours, "reached": scheduler.budget_reached,
                              "solve_hours_spent": round(stats.stage_seconds["solve"] / 3600, 4),

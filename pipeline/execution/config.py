@@ -47,8 +47,11 @@ class SolverConfig:
     eta: float | None = None
     params: dict[str, Any] = field(default_factory=dict)
     settings: str | None = "tuned"   # tuned = pipeline/restoration/solver_settings.yaml; a path = that table; null = built-ins
+    untuned: str = "error"           # a (solver, family, mode) the table lacks: error | defaults (the built-ins)
 
     def validate(self) -> None:
+        if self.untuned not in ("error", "defaults"):
+            raise ValueError(f"solver.untuned must be error|defaults, got {self.untuned!r}")
         if self.settings not in (None, "tuned"):
             from pipeline.restoration.solver_settings import load_table
 
@@ -188,6 +191,18 @@ class RestoreConfig:
             raise ValueError("flash.max_nfe caps Flash's start steps; the baseline runs its whole schedule (for a "
                              "shorter baseline set solver.sampler and solver.steps)")
 
+    def settings_sources(self) -> dict[str, dict]:
+        """Per operator family of `models.severity` (the families a job restores; callers that restore one
+        family narrow it): where its solver settings come from and what they resolve to. An entry the
+        settings table lacks raises unless set explicitly or `solver.untuned=defaults`
+        (`pipeline.restoration.solver_settings.sources`); jobs check it before any model loads and
+        record it in stats.json. Not part of `validate`: a config is loaded before it is narrowed."""
+        from pipeline.restoration.solver_settings import sources  # torch and the solvers: not needed to read a config
+
+        sc, fl = self.solver, self.flash
+        return sources(sc.name, self.models.severity, fl.enabled, sc.params, fl.noise_correction, sc.settings,
+                       sc.untuned)
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
@@ -196,6 +211,7 @@ class RestoreConfig:
         d = self.to_dict()
         d.pop("execution")
         d["models"].pop("device")
+        d["solver"].pop("untuned")  # only decides whether a job runs, never what it writes
         if self.solver.settings is not None:
             from pipeline.restoration.solver_settings import table_for, table_hash
 

@@ -109,7 +109,7 @@ class Restorer:
                 f"+{fingerprint(self.cfg.models.severity[family])}" if encoder is not None else "")
             sc = self.cfg.solver
             params, c = resolve(sc.name, family, self.cfg.flash.enabled, sc.params, self.cfg.flash.noise_correction,
-                                table_for(sc.settings))
+                                table_for(sc.settings), untuned=sc.untuned)
             solver = make_solver(sc.name, self.ldm, self.sampler, **params)
             self._flash[family] = Flash(encoder, solver, c, self.cfg.flash.init)
         return self._flash[family]

@@ -19,6 +19,8 @@ def test_restores_every_sample_once_and_reruns_as_noop(setup, tmp_path):
     assert summary["ok"] == 9 and summary["errors"] == 0
     assert 0 < summary["startup_seconds"] < summary["wall_seconds"]  # model loading, reported apart
     assert summary["images_per_s_after_startup"] > summary["images_per_s"]
+    assert {f: (s["entry"], s["source"]) for f, s in summary["solver_settings"].items()} == {
+        f: (f"ldps/{f}/flash", "tuned") for f in ("gaussian_blur", "inpainting", "nonlinear_blur")}
     table = OutputStore(out).read_metrics()
     keys = table.column("key").to_pylist()
     assert sorted(keys) == [f"s{i:04d}" for i in range(9)]
