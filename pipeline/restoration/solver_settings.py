@@ -118,7 +118,7 @@ def source(solver: str, family: str, flash: bool, user_params: dict, user_c, tab
     built-ins: solver.settings=null, or solver.untuned=defaults). An entry the table lacks with
     nothing set raises ValueError naming it."""
     mode = "flash" if flash else "baseline"
-    if table is None:
+    if table is None or not restorable(solver, family):  # a family the solver cannot restore fails per sample
         return "defaults"
     if entry(solver, family, mode, table) is not None:
         return "tuned"

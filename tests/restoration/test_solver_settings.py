@@ -91,6 +91,8 @@ def test_the_shipped_table_tunes_every_combination_a_default_job_can_run():
             srcs = load_config(None, [f"solver.name={solver}", f"flash.enabled={flash}"]).settings_sources()
             assert srcs and {s["source"] for s in srcs.values()} == {"tuned"}, (solver, flash)
     assert "nonlinear_blur" not in load_config(None, ["solver.name=psld"]).settings_sources()
+    # ... and a job's Restorer builds it a solver all the same (its samples fail on their own, as before)
+    assert ss.resolve("psld", "nonlinear_blur", True, {}, "tuned", ss.table_for("tuned"), untuned="error") == ({}, 1.2)
     with pytest.raises(ValueError, match="no entry unconditional/gaussian_blur/flash"):
         load_config(None, ["solver.name=unconditional"]).settings_sources()   # Flash's c for it was never tuned
 
