@@ -32,11 +32,13 @@ def make_backend(cfg: RestoreConfig):
 
 
 def execute(cfg: RestoreConfig, input_url: str | list[str], output_url: str, overwrite: bool = False,
-            on_progress: Callable[[JobStats], None] | None = None, only: set[str] | None = None,
+            on_progress: Callable[[JobStats], None] | None = None,
+            only: set[str] | Callable[[str, str], bool] | None = None,
             lineage: dict[str, dict] | None = None) -> dict:
     """Restore every not-yet-committed sample of `input_url` (shards, or a list of shard URLs)
-    into `output_url`; returns stats. `only` restricts the job to some keys and `lineage` adds
-    per-key columns to their rows (`flash-restore reprocess`)."""
+    into `output_url`; returns stats. `only` restricts the job to some keys (or to what
+    `only(key, shard)` wants) and `lineage` adds per-key (else per-shard) columns to their rows
+    (`flash-restore reprocess`)."""
     shards = sorted({u for url in input_url for u in list_shards(url)}) if isinstance(input_url, list) \
         else list_shards(input_url)
     settings = cfg.settings_sources()  # an untuned (solver, family, mode) fails here, before any model loads
