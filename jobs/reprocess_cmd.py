@@ -32,12 +32,15 @@ def reprocess(
         base = config or OutputStore(source).public_url("_config.yaml")
         sets = list(set_ or []) + [f"solver.name={solver}"] * bool(solver) + [f"execution.engine={engine}"] * bool(engine)
         cfg = load_config(base, sets)
-        shards, keys, lineage = plan_reprocess(source, where, cfg)
-        console.print(f"reprocessing {len(keys)} rows of {source} (from {len(shards)} shards) → {output}")
-        summary = execute(cfg, shards, output, overwrite, only=keys, lineage=lineage)
+        plan = plan_reprocess(source, where, cfg)
+        console.print(f"reprocessing {len(plan.keys)} rows of {source} (from {len(plan.shards)} shards) → {output}")
+        summary = execute(cfg, plan.shards, output, overwrite, only=plan.wants, lineage=plan.lineage)
+        not_redone = plan.not_redone(set(OutputStore(output).read_metrics().column("key").to_pylist()))
     except (ValueError, OSError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(code=1)
+    for key, why in not_redone.items():
+        console.print(f"[yellow]not redone:[/yellow] {key}: {why}")
     finish(cfg, summary, output)
 
 

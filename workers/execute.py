@@ -38,15 +38,18 @@ def make_backend(cfg: RestoreConfig):
 
 
 def execute(cfg: RestoreConfig, input_url: str | list[str], output_url: str, overwrite: bool = False,
-            on_progress: Callable[[JobStats], None] | None = None, only: set[str] | None = None,
+            on_progress: Callable[[JobStats], None] | None = None,
+            only: set[str] | Callable[[str, str], bool] | None = None,
             lineage: dict[str, dict] | None = None, shards: list[str] | None = None) -> dict:
     """Restore every not-yet-committed sample of `input_url` (shards, or a list of shard URLs)
-    into `output_url`; returns stats. `only` restricts the job to some keys and `lineage` adds
-    per-key columns to their rows (`flash-restore reprocess`). `shards`: the input already
-    listed (`workers.job_config.preflight`), so it is listed once."""
+    into `output_url`; returns stats. `only` restricts the job to some keys (or to what
+    `only(key, shard)` wants) and `lineage` adds per-key (else per-shard) columns to their rows
+    (`flash-restore reprocess`). `shards`: the input already listed (`workers.job_config.preflight`),
+    so it is listed once."""
     if shards is None:
         shards = sorted({u for url in input_url for u in list_shards(url)}) if isinstance(input_url, list) \
             else list_shards(input_url)
+    settings = cfg.settings_sources()  # an untuned (solver, family, mode) fails here, before any model loads
     OutputStore(output_url).check_writable()
     backend = make_backend(cfg)
     stats = JobStats()
@@ -63,7 +66,8 @@ def execute(cfg: RestoreConfig, input_url: str | list[str], output_url: str, ove
     summary = stats.to_dict(wall)
     summary.update({"engine": backend.engine, "input": input_url, "output": output_url,
                     "config_hash": cfg.output_hash(), "committed": final["counts"],
-                    "parts_committed": final["parts"], **backend.describe(stats, wall)})
+                    "parts_committed": final["parts"], "solver_settings": settings,
+                    **backend.describe(stats, wall)})
     if cfg.execution.budget_hours:
         summary["budget"] = {"hours": cfg.execution.budget_hours, "reached": scheduler.budget_reached,
                              "solve_hours_spent": round(stats.stage_seconds["solve"] / 3600, 4),

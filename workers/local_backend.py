@@ -4,10 +4,16 @@ It offers the scheduler the same pool interface as the Ray backend (`submit`, `f
 `wait`, a writer), but a call runs when it is submitted and its "references" are the
 payload objects themselves. Used for small archives, tests and debugging; outputs equal
 the Ray backend's (batched solves are exact). One `Restorer` serves severity and solve.
+`execution.solver_threads` sets torch's threads for the solve stage only (the process's own
+setting comes back after each call); the options that only place Ray actors are refused by
+the config (`pipeline.execution.config.RAY_ONLY`).
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
+
+import torch
 
 from pipeline.execution.config import RestoreConfig
 from pipeline.io.part_writer import PartWriter
@@ -16,6 +22,18 @@ from pipeline.restoration.restore import Restorer
 from pipeline.execution.scheduler import CallPool
 from pipeline.execution.stages import ShardCursor, read_stage, severity_stage, solve_stage
 from pipeline.execution.validation import SampleValidator, read_limits
+
+
+@contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run the block on `n` torch threads (None: leave them), then restore the caller's setting."""
+    before = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 class Done:
@@ -67,8 +85,12 @@ class LocalBackend:
         self.pools = {
             "reader": InlinePool(lambda request: read_stage(cursor, validator, request), depth=1),
             "severity": InlinePool(lambda *a: severity_stage(restorer, *a), depth=2),
-            "solver": InlinePool(lambda *a: solve_stage(restorer, *a), depth=2),
+            "solver": InlinePool(lambda *a: self._solve(restorer, *a), depth=2),
         }
+
+    def _solve(self, restorer: Restorer, *args) -> tuple:
+        with torch_threads(self.cfg.execution.solver_threads):
+            return solve_stage(restorer, *args)
 
     def open_writer(self, output_url: str, lineage: dict | None = None) -> None:
         self.writer = PartWriter(output_url, self.cfg.execution.part_size, lineage)

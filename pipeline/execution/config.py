@@ -14,7 +14,7 @@ from typing import Any
 
 from pipeline.execution.typed_config import load, save
 from pipeline.restoration.options import FlashConfig, ModelsConfig, SolverConfig
-from pipeline.restoration.solver_settings import table_for, table_hash
+from pipeline.restoration.solver_settings import sources, table_for, table_hash
 from pipeline.solvers import default_sampler_name
 
 
@@ -40,6 +40,21 @@ class MetricsConfig:
     lpips_weights: str | None = None   # safetensors of the LPIPS heads; unset = lpips reported missing
 
 
+# Execution options that only a Ray job can honour, and what each does there (docs/architecture.md,
+# "Execution options per engine"); the local engine refuses them when set to anything but the default.
+RAY_ONLY = {
+    "readers": "sets how many reader actors Ray starts",
+    "severity_actors": "sets how many severity actors Ray starts",
+    "solver_actors": "sets how many solver actors Ray starts",
+    "gpus_per_solver": "is the GPU share a solver actor reserves from Ray (locally models.device picks the device)",
+    "cpus_per_actor": "is the CPU share an actor reserves from Ray (locally execution.solver_threads sets the "
+                      "solver's threads)",
+    "max_wait_s": "is how long a partial bucket keeps a Ray solver waiting before it is sent anyway (locally no "
+                  "solver waits: a partial bucket goes when nothing else is left to run, so batches never depend on "
+                  "timing)",
+}
+
+
 @dataclass
 class ExecutionConfig:
     """How the job runs; never changes a sample's output, so it is not hashed."""
@@ -47,7 +62,7 @@ class ExecutionConfig:
     engine: str = "ray"              # ray | local
     batch_size: int = 8
     bucket_width: int = 25           # start steps grouped per bucket
-    max_wait_s: float = 10.0         # a partial bucket is flushed after this long
+    max_wait_s: float = 10.0         # a partial bucket is flushed after this long (ray engine)
     part_size: int = 256             # samples per committed output part
     max_error_rate: float = 0.5
     severity_actors: int = 1
@@ -55,7 +70,8 @@ class ExecutionConfig:
     readers: int = 1
     gpus_per_solver: float = 1.0
     cpus_per_actor: float = 0.5      # what an actor reserves (fractional: no deadlock on small nodes)
-    solver_threads: int | None = None  # torch threads of a CPU solver; None = node cores / solver actors
+    solver_threads: int | None = None  # torch threads of a CPU solver; None = node cores / solver actors (ray),
+    #                                    torch's own setting (local)
     budget_hours: float | None = None  # stop starting solver batches once this much solve time is spent
 
     def validate(self) -> None:
@@ -67,10 +83,12 @@ class ExecutionConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"execution.{name} must be a positive integer, got {getattr(self, name)!r}")
         if self.engine == "local":
-            many = [n for n in ("severity_actors", "solver_actors", "readers") if getattr(self, n) != 1]
-            if many:
-                raise ValueError(f"execution.{many[0]} places Ray actors; the local engine runs one of each stage "
-                                 "in process (use execution.engine=ray)")
+            defaults = ExecutionConfig()
+            for name, why in RAY_ONLY.items():
+                if getattr(self, name) != getattr(defaults, name):
+                    raise ValueError(f"execution.{name} {why}; the local engine runs its stages one after another "
+                                     "in this process, so it has no effect there (leave it unset, or use "
+                                     "execution.engine=ray)")
         if not 0.0 <= self.max_error_rate <= 1.0:
             raise ValueError(f"execution.max_error_rate must be in [0, 1], got {self.max_error_rate}")
         if self.max_wait_s <= 0 or self.gpus_per_solver <= 0 or self.cpus_per_actor <= 0:
@@ -94,6 +112,16 @@ class RestoreConfig:
             raise ValueError("flash.max_nfe caps Flash's start steps; the baseline runs its whole schedule (for a "
                              "shorter baseline set solver.sampler and solver.steps)")
 
+    def settings_sources(self) -> dict[str, dict]:
+        """Per operator family of `models.severity` (the families a job restores; callers that restore one
+        family narrow it): where its solver settings come from and what they resolve to. An entry the
+        settings table lacks raises unless set explicitly or `solver.untuned=defaults`
+        (`pipeline.restoration.solver_settings.sources`); jobs check it before any model loads and
+        record it in stats.json. Not part of `validate`: a config is loaded before it is narrowed."""
+        sc, fl = self.solver, self.flash
+        return sources(sc.name, self.models.severity, fl.enabled, sc.params, fl.noise_correction, sc.settings,
+                       sc.untuned)
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
@@ -102,6 +130,7 @@ class RestoreConfig:
         d = self.to_dict()
         d.pop("execution")
         d["models"].pop("device")
+        d["solver"].pop("untuned")  # only decides whether a job runs, never what it writes
         if self.solver.settings is not None:
             d["solver_settings_table"] = table_hash(table_for(self.solver.settings))
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]

@@ -73,15 +73,17 @@ def nbytes(value) -> int:
 
 class Scheduler:
     def __init__(self, cfg: RestoreConfig, shards: list[str], done: set[str], backend, stats: JobStats,
-                 on_progress: Callable[[JobStats], None] | None = None, only: set[str] | None = None,
-                 stop_after: str | None = None):
+                 on_progress: Callable[[JobStats], None] | None = None,
+                 only: set[str] | Callable[[str, str], bool] | None = None, stop_after: str | None = None):
         if stop_after not in (None, "severity"):
             raise ValueError(f"stop_after must be None or 'severity', got {stop_after!r}")
         ex = cfg.execution
         self.bs, self.stats, self.on_progress, self.backend = ex.batch_size, stats, on_progress, backend
         self.readers, self.severity, self.solvers = (backend.pools[s] for s in ("reader", "severity", "solver"))
         self.shards, self.next_shard, self.open = list(shards), 0, deque()
-        self.done, self.seen, self.only = done, set(), only  # only: restrict the job to these keys (reprocess)
+        self.done, self.seen = done, set()
+        # only: restrict the job to these keys, or to what only(key, shard) wants (reprocess)
+        self.only = only if only is None or callable(only) else (lambda key, shard, keys=only: key in keys)
         self.bucketer = Bucketer(ex.batch_size, ex.bucket_width, backend.max_wait_s)
         self.pending, self.rows_out, self.ready, self.writes = [], [], [], []
         self.sev_items, self.seq = 0, itertools.count()
@@ -209,7 +211,7 @@ class Scheduler:
     def _consume(self, shard: str, records: list, payload_ref) -> None:
         for rec in records:
             key = record_key(rec)
-            if self.only is not None and key not in self.only:
+            if self.only is not None and not self.only(key, shard):
                 continue
             if key in self.done:
                 self.stats.skipped += 1

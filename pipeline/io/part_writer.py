@@ -23,12 +23,13 @@ class PartWriter:
             raise RuntimeError(f"{output_url}: no manifest; the job prepares the output before writing")
         self.part_size, self.part = part_size, PartBuffer()
         self.committed = 0
-        self.lineage = lineage or {}  # key → lineage_* columns (reprocessed samples)
+        self.lineage = lineage or {}  # key (else shard: a re-read shard's new samples) → lineage_* columns
 
     def add(self, results: list[tuple[dict, bytes | None, dict | None]]) -> dict:
         t0 = time.perf_counter()
         for row, png, meta in results:
-            self.part.add({**row, **self.lineage.get(row["key"], {})}, png, meta)
+            self.part.add({**row, **(self.lineage.get(row["key"]) or self.lineage.get(row.get("shard"), {}))},
+                          png, meta)
             if len(self.part) >= self.part_size:
                 self._commit()
         return {"rows": [{k: r.get(k) for k in LIGHT} for r, _, _ in results], "parts": self.committed,

@@ -52,8 +52,11 @@ class SolverConfig:
     eta: float | None = None
     params: dict[str, Any] = field(default_factory=dict)
     settings: str | None = "tuned"   # tuned = pipeline/restoration/solver_settings.yaml; a path = that table; null = built-ins
+    untuned: str = "error"           # a (solver, family, mode) the table lacks: error | defaults (the built-ins)
 
     def validate(self) -> None:
+        if self.untuned not in ("error", "defaults"):
+            raise ValueError(f"solver.untuned must be error|defaults, got {self.untuned!r}")
         if self.settings not in (None, "tuned"):
             try:   # a settings table of the shipped format, e.g. one `flash-restore tune --table` wrote for another prior
                 load_table(self.settings)
@@ -63,6 +66,9 @@ class SolverConfig:
         if self.sampler is None and (self.steps is not None or self.eta is not None):
             raise ValueError("solver.steps and solver.eta configure solver.sampler: name the sampler too "
                              "(ddpm | ddim), or leave them unset for the solver's default sampler")
+        if self.eta is not None and self.sampler is not None and self.sampler != "ddim":
+            raise ValueError(f"solver.eta is DDIM's η; the {self.sampler} sampler has none (use solver.sampler=ddim, "
+                             "or leave solver.eta unset)")
         if self.steps is not None and self.steps < 1:
             raise ValueError(f"solver.steps must be ≥ 1, got {self.steps}")
 

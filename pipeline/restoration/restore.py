@@ -106,7 +106,7 @@ class Restorer:
                 f"+{fingerprint(self.models_cfg.severity[family])}" if encoder is not None else "")
             sc = self.solver_cfg
             params, c = resolve(sc.name, family, self.flash_cfg.enabled, sc.params, self.flash_cfg.noise_correction,
-                                table_for(sc.settings))
+                                table_for(sc.settings), untuned=sc.untuned)
             solver = make_solver(sc.name, self.ldm, self.sampler, **params)
             self._flash[family] = Flash(encoder, solver, c, self.flash_cfg.init)
         return self._flash[family]

@@ -9,6 +9,12 @@ alike, and shipped in `solver_settings.yaml`. Jobs read the table when
 --table FILE`); what a user sets explicitly (`solver.params.*`, a number for
 `flash.noise_correction`) wins. The table's content enters the config hash, so retuning
 changes the hash of every job that used it.
+
+A (solver, family, mode) the table lacks is refused, not run on the solver's built-in
+defaults behind the user's back: the user sets the settings explicitly (`solver.params.*`,
+and in Flash mode a number for `flash.noise_correction`) or opts in with
+`solver.untuned: defaults`. `solver.settings: null` asks for the built-ins outright. Which
+source each family used is reported (`sources`, in stats.json).
 """
 from __future__ import annotations
 
@@ -20,8 +26,14 @@ from pathlib import Path
 
 import yaml
 
+from pipeline.operators import OPERATORS
+from pipeline.solvers import SOLVERS
+from pipeline.solvers.base import number
+
 TABLE = Path(__file__).resolve().parent / "solver_settings.yaml"
 MODES = ("flash", "baseline", "equal_nfe")   # equal_nfe: from noise on a short schedule
+UNTUNED = ("error", "defaults")   # solver.untuned: what a job does for an entry the table lacks
+DEFAULT_C = 1.2   # Flash's built-in noise correction
 
 
 def table_for(setting: str | None) -> str | None:
@@ -58,8 +70,6 @@ def _load(path: str, _mtime_ns: int, _size: int) -> dict:
 
 def _entries(settings: dict, path: str):
     """(name, solver, entry) for every solver / family / mode; a table of another shape is a ValueError."""
-    from pipeline.solvers import SOLVERS
-
     for solver, families in settings.items():
         if solver not in SOLVERS or not isinstance(families, dict):
             raise ValueError(f"{path}: settings.{solver}: not a solver of {sorted(SOLVERS)} with a mapping of families")
@@ -72,9 +82,6 @@ def _entries(settings: dict, path: str):
 
 def _check_entry(where: str, solver: str, entry: dict) -> None:
     """Known hyperparameter names and a numeric c; the solver checks the values when it is built."""
-    from pipeline.solvers import SOLVERS
-    from pipeline.solvers.base import number
-
     params = entry.get("params", {})
     try:
         if not isinstance(params, dict):
@@ -90,23 +97,74 @@ def table_hash(path: str | None = None) -> str:
     return hashlib.sha256(json.dumps(load_table(path), sort_keys=True).encode()).hexdigest()[:16]
 
 
-def tuned(solver: str, family: str, mode: str, path: str | None = None) -> dict:
-    """The tuned settings for (solver, family, mode): {'params': {...}, 'noise_correction': c}; {} when untuned."""
+def entry(solver: str, family: str, mode: str, path: str | None = None) -> dict | None:
+    """The table's entry for (solver, family, mode) as written, None when the table lacks it."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    entry = load_table(path)["settings"].get(solver, {}).get(family, {}).get(mode, {})
-    return {"params": dict(entry.get("params", {})),
-            **({"noise_correction": entry["noise_correction"]} if "noise_correction" in entry else {})}
+    return load_table(path)["settings"].get(solver, {}).get(family, {}).get(mode)
+
+
+def tuned(solver: str, family: str, mode: str, path: str | None = None) -> dict:
+    """The tuned settings for (solver, family, mode): {'params': {...}, 'noise_correction': c}; {} when untuned."""
+    found = entry(solver, family, mode, path) or {}
+    return {"params": dict(found.get("params", {})),
+            **({"noise_correction": found["noise_correction"]} if "noise_correction" in found else {})}
+
+
+def source(solver: str, family: str, flash: bool, user_params: dict, user_c, table: str | None,
+           untuned: str = "error") -> str:
+    """Where (solver, family, mode)'s settings come from: 'tuned' (the table's entry, user settings over
+    it), 'explicit' (no entry; the config sets solver.params and, for Flash, c), 'defaults' (the
+    built-ins: solver.settings=null, or solver.untuned=defaults). An entry the table lacks with
+    nothing set raises ValueError naming it."""
+    mode = "flash" if flash else "baseline"
+    if table is None or not restorable(solver, family):  # a family the solver cannot restore fails per sample
+        return "defaults"
+    if entry(solver, family, mode, table) is not None:
+        return "tuned"
+    hyper = SOLVERS[solver].defaults if solver in SOLVERS else {}
+    if (user_params or not hyper) and not (flash and user_c == "tuned"):
+        return "explicit"
+    if untuned == "defaults":
+        return "defaults"
+    needs = ([f"solver.params (any of {', '.join(sorted(hyper))})"] * (not user_params and bool(hyper))
+             + ["flash.noise_correction"] * (flash and user_c == "tuned"))
+    raise ValueError(f"the solver settings table {table} has no entry {solver}/{family}/{mode}: set "
+                     f"{' and '.join(needs)} explicitly, tune it (flash-restore tune), or set solver.untuned=defaults "
+                     f"to run on the built-ins ({hyper or 'no hyperparameters'}"
+                     f"{f', noise correction {DEFAULT_C}' if flash else ''})")
 
 
 def resolve(solver: str, family: str, flash: bool, user_params: dict, user_c, table: str | None,
-            default_c: float = 1.2) -> tuple[dict, float | None]:
+            default_c: float = DEFAULT_C, untuned: str = "defaults") -> tuple[dict, float | None]:
     """(solver params, noise correction) for one family: user settings over the table (a path; None = no
-    table) over built-ins."""
-    entry = tuned(solver, family, "flash" if flash else "baseline", table) if table else {}
-    params = {**entry.get("params", {}), **user_params}
+    table) over built-ins. An entry the table lacks follows `untuned` (`source`): a job passes its
+    `solver.untuned` (default error); reports asking what a cell resolves to keep the built-ins."""
+    source(solver, family, flash, user_params, user_c, table, untuned)
+    found = tuned(solver, family, "flash" if flash else "baseline", table) if table else {}
+    params = {**found.get("params", {}), **user_params}
     if user_c == "tuned":
-        c = entry.get("noise_correction", default_c)
+        c = found.get("noise_correction", default_c)
     else:
         c = user_c
     return params, c
+
+
+def restorable(solver: str, family: str) -> bool:
+    """Whether `solver` can restore `family` at all (PSLD's gluing needs a linear operator's Aᵀ)."""
+    return family in OPERATORS and solver in SOLVERS and not (
+        SOLVERS[solver].needs_linear and not OPERATORS[family].linear)
+
+
+def sources(solver: str, families, flash: bool, user_params: dict, user_c, setting: str | None,
+            untuned: str = "error") -> dict[str, dict]:
+    """Per family a job can restore: the table entry it reads, where its settings come from and what they
+    resolve to (what stats.json records). Raises on the first entry the table lacks (`source`)."""
+    table, mode = table_for(setting), "flash" if flash else "baseline"
+    out = {}
+    for family in sorted(f for f in families if restorable(solver, f)):
+        params, c = resolve(solver, family, flash, user_params, user_c, table, untuned=untuned)
+        out[family] = {"entry": f"{solver}/{family}/{mode}", "table": table,
+                       "source": source(solver, family, flash, user_params, user_c, table, untuned),
+                       "params": params, "noise_correction": c if flash else None}
+    return out

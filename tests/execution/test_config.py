@@ -34,6 +34,11 @@ def test_round_trip(tmp_path):
     # options that used to be silently ignored are now refused
     ("models.dtype=bfloat16", "models.dtype"), ("metrics.fid=true", "unknown key"),
     ("solver.steps=100", "name the sampler"), ("execution.engine=local execution.solver_actors=2", "local engine"),
+    ("solver.sampler=ddpm solver.eta=0.5", "solver.eta is DDIM"),
+    # Ray-only execution options are refused by the local engine, not dropped
+    ("execution.engine=local execution.gpus_per_solver=0.5", "gpus_per_solver .*local engine"),
+    ("execution.engine=local execution.cpus_per_actor=2", "cpus_per_actor .*local engine"),
+    ("execution.engine=local execution.max_wait_s=1", "max_wait_s .*local engine"),
     # wrong types are refused with the dotted path
     ("execution.batch_size=four", "execution.batch_size: expected int"), ("seed=1.5", "seed: expected int"),
     ("flash.enabled=maybe", "flash.enabled: expected bool"),
@@ -43,6 +48,13 @@ def test_round_trip(tmp_path):
 def test_bad_config_fails_fast(override, needle):
     with pytest.raises(ValueError, match=needle):
         load_config(None, override.split(" "))
+
+
+def test_ray_only_options_are_accepted_by_ray_and_defaults_by_local():
+    sets = ["execution.gpus_per_solver=0.5", "execution.cpus_per_actor=2", "execution.max_wait_s=1"]
+    assert load_config(None, ["execution.engine=ray", *sets]).execution.max_wait_s == 1.0
+    local = load_config(None, ["execution.engine=local", "execution.solver_threads=1", "execution.max_wait_s=10"])
+    assert local.execution.solver_threads == 1  # honoured by the local engine (tests/workers/test_local_engine.py)
 
 
 def test_restore_and_training_configs_share_one_loader(tmp_path):

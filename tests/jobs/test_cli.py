@@ -38,6 +38,11 @@ def test_config_error_fails_before_compute(models, tmp_path):
     res = runner.invoke(app, ["restore", "--input", str(tmp_path / "nothing"), "--output", str(tmp_path / "out"),
                               "--engine", "local", *_sets(models)])
     assert res.exit_code == 1 and not (tmp_path / "out").exists()
+    res = runner.invoke(app, ["restore", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"),
+                              "--engine", "local", "--set", "execution.max_wait_s=2", *_sets(models)])
+    text = " ".join(res.output.split())  # rich wraps long lines
+    assert res.exit_code == 1 and "error: execution.max_wait_s" in text and "local engine" in text, res.output
+    assert not (tmp_path / "out").exists() and "Traceback" not in res.output
 
 
 def test_error_budget_exceeded_exits_nonzero_after_writing(models, tmp_path):

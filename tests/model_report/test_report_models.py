@@ -112,7 +112,10 @@ def test_report_models_tiny(tiny_models, tmp_path):
     assert bad.exit_code == 2 and "--settings" in bad.output
     table = tmp_path / "other-prior.yaml"
     write_table(table, "ldps", "gaussian_blur", {"flash": {"best": {"step_size": 8.0, "noise_correction": 1.2,
-                                                                    "psnr": 0.0, "nfe": 0.0}, "crops": 1}}, "test")
+                                                                    "psnr": 0.0, "nfe": 0.0}, "crops": 1},
+                                                 # e2e runs the baseline too: an untuned entry would be refused
+                                                 "baseline": {"best": {"step_size": 8.0, "psnr": 0.0, "nfe": 0.0},
+                                                              "crops": 1}}, "test")
     other = CliRunner().invoke(app, args[:-2] + ["--only", "e2e", "--settings", str(table)])
     assert other.exit_code == 0, other.output
     e3 = json.loads(doc.with_suffix(".json").read_text())["figures"]["e2e"]

@@ -4,7 +4,7 @@ import torch
 
 from pipeline.models.tiled_denoiser import blend, cut, eps_canvas, tile_activity
 from pipeline.sampling.tiles import Tiling
-from tests.factories import tiny_latent_diffusion
+from tests.helpers import tiny_latent_diffusion
 
 DT = torch.float64
 T = 4  # the tiny prior's latent size

@@ -23,10 +23,78 @@ def test_written_table_resolves_per_mode(table):
     assert ss.load_table()["version"] == 1
     assert ss.resolve("ldps", "gaussian_blur", True, {}, "tuned", str(table)) == ({"step_size": 2.0}, 0.6)
     assert ss.resolve("ldps", "gaussian_blur", False, {}, "tuned", str(table))[0] == {"step_size": 0.5}
-    # explicit user settings win; an untuned family or solver.settings=null falls back to built-ins
+    # explicit user settings win; solver.settings=null asks for the built-ins
     assert ss.resolve("ldps", "gaussian_blur", True, {"step_size": 3.0}, 1.0, str(table)) == ({"step_size": 3.0}, 1.0)
-    assert ss.resolve("ldps", "inpainting", True, {}, "tuned", str(table)) == ({}, 1.2)
     assert ss.resolve("ldps", "gaussian_blur", True, {}, "tuned", None) == ({}, 1.2)
+
+
+def test_an_untuned_entry_is_refused_unless_set_explicitly_or_opted_into(table):
+    with pytest.raises(ValueError, match="no entry ldps/inpainting/flash.*solver.params.*flash.noise_correction"):
+        ss.resolve("ldps", "inpainting", True, {}, "tuned", str(table), untuned="error")
+    with pytest.raises(ValueError, match="no entry ldps/inpainting/flash: set flash.noise_correction explicitly"):
+        ss.resolve("ldps", "inpainting", True, {"step_size": 3.0}, "tuned", str(table), untuned="error")  # c: built-in
+    explicit = ss.resolve("ldps", "inpainting", False, {"step_size": 3.0}, "tuned", str(table), untuned="error")
+    assert explicit == ({"step_size": 3.0}, 1.2)
+    # opted in, or a report asking what a cell resolves to: the built-ins
+    assert ss.resolve("ldps", "inpainting", True, {}, "tuned", str(table), untuned="defaults") == ({}, 1.2)
+    assert ss.resolve("ldps", "inpainting", True, {}, "tuned", str(table)) == ({}, 1.2)
+    assert [ss.source("ldps", "inpainting", True, p, c, str(table), u) for p, c, u in (
+        ({"step_size": 3.0}, 0.5, "error"), ({}, "tuned", "defaults"))] == ["explicit", "defaults"]
+    assert ss.source("ldps", "gaussian_blur", True, {"step_size": 3.0}, "tuned", str(table)) == "tuned"
+    assert ss.source("unconditional", "inpainting", False, {}, "tuned", str(table)) == "explicit"  # nothing to tune
+    assert ss.source("ldps", "inpainting", True, {}, "tuned", None) == "defaults"  # solver.settings=null
+
+
+def test_a_job_on_an_untuned_entry_is_refused_before_any_model_loads(table, tmp_path):
+    from pipeline.io.shards import write_shard
+    from tests.helpers import archive_samples
+    from workers.execute import execute
+
+    write_shard(str(tmp_path / "in" / "a.tar"), archive_samples(1))
+    cfg = load_config(None, ["execution.engine=local"])   # the fixture's table tunes gaussian_blur only
+    with pytest.raises(ValueError, match="no entry ldps/inpainting/flash"):
+        execute(cfg, str(tmp_path / "in"), str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(ValueError, match="solver.untuned"):
+        load_config(None, ["solver.untuned=maybe"])
+    opted = load_config(None, ["solver.untuned=defaults"])
+    got = {f: (s["entry"], s["source"], s["params"], s["noise_correction"]) for f, s in opted.settings_sources().items()}
+    assert got == {"gaussian_blur": ("ldps/gaussian_blur/flash", "tuned", {"step_size": 2.0}, 0.6),
+                   "inpainting": ("ldps/inpainting/flash", "defaults", {}, 1.2),
+                   "nonlinear_blur": ("ldps/nonlinear_blur/flash", "defaults", {}, 1.2)}
+    assert opted.output_hash() == cfg.output_hash()   # the choice decides whether a job runs, not what it writes
+    explicit = load_config(None, ["solver.params.step_size=3", "flash.noise_correction=1.0"]).settings_sources()
+    assert {f: s["source"] for f, s in explicit.items()} == {
+        "gaussian_blur": "tuned", "inpainting": "explicit", "nonlinear_blur": "explicit"}
+    cfg.models.severity = {"gaussian_blur": "unused"}   # a caller restoring one family narrows the check to it
+    assert list(cfg.settings_sources()) == ["gaussian_blur"]
+
+
+def test_the_restorer_refuses_an_untuned_family_it_meets(table, tiny_models):
+    """A family outside models.severity (a baseline job meets any) is checked when first restored."""
+    from pipeline.execution.restorer import build_restorer
+
+    models = [f"models.autoencoder={tiny_models / 'autoencoder'}", f"models.denoiser={tiny_models / 'ldm'}",
+              "models.device=cpu", "flash.enabled=false"]
+    job = load_config(None, models)
+    job.models.severity = {}
+    restorer = build_restorer(job)
+    assert restorer.flash_for("gaussian_blur").solver.config["step_size"] == 0.5
+    with pytest.raises(ValueError, match="no entry ldps/inpainting/baseline"):
+        restorer.flash_for("inpainting")
+
+
+def test_the_shipped_table_tunes_every_combination_a_default_job_can_run():
+    """The demo and the paper suite run on tuned entries only; PSLD cannot restore nonlinear blur (no Aᵀ)."""
+    for solver in ("ldps", "gml_dps", "psld", "resample"):
+        for flash in ("true", "false"):
+            srcs = load_config(None, [f"solver.name={solver}", f"flash.enabled={flash}"]).settings_sources()
+            assert srcs and {s["source"] for s in srcs.values()} == {"tuned"}, (solver, flash)
+    assert "nonlinear_blur" not in load_config(None, ["solver.name=psld"]).settings_sources()
+    # ... and a job's Restorer builds it a solver all the same (its samples fail on their own, as before)
+    assert ss.resolve("psld", "nonlinear_blur", True, {}, "tuned", ss.table_for("tuned"), untuned="error") == ({}, 1.2)
+    with pytest.raises(ValueError, match="no entry unconditional/gaussian_blur/flash"):
+        load_config(None, ["solver.name=unconditional"]).settings_sources()   # Flash's c for it was never tuned
 
 
 def test_table_content_enters_the_config_hash(table):

@@ -3,7 +3,7 @@ import pytest
 
 from workers.execute import execute
 from pipeline.io.outputs import OutputStore
-from tests.helpers import engine_setup, output_images, tiny_config
+from tests.helpers import FAMILY_PARAMS, engine_setup, output_images, tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -19,6 +19,9 @@ def test_restores_every_sample_once_and_reruns_as_noop(setup, tmp_path):
     assert summary["ok"] == 9 and summary["errors"] == 0
     assert 0 < summary["startup_seconds"] < summary["wall_seconds"]  # model loading, reported apart
     assert summary["images_per_s_after_startup"] > summary["images_per_s"]
+    tuned = ("gaussian_blur", "inpainting", "nonlinear_blur")   # the shipped table's families; the rest run on built-ins
+    assert {f: (s["entry"], s["source"]) for f, s in summary["solver_settings"].items()} == {
+        f: (f"ldps/{f}/flash", "tuned" if f in tuned else "defaults") for f in FAMILY_PARAMS}
     table = OutputStore(out).read_metrics()
     keys = table.column("key").to_pylist()
     assert sorted(keys) == [f"s{i:04d}" for i in range(9)]
@@ -106,3 +109,27 @@ def replace_budget(cfg, hours):
     from dataclasses import replace
 
     return replace(cfg, execution=replace(cfg.execution, budget_hours=hours))
+
+
+def test_solver_threads_hold_for_the_solve_stage_only(setup, tmp_path, monkeypatch):
+    import torch
+
+    import workers.local_backend as local
+
+    seen = []
+    solve_stage = local.solve_stage
+
+    def spy(*args):
+        seen.append(torch.get_num_threads())
+        return solve_stage(*args)
+
+    monkeypatch.setattr(local, "solve_stage", spy)
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        root, models, archive = setup
+        execute(tiny_config(models, "execution.solver_threads=2"), archive, str(tmp_path / "o"))
+        assert seen and set(seen) == {2}
+        assert torch.get_num_threads() == 3  # the caller's setting is back
+    finally:
+        torch.set_num_threads(before)
