@@ -88,7 +88,7 @@ def report_models(
               "seconds": time.perf_counter() - t_start}
     json_path.write_text(json.dumps(report, indent=1, sort_keys=True, default=str))
     write_docs(report, doc)
-    cards = update_cards(root, report, families(), doc.parent)
+    cards = update_cards(root, report, families(root), doc.parent)
     missing = [n for n, v, _how in figure_rows(figures) if isinstance(v, dict) and "missing" in v]
     console.print(f"report-models: {doc} ({len(cards)} model cards updated, {report['seconds']:.0f} s)"
                   + (f"; missing: {', '.join(missing)}" if missing else ""))

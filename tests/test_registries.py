@@ -101,7 +101,8 @@ def test_every_list_derives_from_the_registries(registered, monkeypatch, tmp_pat
     from pipeline.reproduction.suite import TASKS, Budget, Cell, parse_cell, solver_names, suite_cells
     from pipeline.solvers import default_sampler_name, restoring_solvers
 
-    assert families()[-1] == "brightness" and restoring_solvers()[-1] == "half_step_dps"
+    (tmp_path / "models" / "severity-brightness").mkdir(parents=True)
+    assert families(tmp_path / "models") == ["brightness"] and restoring_solvers()[-1] == "half_step_dps"
     assert "unconditional" not in restoring_solvers() and default_sampler_name("half_step_dps") == "ddpm"
     cells = suite_cells(Budget.quick())
     assert solver_names() == restoring_solvers()

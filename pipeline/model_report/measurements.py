@@ -18,11 +18,13 @@ from pipeline.quality.image_sets import image_set_distances
 SECTIONS = ("autoencoder", "severity", "ldm", "step", "e2e")
 
 
-def families() -> list[str]:
-    """Every registered operator family, in registry order: each has a `severity-<family>` folder to report on."""
-    from pipeline.operators import OPERATORS  # imports torch; the CLI imports this module at start (--help stays fast)
+def families(models: Path) -> list[str]:
+    """The registered operator families, in registry order, that have a `severity-<family>` folder under
+    `models` to report on (a family registered after the models were trained has none yet)."""
+    # lazy: imports torch; the CLI imports this module at start (--help stays fast)
+    from pipeline.operators import OPERATORS
 
-    return list(OPERATORS)
+    return [f for f in OPERATORS if (Path(models) / f"severity-{f}").is_dir()]
 
 
 @dataclass
@@ -269,7 +271,7 @@ def model_info(models: Path) -> dict:
     from pipeline.models.model_store import fingerprint, load_meta
 
     out = {}
-    for name in ("autoencoder", "ldm", *(f"severity-{f}" for f in families())):
+    for name in ("autoencoder", "ldm", *(f"severity-{f}" for f in families(models))):
         path = models / name
         if not (path / "config.json").exists():
             out[name] = {"path": str(path), "missing": "no config.json"}
@@ -337,7 +339,7 @@ def measure_sections(root: Path, photos_url: str, wanted: set, figures: dict, de
         sev = {}
         sampler = DDPMSampler(ldm.schedule) if ldm is not None else None
         sev_crops = crops01[spread(len(crops01), opts.severity_crops)]
-        for fam in families():
+        for fam in families(root):
             url = root / f"severity-{fam}"
 
             def one(url=url, fam=fam):
