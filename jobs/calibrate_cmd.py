@@ -4,7 +4,8 @@ For each solver and batch size n it times a batch of n samples solved from start
 for two values of K (median of repeats, after a warm-up): the slope is c(n), the seconds of
 one step with n rows, and the intercept f(n), the per-batch fixed cost. The entries go to
 the calibration table beside the models (`calibration.json`), keyed by device class,
-solver and model set; `flash-restore estimate` prices archives with them.
+solver, model architecture and dtype (`pipeline.execution.cost_model`); `flash-restore
+estimate` prices archives with them.
 """
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ def calibrate(
     """Measure c(n) and f(n) per solver here and store them in the calibration table."""
     import torch
 
-    from pipeline.execution.cost_model import calibration_dir, device_class, write_entries
+    from pipeline.execution.cost_model import architecture_fingerprint, calibration_dir, device_class, write_entries
     from pipeline.restoration.restore import Restorer
     from pipeline.io.shards import iter_samples, list_shards
 
@@ -72,7 +73,8 @@ def calibrate(
             per_batch[str(n)] = {"step_s": round(step, 6), "fixed_s": round(short - step, 6)}
         table.add_row(name, *[f"{per_batch[str(n)]['step_s']:.4f} ({per_batch[str(n)]['fixed_s']:.3f})" for n in sizes])
         entries.append({"device_class": device_class(restorer.device), "solver": name,
-                        "model_hash": restorer.model_hash, "per_batch": per_batch, "measured": time.time(),
+                        "architecture": architecture_fingerprint(restorer.ldm), "dtype": cfg.models.dtype,
+                        "measured_on": restorer.model_hash, "per_batch": per_batch, "measured": time.time(),
                         "machine": f"{platform.processor() or platform.machine()}, "
                                    f"{torch.get_num_threads()} threads",
                         "command": f"flash-restore bench calibrate --solvers {name} --batch-sizes {batch_sizes} "
