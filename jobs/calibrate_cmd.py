@@ -1,8 +1,11 @@
 """`flash-restore bench calibrate`: seconds per reverse step by batch size, per solver, here.
 
-`pipeline.execution.calibration` measures c(n) (one step with n rows) and f(n) (the fixed
-cost per batch); the entries go to the calibration table beside the models, which
-`flash-restore estimate` prices archives with.
+For each solver and batch size n it times a batch of n samples solved from start step K−1
+for two values of K (median of repeats, after a warm-up): the slope is c(n), the seconds of
+one step with n rows, and the intercept f(n), the per-batch fixed cost (`pipeline.execution.calibration`). The entries go to
+the calibration table beside the models (`calibration.json`), keyed by device class,
+solver, model architecture and dtype (`pipeline.execution.cost_model`); `flash-restore
+estimate` prices archives with them.
 """
 from __future__ import annotations
 

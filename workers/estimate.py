@@ -15,7 +15,8 @@ from collections import Counter
 
 import torch
 
-from pipeline.execution.cost_model import calibration_dir, device_class, find_entry, predict_solve_seconds, read_table
+from pipeline.execution.cost_model import (architecture_fingerprint, calibration_dir, device_class, find_entry,
+                                           predict_solve_seconds, read_table)
 from pipeline.execution.scheduler import Scheduler
 from pipeline.execution.stats import JobStats
 from pipeline.restoration.restore import capped_start
@@ -53,7 +54,7 @@ def build_report(cfg, input: str, shards: list[str], sample_fraction: float = 1.
     restorer, records, invalid, seen, seconds = severity_records(cfg, shards, sample_fraction, cfg.seed)
     target = device or device_class(restorer.device)
     table_entries = read_table(calibration_dir(cfg))
-    ex, scale = cfg.execution, 1.0 / sample_fraction
+    ex, scale, arch = cfg.execution, 1.0 / sample_fraction, architecture_fingerprint(restorer.ldm)
     sigma2 = torch.tensor([r.sigma2 for r in records], dtype=torch.float64)
     report = {"input": input, "sample_fraction": sample_fraction, "samples_seen": seen,
               "samples_predicted_total": round(seen * scale), "valid": len(records), "invalid": dict(invalid),
@@ -65,18 +66,18 @@ def build_report(cfg, input: str, shards: list[str], sample_fraction: float = 1.
             [sampler.num_steps - 1] * len(records)
         starts = [capped_start(s, cfg.flash.max_nfe) for s in starts]
         nfe = [s + 1 for s in starts]
-        entry = find_entry(table_entries, target, name, restorer.model_hash)
+        entry = find_entry(table_entries, target, name, arch, cfg.models.dtype)
         out = {"start_step_histogram": dict(sorted(Counter((s // 10) * 10 for s in starts).items())),
                "mean_nfe": round(sum(nfe) / len(nfe), 2) if nfe else None, "baseline_nfe": sampler.num_steps,
                "predicted_nfe_total": round(sum(nfe) * scale)}
         if entry is None:
-            out["predicted_solve_seconds"] = (f"missing: no calibration for {target} / {name} / models "
-                                              f"{restorer.model_hash}; run `flash-restore bench calibrate` there")
+            out["predicted_solve_seconds"] = (f"missing: no calibration for {target} / {name} / architecture "
+                                              f"{arch} / {cfg.models.dtype}; run `flash-restore bench calibrate` there")
         else:
             secs = predict_solve_seconds([(r.group, s) for r, s in zip(records, starts)], ex.batch_size,
                                          ex.bucket_width, entry) * scale
             out["predicted_solve_seconds"] = round(secs, 2)
-            out["calibration"] = {"measured": entry["measured"], "machine": entry["machine"]}
+            out["calibration"] = {"measured": entry["measured"], "machine": entry["machine"], "architecture": arch}
             if price_per_hour is not None:
                 out["predicted_cost"] = round(secs / 3600 * price_per_hour, 4)
         report["solvers"][name] = out

@@ -15,7 +15,7 @@ from dataclasses import replace
 
 import torch
 
-from pipeline.execution.cost_model import device_class
+from pipeline.execution.cost_model import architecture_fingerprint, device_class
 from pipeline.io.shards import iter_samples, list_shards
 from pipeline.execution.restorer import build_restorer, prepare_samples
 
@@ -51,5 +51,6 @@ def calibrate_solver(cfg, samples: list, sizes: list[int], steps: int, repeats: 
         step = (long - short) / k_long
         per_batch[str(n)] = {"step_s": round(step, 6), "fixed_s": round(short - step, 6)}
     return {"device_class": device_class(restorer.device), "solver": cfg.solver.name,
-            "model_hash": restorer.model_hash, "per_batch": per_batch, "measured": time.time(),
+            "architecture": architecture_fingerprint(restorer.ldm), "dtype": cfg.models.dtype,
+            "measured_on": restorer.model_hash, "per_batch": per_batch, "measured": time.time(),
             "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"}

@@ -4,18 +4,40 @@ A solver batch runs from its largest start step down to 0 and computes only the 
 have joined (`pipeline.solvers.base`), so its time is Σ_k c(n_k) + f(B): c(n) the seconds
 of one reverse step with n active rows, f(B) the per-batch fixed cost (decoding, metrics,
 PNG encoding). `flash-restore bench calibrate` measures c and f per device class, solver,
-model set and batch size; `batches` reproduces the job's bucketing (the same `Bucketer`),
-so the prediction is for the batches the job will actually run. Samples of a Ray job may
-be bucketed a little differently (partial buckets flushed after `max_wait_s`).
+model architecture, dtype and batch size; `batches` reproduces the job's bucketing (the
+same `Bucketer`), so the prediction is for the batches the job will actually run. Samples
+of a Ray job may be bucketed a little differently (partial buckets flushed after `max_wait_s`).
+
+Why the architecture and not the weights: a step costs what the networks compute, so a
+retrained model (same configs, other weights) keeps its calibration, while any change to
+what the autoencoder or UNet computes gives another fingerprint and no entry ("missing").
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
 from pipeline.execution.bucketing import Bucketer
 
 CALIBRATION_NAME = "calibration.json"
+VERSION = 2   # entries keyed by architecture; version 1 keyed them by weights and no longer matches
+
+# Model config fields that do not change what a step computes: the training schedule's length (a
+# time-embedding table's size, not its lookup) and the latent scaling (one multiply). Private keys
+# (`_class_name`, `_diffusers_version`, …) are dropped and the class is hashed by name. The prediction
+# type (ε or v: a few elementwise ops per step) and the noise schedule are not in these configs at all.
+COST_FREE_FIELDS = frozenset({"num_train_timesteps", "scaling_factor", "shift_factor", "latents_mean", "latents_std"})
+
+
+def architecture_fingerprint(ldm) -> str:
+    """sha256 (16 hex) of the autoencoder's and the UNet's class and config, weights and cost-free fields left out."""
+    parts = []
+    for role, model in (("autoencoder", ldm.autoencoder.model), ("denoiser", ldm.unet)):
+        config = {k: v for k, v in dict(model.config).items() if not k.startswith("_") and k not in COST_FREE_FIELDS}
+        parts.append({"role": role, "class": type(model).__name__, "config": config})
+    blob = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=list)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def device_class(device) -> str:
@@ -77,18 +99,21 @@ def read_table(models_dir: str | Path) -> list[dict]:
     return json.loads(path.read_text())["entries"] if path.exists() else []
 
 
-def find_entry(entries: list[dict], device: str, solver: str, model_hash: str) -> dict | None:
-    """The newest calibration for this device class, solver and model set."""
-    found = [e for e in entries if e["device_class"] == device and e["solver"] == solver
-             and e["model_hash"] == model_hash]
+def entry_key(e: dict) -> tuple:
+    return e["device_class"], e["solver"], e.get("architecture"), e.get("dtype", "float32")
+
+
+def find_entry(entries: list[dict], device: str, solver: str, architecture: str, dtype: str = "float32") -> dict | None:
+    """The newest calibration for this device class, solver, model architecture and dtype (entries of
+    version 1, keyed by weights, have no architecture and match nothing)."""
+    found = [e for e in entries if entry_key(e) == (device, solver, architecture, dtype)]
     return max(found, key=lambda e: e["measured"]) if found else None
 
 
 def write_entries(models_dir: str | Path, new: list[dict]) -> Path:
-    """Add entries, replacing older ones of the same device class, solver and model set."""
+    """Add entries, replacing older ones of the same key and every version-1 entry (keyed by weights)."""
     path = Path(models_dir) / CALIBRATION_NAME
-    keep = [e for e in read_table(models_dir)
-            if not any((e["device_class"], e["solver"], e["model_hash"]) == (n["device_class"], n["solver"],
-                                                                            n["model_hash"]) for n in new)]
-    path.write_text(json.dumps({"version": 1, "entries": keep + new}, indent=1, sort_keys=True))
+    keys = {entry_key(n) for n in new}
+    keep = [e for e in read_table(models_dir) if e.get("architecture") and entry_key(e) not in keys]
+    path.write_text(json.dumps({"version": VERSION, "entries": keep + new}, indent=1, sort_keys=True))
     return path

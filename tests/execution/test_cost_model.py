@@ -1,7 +1,8 @@
 """The cost model: a staggered batch costs Σ_k c(active rows at k) + f(B), batches as the job forms them."""
 import pytest
 
-from pipeline.execution.cost_model import batch_seconds, batches, find_entry, interpolate, predict_solve_seconds
+from pipeline.execution.cost_model import (architecture_fingerprint, batch_seconds, batches, find_entry, interpolate,
+                                           predict_solve_seconds, read_table, write_entries)
 
 ENTRY = {"per_batch": {"1": {"step_s": 1.0, "fixed_s": 0.5}, "2": {"step_s": 1.5, "fixed_s": 0.5},
                        "4": {"step_s": 2.5, "fixed_s": 1.0}}}
@@ -27,6 +28,40 @@ def test_batches_follow_the_jobs_bucketing():
 
 
 def test_the_newest_matching_calibration_is_used():
-    entries = [{"device_class": "cpu", "solver": "ldps", "model_hash": "m", "measured": t, "per_batch": {}, "id": t}
-               for t in (1, 3, 2)] + [{"device_class": "h100", "solver": "ldps", "model_hash": "m", "measured": 9}]
-    assert find_entry(entries, "cpu", "ldps", "m")["id"] == 3 and find_entry(entries, "cpu", "psld", "m") is None
+    entries = [{"device_class": "cpu", "solver": "ldps", "architecture": "a", "dtype": "float32", "measured": t,
+                "per_batch": {}, "id": t} for t in (1, 3, 2)] + [
+        {"device_class": "h100", "solver": "ldps", "architecture": "a", "dtype": "float32", "measured": 9},
+        {"device_class": "cpu", "solver": "ldps", "architecture": "a", "dtype": "float64", "measured": 9}]
+    assert find_entry(entries, "cpu", "ldps", "a")["id"] == 3 and find_entry(entries, "cpu", "psld", "a") is None
+    assert find_entry(entries, "cpu", "ldps", "b") is None and find_entry(entries, "cpu", "ldps", "a", "float64")
+
+
+def test_retrained_weights_keep_the_calibration_and_another_architecture_does_not(tmp_path):
+    from tests.helpers import tiny_latent_diffusion
+
+    arch = architecture_fingerprint(tiny_latent_diffusion(seed=0))
+    retrained = tiny_latent_diffusion(seed=7, num_timesteps=50)   # other weights and schedule, same networks
+    retrained.prediction = "v_prediction"
+    assert architecture_fingerprint(retrained) == arch
+    assert architecture_fingerprint(tiny_latent_diffusion(kind="kl")) != arch           # another autoencoder
+    assert architecture_fingerprint(tiny_latent_diffusion(image_size=32)) != arch       # other latent size
+    old = {"device_class": "cpu", "solver": "ldps", "model_hash": "w1+w2", "measured": 1, "per_batch": {}}
+    (tmp_path / "calibration.json").write_text('{"version": 1, "entries": [%s]}' % str(old).replace("'", '"'))
+    assert find_entry(read_table(tmp_path), "cpu", "ldps", arch) is None   # keyed by weights: matches nothing
+    write_entries(tmp_path, [{**ENTRY, "device_class": "cpu", "solver": "ldps", "architecture": arch,
+                              "dtype": "float32", "measured": 2}])
+    assert [e.get("architecture") for e in read_table(tmp_path)] == [arch]   # the version-1 entry is dropped
+
+
+def test_the_shipped_models_are_calibrated_on_cpu_for_every_restoring_solver():
+    """A shipped model whose architecture changed must come with a new calibration (`bench calibrate`)."""
+    from pipeline.execution.config import load_config
+    from pipeline.restoration.options import MODELS_DIR
+    from pipeline.models.model_store import load_latent_diffusion
+    from pipeline.solvers import SOLVERS
+
+    cfg = load_config()
+    arch = architecture_fingerprint(load_latent_diffusion(cfg.models.autoencoder, cfg.models.denoiser))
+    restoring = sorted(set(SOLVERS) - {"unconditional"})   # unconditional ignores the measurement: never priced
+    missing = [s for s in restoring if find_entry(read_table(MODELS_DIR), "cpu", s, arch, cfg.models.dtype) is None]
+    assert not missing, f"models/calibration.json has no cpu entry for architecture {arch}: {missing}"

@@ -84,6 +84,28 @@ def test_calibrate_then_estimate_prices_the_archive_without_restoring(models, tm
     assert json.loads((tmp_path / "h.json").read_text())["samples_seen"] < 7
     bad = runner.invoke(app, ["estimate", "--input", str(tmp_path / "in"), "--sample-fraction", "2", *_sets(models)])
     assert bad.exit_code == 1 and "sample-fraction" in bad.output
+    # the calibration follows the architecture: retrained weights keep it, other networks get none
+    import torch
+    from diffusers import UNet2DModel
+
+    from pipeline.models.model_store import load_model, save_model
+
+    denoiser = next(o.split("=", 1)[1] for o in models["overrides"] if o.startswith("models.denoiser="))
+    unet, meta = load_model(denoiser, return_meta=True)
+    with torch.no_grad():
+        for p in unet.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    wider = UNet2DModel.from_config({**unet.config, "layers_per_block": 2})
+    root = denoiser.rsplit("/", 1)[0]
+    priced = {}
+    for name, model in (("ldm-retrained", unet), ("ldm-wider", wider)):
+        save_model(model, f"{root}/{name}", extra=meta)   # beside the calibrated ldm: the same calibration.json
+        res = runner.invoke(app, ["estimate", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "r.json"),
+                                  *_sets(models), "--set", f"models.denoiser={root}/{name}"])
+        assert res.exit_code == 0, res.output
+        priced[name] = json.loads((tmp_path / "r.json").read_text())["solvers"]["ldps"]["predicted_solve_seconds"]
+    assert priced["ldm-retrained"] > 0
+    assert priced["ldm-wider"].startswith("missing: no calibration for cpu / ldps / architecture")
 
 
 def test_unwritable_output_is_one_error_line_before_compute(models, tmp_path):
