@@ -17,8 +17,7 @@ from typing import Optional
 
 import typer
 
-from pipeline.model_report.measurements import (SECTIONS, ReportOptions, families, measure_sections, model_info,
-                                              resolve_photos)
+from pipeline.model_report import SECTIONS
 
 
 def report_models(
@@ -51,6 +50,8 @@ def report_models(
 
     from jobs.train import command_line
     from pipeline.model_report.figures import figure_rows, update_cards, write_docs
+    from pipeline.model_report.measurements import (ReportOptions, families, measure_sections, model_info,
+                                                    resolve_photos)
     from pipeline.restoration.restore import pick_device
     from pipeline.training.loop import machine_name
 

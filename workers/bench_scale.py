@@ -72,7 +72,7 @@ class ActorPeaks(threading.Thread):
 
 def _probe(archive: str, out: str, sets: list[str], batch_size: int) -> dict:
     """One job on a fresh local Ray in this (fresh) process: its summary and the peaks."""
-    import ray   # lazy: only the Ray measurements load Ray
+    import ray  # lazy: only the Ray measurements load Ray
 
     cfg = build_config(None, None, False, batch_size, None, None, "ray", None, sets)
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
@@ -88,7 +88,7 @@ def _probe(archive: str, out: str, sets: list[str], batch_size: int) -> dict:
 def _pin_node(node, core: int) -> None:
     """Pin a simulated node's raylet and its worker processes to one core (workers it starts
     later inherit the raylet's affinity)."""
-    from ray._private import ray_constants   # lazy: only the Ray measurements load Ray
+    from ray._private import ray_constants  # lazy: only the Ray measurements load Ray
 
     raylet = node.all_processes[ray_constants.PROCESS_TYPE_RAYLET][0].process.pid
     family, frontier = {raylet}, [raylet]
@@ -112,6 +112,7 @@ def _cluster_rate(nodes: int, archive: str, out: str, sets: list[str], batch_siz
     """Steady-state images/s on `nodes` simulated nodes of one core and one solver each."""
     # lazy: only the Ray measurements load Ray
     import ray
+    # lazy: Ray loads only where the Ray engine runs
     from ray.cluster_utils import Cluster
 
     cores = sorted(os.sched_getaffinity(0))

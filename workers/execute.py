@@ -12,10 +12,12 @@ import time
 from typing import Callable
 
 from pipeline.execution.config import RestoreConfig, save_config
-from pipeline.io.outputs import OutputStore
 from pipeline.execution.scheduler import Scheduler
-from pipeline.io.shards import list_shards
 from pipeline.execution.stats import JobStats
+from pipeline.io.outputs import OutputStore
+from pipeline.io.shards import list_shards
+
+from .local_backend import LocalBackend
 
 
 def open_output(cfg: RestoreConfig, output_url: str, overwrite: bool = False) -> tuple[OutputStore, dict, set]:
@@ -29,10 +31,10 @@ def open_output(cfg: RestoreConfig, output_url: str, overwrite: bool = False) ->
 
 def make_backend(cfg: RestoreConfig):
     if cfg.execution.engine == "ray":
+        # lazy: Ray loads only where the Ray engine runs
         from .ray_backend import RayBackend
 
         return RayBackend(cfg)
-    from .local_backend import LocalBackend
 
     return LocalBackend(cfg)
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import uuid
 
+import torch
+
 from pipeline.execution.config import RestoreConfig
 
 STAGES = ("reader", "severity", "solver", "writer")
@@ -62,6 +64,4 @@ def new_incarnation() -> str:
 
 
 def set_threads(num_cpus: float) -> None:
-    import torch
-
     torch.set_num_threads(max(1, int(num_cpus)))

@@ -14,11 +14,19 @@ import uuid
 from pipeline.execution.config import RestoreConfig
 from pipeline.execution.validation import read_limits
 
+from .placement import plan_resources
+from .pool import StagePool
+from .reader import ShardReader
+from .severity import SeverityStage
+from .solver import SolverStage
+from .writer import Writer
+
 MAX_RESTARTS = 3
 
 
 def ensure_ray(temp_dir: str | None = None) -> bool:
     """Connect to RAY_ADDRESS's cluster, or start a local Ray; True when this call started it."""
+    # lazy: Ray loads only where the Ray engine runs
     import ray
 
     if ray.is_initialized():
@@ -47,6 +55,7 @@ class RayBackend:
         self.namespace = f"flash-restore-{uuid.uuid4().hex[:8]}"
 
     def _actor(self, cls, stage: str, name: str, restarts: int, *args, **kw):
+        # lazy: Ray loads only where the Ray engine runs
         import ray
 
         p = self.plan[stage]
@@ -58,13 +67,9 @@ class RayBackend:
     def start(self) -> None:
         """Create every actor and wait until each is up: a model that does not load fails the
         job before anything is written."""
+        # lazy: Ray loads only where the Ray engine runs
         import ray
 
-        from .placement import plan_resources
-        from .pool import StagePool
-        from .reader import ShardReader
-        from .severity import SeverityStage
-        from .solver import SolverStage
 
         self.started_ray = ensure_ray()
         cfg, ex = self.cfg, self.cfg.execution
@@ -87,12 +92,11 @@ class RayBackend:
             pool.start()
 
     def open_writer(self, output_url: str, lineage: dict | None = None) -> None:
-        from .writer import Writer
-
         self.writer = self._actor(Writer, "writer", "flash-writer", 0, output_url, self.cfg.execution.part_size,
                                   lineage)
 
     def wait(self, refs: list, timeout: float) -> list:
+        # lazy: Ray loads only where the Ray engine runs
         import ray
 
         return ray.wait(refs, num_returns=1, timeout=timeout)[0]
@@ -101,11 +105,13 @@ class RayBackend:
         return self.writer.add.remote(results_or_ref)
 
     def get_write(self, ref) -> dict:
+        # lazy: Ray loads only where the Ray engine runs
         import ray
 
         return ray.get(ref)
 
     def finish_writes(self) -> dict:
+        # lazy: Ray loads only where the Ray engine runs
         import ray
 
         return ray.get(self.writer.finish.remote())
@@ -123,6 +129,7 @@ class RayBackend:
         }
 
     def close(self) -> None:
+        # lazy: Ray loads only where the Ray engine runs
         import ray
 
         if not ray.is_initialized():

@@ -16,6 +16,11 @@ import sys
 import tempfile
 import time
 
+import torch
+
+from pipeline.training.loop import run_training
+from pipeline.training.state import load_checkpoint_meta
+
 
 class LineProgress:
     """Plain log lines from rank 0 (a live progress bar does not survive Ray's log forwarding)."""
@@ -41,10 +46,9 @@ class LineProgress:
 
 def _worker_loop(config: dict) -> None:
     """Runs on every Ray Train worker."""
+    # lazy: Ray loads only where the Ray engine runs
     import ray.train.torch
-    import torch
 
-    from pipeline.training.loop import run_training
 
     device = ray.train.torch.get_device()
     if device.type == "cpu":
@@ -56,11 +60,11 @@ def _worker_loop(config: dict) -> None:
 def run_ray_training(kind: str, cfg: dict, command: str, workers: int, *, use_gpu: bool | None = None,
                      cpus_per_worker: float | None = None, temp_dir: str | None = None) -> dict:
     """Train with `workers` data-parallel Ray Train workers; returns the rank-0 summary."""
+    # lazy: Ray loads only where the Ray engine runs
     import ray
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from pipeline.training.state import load_checkpoint_meta
 
     started = False
     if not ray.is_initialized():

@@ -10,6 +10,7 @@ cells row-major, so the same inputs give the same crops (and the same bytes down
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -18,6 +19,8 @@ from typing import Iterator, Sequence
 
 import fsspec
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 from PIL import Image, ImageOps
 
 from pipeline.corpus.photos import photo_slug, resolve_photo
@@ -145,11 +148,6 @@ def encode_jpeg(pixels: np.ndarray, quality: int = 95) -> bytes:
 def write_corpus_export(output: str, pixels: Sequence[np.ndarray], keys: Sequence[str],
                         metas: Sequence[dict], quality: int = 95, extra: dict | None = None) -> dict:
     """Write an export folder at a local path or fsspec URL; returns its meta dict."""
-    import hashlib
-
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     blobs = [encode_jpeg(p, quality) for p in pixels]
     offsets = np.cumsum([0] + [len(b) for b in blobs])[:-1]
     table = pa.table({
@@ -181,8 +179,6 @@ def write_corpus_export(output: str, pixels: Sequence[np.ndarray], keys: Sequenc
 
 def load_corpus_export(path: str) -> tuple[np.ndarray, list[str], list[str]]:
     """Load an export folder: (uint8 (N, s, s, 3) array, keys, photos) in export order."""
-    import pyarrow.parquet as pq
-
     fs, root = fsspec.core.url_to_fs(path)
     root = root.rstrip("/")
     if root.endswith(EXPORT_META) or root.endswith(EXPORT_INDEX) or root.endswith(EXPORT_BIN):

@@ -7,6 +7,7 @@ so a user can point the corpus tools at their own photos.
 """
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import importlib.util
 import os
@@ -128,8 +129,6 @@ def photo_slug(entry: str) -> str:
     WebDataset splits a key at the first dot of the file name, so the slug has no dots;
     a short hash of the full entry keeps slugs unique (e.g. many `2560x1600.jpg` files).
     """
-    import hashlib
-
     split = _split_package(entry)
     path = split[1] if split else entry
     parts = [p for p in re.split(r"[\\/]", path) if p]

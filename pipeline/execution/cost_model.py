@@ -18,7 +18,10 @@ import hashlib
 import json
 from pathlib import Path
 
+import torch
+
 from pipeline.execution.bucketing import Bucketer
+from pipeline.restoration.options import MODELS_DIR
 
 CALIBRATION_NAME = "calibration.json"
 VERSION = 2   # entries keyed by architecture; version 1 keyed them by weights and no longer matches
@@ -42,8 +45,6 @@ def architecture_fingerprint(ldm) -> str:
 
 def device_class(device) -> str:
     """cpu, h100, a100, h200, … (the --device names of `estimate`)."""
-    import torch
-
     device = torch.device(device)
     if device.type != "cuda":
         return device.type
@@ -88,8 +89,6 @@ def predict_solve_seconds(records: list[tuple[tuple, int]], batch_size: int, wid
 
 def calibration_dir(cfg) -> Path:
     """Beside the models: the denoiser's parent folder when it is local, else the shipped models/."""
-    from pipeline.restoration.options import MODELS_DIR
-
     parent = Path(cfg.models.denoiser).parent
     return parent if "://" not in cfg.models.denoiser and parent.is_dir() else MODELS_DIR
 

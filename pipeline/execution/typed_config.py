@@ -14,6 +14,7 @@ import types
 import typing
 from typing import Any, Iterable
 
+import fsspec
 import yaml
 
 
@@ -121,8 +122,6 @@ def load(cls, path: str | None = None, overrides: Iterable[str] = (), layers: It
         for dotted, value in layer.items():
             set_dotted(data, dotted, value)
     if path:
-        import fsspec
-
         with fsspec.open(path, "r") as fh:
             loaded = yaml.safe_load(fh) or {}
         if not isinstance(loaded, dict):
@@ -141,7 +140,5 @@ def load(cls, path: str | None = None, overrides: Iterable[str] = (), layers: It
 
 def save(cfg, url: str) -> None:
     """The resolved config as YAML (what a rerun with `--config` reproduces)."""
-    import fsspec
-
     with fsspec.open(url, "w") as fh:
         yaml.safe_dump(dataclasses.asdict(cfg), fh, sort_keys=False)

@@ -10,10 +10,11 @@ from __future__ import annotations
 import torch
 
 from pipeline.execution.config import RestoreConfig
+from pipeline.io.samples import Sample, SampleError
+from pipeline.models.model_store import model_image_size
 from pipeline.operators import OPERATORS, build_operator
 from pipeline.operators.noise import to_model_domain
 from pipeline.restoration.items import Prepared
-from pipeline.io.samples import Sample, SampleError
 
 
 class SampleValidator:
@@ -50,8 +51,6 @@ def read_limits(cfg: RestoreConfig) -> dict:
     """Read-time limits. Without `input.expected_size` the models' image size is required, so a
     sample the models cannot take (a 1×1 PNG, a 2048² photo for 64-px models) is an error row
     at read time, before any compute."""
-    from pipeline.models.model_store import model_image_size
-
     size = cfg.input.expected_size or model_image_size(cfg.models.autoencoder)
     return {"expected_size": (size, size) if isinstance(size, int) else size, "max_pixels": cfg.input.max_pixels,
             "allow_convert": cfg.input.allow_convert}

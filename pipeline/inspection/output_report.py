@@ -16,6 +16,7 @@ import fsspec
 import numpy as np
 import pyarrow.parquet as pq
 from PIL import Image
+from scipy.stats import spearmanr
 
 from pipeline.io.outputs import OutputStore
 from pipeline.io.shards import iter_samples
@@ -31,8 +32,6 @@ def histogram(values: list[float], bins: int = 10) -> list[tuple[float, float, i
 def summarise(rows: list[dict]) -> dict:
     """Counts by status and error kind, NFE and residual spreads, compute spent, and how the
     no-reference signals relate to PSNR where references exist."""
-    from scipy.stats import spearmanr
-
     ok = [r for r in rows if r["status"] == "ok"]
     out = {"samples": len(rows), "status": dict(Counter(r["status"] for r in rows)),
            "error_kinds": dict(Counter(r["error_kind"] for r in rows if r["status"] != "ok")),
@@ -100,8 +99,9 @@ def preview(store: OutputStore, examples: dict[str, dict], scale: int = 3) -> Im
     A missing image (no reference in the shard, say) leaves a labelled blank panel, so every
     row keeps the same columns.
     """
-    from matplotlib.figure import Figure
+    # lazy: matplotlib loads only when a plot is drawn
     from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     rows = []
     for label, row in examples.items():
@@ -133,9 +133,11 @@ def preview(store: OutputStore, examples: dict[str, dict], scale: int = 3) -> Im
 
 def plots(rows: list[dict], store: OutputStore, rel: str = "plots.png") -> None:
     """NFE and residual_z histograms, and residual_z against PSNR where references exist."""
+    # lazy: matplotlib loads only when a plot is drawn
     import matplotlib
 
     matplotlib.use("Agg")
+    # lazy: matplotlib loads only when a plot is drawn
     import matplotlib.pyplot as plt
 
     ok = [r for r in rows if r["status"] == "ok"]

@@ -117,6 +117,7 @@ class OutputStore:
 
         A retried put whose first attempt landed (its answer was lost) fails its own
         condition: when the object holds exactly `data`, that write was ours and succeeded."""
+        # lazy: botocore loads only for s3:// URLs
         from botocore.exceptions import ClientError
 
         bucket, key = self._bucket_key(rel)
@@ -132,6 +133,7 @@ class OutputStore:
                                  "two jobs must not write one output") from exc
 
     def _read_manifest_s3(self) -> dict | None:
+        # lazy: botocore loads only for s3:// URLs
         from botocore.exceptions import ClientError
 
         bucket, key = self._bucket_key(MANIFEST)

@@ -14,10 +14,11 @@ import zlib
 from typing import Any, Callable, Iterable, Iterator
 
 import fsspec
+from braceexpand import braceexpand
 from fsspec.core import url_to_fs
+from webdataset import TarWriter
 
-from pipeline.io.samples import (DEFAULT_MAX_PIXELS, PARAMS_EXT, Sample, SampleError, encode_png,
-                      parse_sample)
+from pipeline.io.samples import DEFAULT_MAX_PIXELS, PARAMS_EXT, Sample, SampleError, encode_png, parse_sample
 
 __all__ = ["list_shards", "iter_samples", "keyless_name", "write_shard", "make_archive", "split_member_name",
            "DEFAULT_MAX_MEMBER_BYTES"]
@@ -39,8 +40,6 @@ def list_shards(url: str) -> list[str]:
     one is an error rather than a silently smaller job.
     """
     if "{" in url:
-        from braceexpand import braceexpand
-
         urls = list(braceexpand(url))
         missing = [u for u in urls if not url_to_fs(u)[0].isfile(url_to_fs(u)[1])]
         if missing:
@@ -202,8 +201,6 @@ def write_shard(url: str, samples: Iterable[dict[str, Any]]) -> int:
     Bytes are reproducible: members are sorted by extension within a sample, mtime is 0,
     owner is fixed. The file is written in place; committing it atomically is the caller's job.
     """
-    from webdataset import TarWriter
-
     count = 0
     with fsspec.open(url, "wb") as f:
         with TarWriter(f, encoder=False, mtime=0, user="flash", group="flash", mode=0o444) as writer:

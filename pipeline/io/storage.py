@@ -17,6 +17,7 @@ import random
 import time
 
 import fsspec.config
+from urllib3.exceptions import ProtocolError
 
 DEFAULT_MAX_ATTEMPTS = 10
 
@@ -40,6 +41,7 @@ def use_retry_policy() -> None:
 
 def s3_client(**kwargs):
     """A boto3 S3 client with the retry policy."""
+    # lazy: boto3 loads only for s3:// URLs
     import boto3
     from botocore.config import Config
 
@@ -50,8 +52,8 @@ def get_object_bytes(client, bucket: str, key: str) -> tuple[bytes, str]:
     """(body, ETag) of an object. botocore retries failed requests, but not an answer cut
     mid-body (the object's, or an error answer's, which it reads before deciding): those are
     retried here, with the same attempts and jittered backoff."""
+    # lazy: botocore loads only for s3:// URLs
     from botocore.exceptions import IncompleteReadError, ResponseStreamingError
-    from urllib3.exceptions import ProtocolError
 
     attempts = retry_policy()["total_max_attempts"]
     for attempt in range(attempts):

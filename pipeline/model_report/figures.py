@@ -7,6 +7,7 @@ are plain PIL image tiling.
 """
 from __future__ import annotations
 
+import io
 import math
 import os
 from pathlib import Path
@@ -46,11 +47,11 @@ def contact_sheet(images01: torch.Tensor, cols: int = 8, pad: int = 2, scale: in
 def scatter_plot(series: dict[str, tuple[Sequence[float], Sequence[float]]], title: str, xlabel: str,
                  ylabel: str, size: tuple[int, int] = (720, 560), identity: bool = True) -> Image.Image:
     """A matplotlib scatter plot of named (x, y) series on shared axes from 0, with y = x dashed."""
-    import io
-
+    # lazy: matplotlib loads only when a plot is drawn
     import matplotlib
 
     matplotlib.use("Agg")
+    # lazy: matplotlib loads only when a plot is drawn
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(size[0] / 100, size[1] / 100), dpi=100)

@@ -8,14 +8,29 @@ on CPU (tests) and at full size on a GPU. A figure that cannot be measured is
 """
 from __future__ import annotations
 
+import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.corpus.photos import REPO_ROOT
-from pipeline.quality.image_sets import image_set_distances
+import numpy as np
+import torch
+import torch.nn.functional as F
 
-SECTIONS = ("autoencoder", "severity", "ldm", "step", "e2e")
+from pipeline.corpus.crops import load_corpus_export
+from pipeline.corpus.photos import REPO_ROOT
+from pipeline.execution.config import load_config
+from pipeline.execution.crop_restore import degrade_crops, degraded_samples, restore_samples
+from pipeline.model_report.figures import contact_sheet, scatter_plot, to_uint8
+from pipeline.models.model_store import fingerprint, load_latent_diffusion, load_meta, load_model
+from pipeline.quality.image_sets import image_set_distances
+from pipeline.quality.metrics import psnr
+from pipeline.quality.statistics import ordering_accuracy, paired_mean_ci, pearson, spearman
+from pipeline.sampling.schedules import DDIMSampler, DDPMSampler
+from pipeline.sampling.seeding import generators, randn_per_sample
+from pipeline.solvers import ACCOUNT_KEYS, make_solver
+from pipeline.training.loop import load_frozen_autoencoder, machine_name
+
 
 
 def families(models: Path) -> list[str]:
@@ -58,8 +73,6 @@ def resolve_photos(photos: str) -> str:
 
 def spread(n_total: int, n: int) -> list[int]:
     """n indices spread evenly over 0..n_total−1 (all when n ≤ 0 or n ≥ n_total), covering every photo."""
-    import numpy as np
-
     if n <= 0 or n >= n_total:
         return list(range(n_total))
     return sorted({int(i) for i in np.linspace(0, n_total - 1, n).round()})
@@ -67,11 +80,6 @@ def spread(n_total: int, n: int) -> list[int]:
 
 def load_eval_crops(url: str, size: int):
     """Clean crops (N,3,size,size) in [0,1]; resized with antialiasing when the models use another size."""
-    import torch
-    import torch.nn.functional as F
-
-    from pipeline.corpus.crops import load_corpus_export
-
     arr, _, _ = load_corpus_export(url)
     if len(arr) == 0:
         raise ValueError(f"no crops in {url}")
@@ -85,10 +93,6 @@ def load_eval_crops(url: str, size: int):
 
 def measure_autoencoder(ae, crops01, device, batch: int) -> dict:
     """Mean PSNR of D0(E0(x)) against x on the dev crops ([0,1], clipped)."""
-    import torch
-
-    from pipeline.quality.metrics import psnr
-
     vals = []
     with torch.no_grad():
         for chunk in crops01.split(batch):
@@ -105,12 +109,6 @@ def measure_severity(encoder, ae, family: str, crops01, params: dict, device, se
 
     Each crop's ladder keeps one operator seed (kernel shape, mask field) for all its severities,
     so only the severity changes along it; the noise draw is per rung."""
-    import numpy as np
-    import torch
-
-    from pipeline.execution.crop_restore import degrade_crops
-    from pipeline.quality.statistics import ordering_accuracy, pearson, spearman
-
     K = 10
     ts = np.linspace(0.0, 1.0, K)
     n = len(crops01)
@@ -142,11 +140,6 @@ def measure_severity(encoder, ae, family: str, crops01, params: dict, device, se
 
 def sample_ldm(ldm, n: int, steps: int, device, seed: int, batch: int):
     """n unconditional samples in [0,1]: DDPM over all T steps, or DDIM(η=1) with `steps` < T."""
-    import torch
-
-    from pipeline.sampling.schedules import DDIMSampler, DDPMSampler
-    from pipeline.sampling.seeding import generators, randn_per_sample
-
     T = ldm.schedule.num_timesteps
     sampler = DDPMSampler(ldm.schedule) if steps >= T else DDIMSampler(ldm.schedule, steps, eta=1.0)
     dtype = next(ldm.unet.parameters()).dtype
@@ -167,11 +160,6 @@ def measure_ldm(ldm, crops01, n: int, steps: int, device, seed: int, batch: int,
                 fid_from: str | None, samples_out: str | None, floor01=None) -> dict:
     """64-sample contact sheet (docs/ldm_samples.png), FID and KID of n samples against the dev
     crops, and the real-photo floor: n training crops scored the same way (`image_set_distances`)."""
-    import numpy as np
-    import torch
-
-    from pipeline.model_report.figures import contact_sheet, to_uint8
-
     t0 = time.perf_counter()
     if fid_from:
         arr = np.load(fid_from)["samples"]
@@ -195,15 +183,6 @@ def measure_ldm(ldm, crops01, n: int, steps: int, device, seed: int, batch: int,
 
 def measure_step(ldm, crops01, params: dict, device, batch: int, repeats: int, step_size: float, seed: int) -> dict:
     """Wall time of one Latent-DPS reverse step (denoiser + decoder backprop) for a batch, median of repeats."""
-    import statistics
-
-    import torch
-
-    from pipeline.execution.crop_restore import degrade_crops
-    from pipeline.sampling.schedules import DDPMSampler
-    from pipeline.sampling.seeding import generators, randn_per_sample
-    from pipeline.solvers import ACCOUNT_KEYS, make_solver
-
     solver = make_solver("ldps", ldm, DDPMSampler(ldm.schedule), step_size=step_size)
     x = crops01[torch.arange(batch) % len(crops01)]
     y, op, keys = degrade_crops("gaussian_blur", x, [0.5] * batch, params, seed, "step")
@@ -228,12 +207,6 @@ def measure_step(ldm, crops01, params: dict, device, batch: int, repeats: int, s
 def measure_e2e(models: Path, crops01, params: dict, device, seed: int, n: int, n_base: int,
                 step_size: float, batch: int, settings: str = "tuned") -> dict:
     """Flash(Latent-DPS) vs the full-schedule Latent-DPS baseline through the in-process `Restorer`."""
-    import numpy as np
-
-    from pipeline.quality.statistics import paired_mean_ci
-    from pipeline.execution.config import load_config
-    from pipeline.execution.crop_restore import degraded_samples, restore_samples
-
     idx = spread(len(crops01), n)
     samples = degraded_samples("gaussian_blur", crops01[idx], np.linspace(0.0, 1.0, len(idx)), params, seed, "e2e")
     sets = [f"models.autoencoder={models / 'autoencoder'}", f"models.denoiser={models / 'ldm'}", f"models.device={device}",
@@ -268,8 +241,6 @@ def measure_e2e(models: Path, crops01, params: dict, device, seed: int, n: int, 
 
 
 def model_info(models: Path) -> dict:
-    from pipeline.models.model_store import fingerprint, load_meta
-
     out = {}
     for name in ("autoencoder", "ldm", *(f"severity-{f}" for f in families(models))):
         path = models / name
@@ -299,9 +270,6 @@ def guard(figures: dict, name: str, fn):
 
 def load_models(root: Path, device):
     """(LatentDiffusion or None, Autoencoder or None, why not): what of `root` loads."""
-    from pipeline.models.model_store import load_latent_diffusion
-    from pipeline.training.loop import load_frozen_autoencoder
-
     try:
         ldm = load_latent_diffusion(str(root / "autoencoder"), str(root / "ldm"), device=device)
         return ldm, ldm.autoencoder, ""
@@ -317,13 +285,6 @@ def load_models(root: Path, device):
 def measure_sections(root: Path, photos_url: str, wanted: set, figures: dict, dev, opts: ReportOptions,
                      doc_dir: Path) -> dict:
     """Measure the `wanted` sections of the models under `root` into `figures` (others kept)."""
-    import torch
-
-    from pipeline.model_report.figures import scatter_plot
-    from pipeline.models.model_store import load_meta, load_model
-    from pipeline.sampling.schedules import DDPMSampler
-    from pipeline.training.loop import machine_name
-
     figures = dict(figures)
     ldm, ae, ae_err = load_models(root, dev)
     size = int(ae.model.config.sample_size) if ae is not None else 64

@@ -21,10 +21,12 @@ import hashlib
 import json
 import tempfile
 
+import diffusers
 import fsspec
 
 from pipeline.models.latent import AUTOENCODER_CLASSES, PREDICTIONS, Autoencoder, LatentDiffusion
-from pipeline.models.model_files import build, cast, download, folder_fingerprint, load_model, local_files, model_fingerprint
+from pipeline.models.model_files import (build, cast, download, folder_fingerprint, load_model, local_files,
+                                         model_fingerprint)
 from pipeline.sampling.schedules import NoiseSchedule
 
 INDEX_NAME = "model_index.json"
@@ -109,8 +111,6 @@ def scheduler_config(url: str) -> dict:
 
 def schedule_from_config(config: dict, url: str = "") -> NoiseSchedule:
     """ᾱ exactly as the diffusers scheduler computes it from `config`."""
-    import diffusers
-
     klass = getattr(diffusers, config["_class_name"])
     try:
         scheduler = klass.from_config({k: v for k, v in config.items() if k != "_class_name"})

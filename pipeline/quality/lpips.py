@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import re
 
+import fsspec
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load as st_load
 from torch import nn
 
 # (block, conv index, C_in, C_out); a 2×2 max-pool precedes blocks 2..5.
@@ -80,9 +82,6 @@ class LPIPS(nn.Module):
     @classmethod
     def from_safetensors(cls, path: str, device: torch.device | str = "cpu") -> "LPIPS":
         """Load and validate weights (names in the module docstring); ValueError on any mismatch."""
-        import fsspec
-        from safetensors.torch import load as st_load
-
         with fsspec.open(path, "rb") as f:
             raw = f.read()
         try:

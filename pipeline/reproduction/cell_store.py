@@ -20,6 +20,7 @@ import torch
 from PIL import Image
 
 from pipeline.quality.image_sets import image_set_distances
+from pipeline.quality.metrics import Missing, colour_shift, psnr, ssim
 
 
 def cell_dir(out: Path, cell_id: str) -> Path:
@@ -79,8 +80,6 @@ def load_task(out: Path, task_id: str) -> dict | None:
 def reference_rows(keys: list[str], degraded01: torch.Tensor, clean01: torch.Tensor, severities: dict,
                    family: str, noise: float, lpips) -> list[dict]:
     """Rows for the degraded input itself, in the restore job's metric columns (no solver ran)."""
-    from pipeline.quality.metrics import Missing, colour_shift, psnr, ssim
-
     p, s, c = psnr(degraded01, clean01), ssim(degraded01, clean01), colour_shift(degraded01, clean01)
     lp = None if isinstance(lpips, Missing) else lpips(degraded01, clean01)
     return [{"key": k, "status": "ok", "operator": family, "severity": severities[k], "noise_sigma": noise,

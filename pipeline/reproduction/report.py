@@ -11,10 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import yaml
+from scipy.stats import kendalltau
 
 from pipeline.quality.statistics import paired_mean_ci, pearson, spearman
 from pipeline.reproduction.cell_store import load_cell
 from pipeline.reproduction.suite import TASKS, Budget, Cell, applicable, noise_task, solver_names, task_named
+from pipeline.restoration.solver_settings import resolve, table_for, tuned
 from pipeline.solvers import SOLVERS
 
 PAPER = Path(__file__).with_name("paper_table.yaml")
@@ -71,8 +73,6 @@ def stale_settings(cell: Cell, record: dict | None, settings: str = "tuned") -> 
     """True when the settings table (`settings`, as `evaluate --settings` named it) now resolves
     this cell to other settings than it ran with (it was retuned since): its figures stand for a
     configuration jobs no longer run."""
-    from pipeline.restoration.solver_settings import resolve, table_for, tuned
-
     st = (record or {}).get("settings")
     if not st or cell.solver == "none":
         return False
@@ -253,8 +253,6 @@ class Report:
 
     # ------------------------------------------------------------------ severity
     def severity(self) -> tuple[str, dict]:
-        from scipy.stats import kendalltau
-
         lines = ["| family (task) | Spearman ρ(σ̂², t) | pairwise ordering (σ̂² vs t) | n |", "|---|---|---|---|"]
         points = {}
         for task in ("blur_varying", "nonlinear_blur", "inpainting"):

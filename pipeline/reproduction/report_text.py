@@ -1,9 +1,11 @@
 """The markdown of docs/reproduction.md: sections in the issue's order, the verdicts first."""
 from __future__ import annotations
 
+import hashlib
+
 from pipeline.reproduction.report import Report
-from pipeline.reproduction.suite import TASKS
 from pipeline.reproduction.report_plots import adaptivity_plot, robustness_plot, sample_grid, severity_plot
+from pipeline.reproduction.suite import TASKS
 
 METHOD_NOTES = """\
 How the numbers are made (the method and its caveats):
@@ -34,8 +36,6 @@ How the numbers are made (the method and its caveats):
 
 
 def cells_digest(report: Report) -> str:
-    import hashlib
-
     keys = sorted(f"{cid}={c['key']}" for cid, c in report.cells.items() if c)
     return hashlib.sha256("\n".join(keys).encode()).hexdigest()[:12]
 

@@ -18,6 +18,8 @@ import json
 from dataclasses import asdict, dataclass
 
 from pipeline.execution.config import schedule_sets
+from pipeline.operators import OPERATORS
+from pipeline.solvers import SOLVERS, restoring_solvers
 
 NOISE = 0.05
 ROBUST_NOISES = (0.0, 0.025, 0.05, 0.075, 0.1)
@@ -122,16 +124,11 @@ def parse_cell(text: str) -> Cell:
 
 def solver_names() -> list[str]:
     """The suite's solvers: every registered solver that restores, in registry order."""
-    from pipeline.solvers import restoring_solvers  # imports torch; jobs import this module before they need it
-
     return restoring_solvers()
 
 
 def applicable(solver: str, family: str) -> bool:
     """PSLD needs a linear operator (its gluing term uses Aᵀ)."""
-    from pipeline.operators import OPERATORS
-    from pipeline.solvers import SOLVERS
-
     return not (getattr(SOLVERS[solver], "needs_linear", False) and not OPERATORS[family].linear)
 
 

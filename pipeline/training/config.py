@@ -155,6 +155,7 @@ class SeverityLossConfig:
     reset_head: bool = False        # with `init`: keep its mean head, start the variance head afresh
 
     def validate(self) -> None:
+        # lazy: the CLI reads these configs at start; the models (diffusers, torch) load when one is checked
         from pipeline.models.severity import VARIANCE_LOSSES
 
         if self.variance_loss not in VARIANCE_LOSSES:
@@ -182,6 +183,7 @@ class SeverityJob:
     init: Optional[str] = None      # a severity encoder folder to start from instead of the autoencoder's E0
 
     def validate(self) -> None:
+        # lazy: the CLI reads these configs at start; the registry (torch) loads when one is checked
         from pipeline.operators import OPERATORS
 
         check_job(self)

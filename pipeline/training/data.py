@@ -17,6 +17,8 @@ import fsspec
 import numpy as np
 import torch
 
+from pipeline.io.samples import SampleError
+from pipeline.io.shards import iter_samples, list_shards
 from pipeline.sampling.seeding import sample_seed
 
 EXPORT_INDEX = "index.parquet"
@@ -36,9 +38,6 @@ def _is_export(url: str) -> bool:
 
 
 def _load_shards(url: str) -> tuple[np.ndarray, list[str]]:
-    from pipeline.io.shards import iter_samples, list_shards
-    from pipeline.io.samples import SampleError
-
     images, keys, errors = [], [], []
     for shard in list_shards(url):
         for item in iter_samples(shard):
@@ -59,6 +58,7 @@ def check_data(url: str) -> None:
     try:
         if _is_export(url):
             return
+        # lazy: an optional dependency, missing is handled
         from pipeline.io.shards import list_shards
 
         list_shards(url)
@@ -77,6 +77,7 @@ def load_crops(url: str, max_items: int | None = None) -> tuple[torch.Tensor, li
         raise ValueError("no training data: pass --data (a corpus export folder or clean-crop shards)")
     try:
         if _is_export(url):
+            # lazy: an optional dependency, missing is handled
             from pipeline.corpus.crops import load_corpus_export
 
             arr, keys, _ = load_corpus_export(url)

@@ -26,12 +26,17 @@ from typing import Protocol
 import fsspec
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.optim.lr_scheduler import LambdaLR
 
-from pipeline.training.data import BatchPlan, load_crops, rank_rows
-from pipeline.training.config import WHOLE
 from pipeline.execution.typed_config import flatten
+from pipeline.models.latent import AUTOENCODER_CLASSES, Autoencoder
+from pipeline.models.model_store import load_model
+from pipeline.models.pipeline_folder import is_pipeline_folder, load_pipeline_autoencoder
+from pipeline.training.config import WHOLE
+from pipeline.training.data import BatchPlan, load_crops, rank_rows
 from pipeline.training.state import EMA, load_checkpoint, save_checkpoint
+from pipeline.training.tasks import AutoencoderTask, DenoiserTask, SeverityTask
 
 KINDS = ("autoencoder", "ldm", "severity")
 CARD_NAME = "MODEL_CARD.md"
@@ -121,8 +126,6 @@ def fit(task, plan: BatchPlan, cfg: dict, ckpt_url: str, device: torch.device,
     last = dict(meta.get("last_losses", {})) if meta else {}
     module = task.module
     if world > 1:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
         module = DDP(module, device_ids=[device.index] if device.type == "cuda" else None)
     bf16 = use_bf16(run["precision"], device)
     max_steps, log_every = int(run["max_steps"]), max(1, int(run["log_every"]))
@@ -179,10 +182,6 @@ def load_frozen_autoencoder(url: str, device: torch.device):
     A diffusers pipeline folder gives its vqvae/ (or vae/) at the pipeline's latent scale, so an
     encoder can be trained for a downloaded LDM as it ships.
     """
-    from pipeline.models.latent import Autoencoder
-    from pipeline.models.model_store import load_model
-    from pipeline.models.pipeline_folder import is_pipeline_folder, load_pipeline_autoencoder
-
     if not url:
         raise ValueError("this job needs --autoencoder URL (a model folder written by train-autoencoder)")
     try:
@@ -195,7 +194,6 @@ def load_frozen_autoencoder(url: str, device: torch.device):
         raise ValueError(f"--autoencoder {url}: {exc}") from None
     except OSError as exc:
         raise ValueError(f"--autoencoder {url} cannot be read ({type(exc).__name__}: {exc})") from None
-    from pipeline.models.latent import AUTOENCODER_CLASSES
 
     if type(model).__name__ not in AUTOENCODER_CLASSES:
         raise ValueError(f"{url} holds a {type(model).__name__}, not an autoencoder")
@@ -206,8 +204,6 @@ def load_frozen_autoencoder(url: str, device: torch.device):
 
 
 def build_task(kind: str, cfg: dict, images: torch.Tensor, device: torch.device):
-    from pipeline.training.tasks import AutoencoderTask, DenoiserTask, SeverityTask
-
     seed = int(cfg["run"]["seed"])
     if kind == "autoencoder":
         return AutoencoderTask(images, cfg["model"], cfg["loss"], seed)

@@ -14,10 +14,17 @@ is independent of process history and of the number of workers.
 from __future__ import annotations
 
 import torch
+from diffusers import AutoencoderKL, UNet2DModel, VQModel
 from torch import nn
 
 from pipeline.models.latent import Autoencoder, LatentDiffusion
+from pipeline.models.model_store import load_model, model_fingerprint, save_latent_diffusion, save_model
+from pipeline.models.severity import SeverityEncoder, severity_loss
+from pipeline.models.space_to_depth_autoencoder import SpaceToDepthAutoencoder
+from pipeline.operators import OPERATORS, build_operator, measure, to_model_domain
+from pipeline.quality.no_reference import sigma2_quantiles
 from pipeline.sampling.schedules import NoiseSchedule
+from pipeline.sampling.seeding import DEGRADATION, sample_generator, sample_seed
 from pipeline.training.data import gather, step_generator
 
 
@@ -37,11 +44,7 @@ def _rows(t: torch.Tensor, rows: slice, device) -> torch.Tensor:
 def build_autoencoder(cfg: dict, image_size: int, seed: int) -> nn.Module:
     """From the `model` section: kind s2d (SpaceToDepthAutoencoder, f = 2^levels), or a diffusers
     AutoencoderKL (kl) or VQModel (vq), f = 2^(levels−1)."""
-    from diffusers import AutoencoderKL, VQModel
-
     if cfg["kind"] == "s2d":
-        from pipeline.models.space_to_depth_autoencoder import SpaceToDepthAutoencoder
-
         return _seeded(seed, lambda: SpaceToDepthAutoencoder(
             block_out_channels=tuple(cfg["block_out_channels"]), layers_per_block=tuple(cfg["stage_layers"]),
             latent_channels=cfg["latent_channels"], norm_num_groups=cfg["norm_num_groups"], sample_size=image_size))
@@ -112,8 +115,6 @@ class AutoencoderTask:
         return self.latent_scale
 
     def save(self, model: nn.Module, url: str, extra: dict) -> str:
-        from pipeline.models.model_store import save_model
-
         kind = Autoencoder(model).kind
         return save_model(model, url, extra={"role": "autoencoder", "kind": kind,
                                              "latent_scale": self.latent_scale, **extra})
@@ -123,8 +124,6 @@ class AutoencoderTask:
 
 def build_unet(cfg: dict, channels: int, latent_size: int, seed: int) -> nn.Module:
     """UNet2DModel with attention at the latent resolutions listed in `attention_resolutions`."""
-    from diffusers import UNet2DModel
-
     res = [latent_size // 2 ** i for i in range(len(cfg["block_out_channels"]))]
     attn = [r in set(cfg["attention_resolutions"]) for r in res]
     down = tuple("AttnDownBlock2D" if a else "DownBlock2D" for a in attn)
@@ -182,8 +181,6 @@ class DenoiserTask:
 
     def save(self, model: nn.Module, url: str, extra: dict) -> dict:
         """UNet at `url`, its autoencoder at `url/autoencoder` (load_latent_diffusion reads both)."""
-        from pipeline.models.model_store import save_latent_diffusion
-
         ldm = LatentDiffusion(self.ae, model, self.schedule, self.prediction)
         return save_latent_diffusion(ldm, url.rstrip("/") + "/autoencoder", url)
 
@@ -197,8 +194,6 @@ class _SeverityLoss(nn.Module):
         self._frozen = (ae,)  # a tuple keeps the frozen autoencoder out of the module's parameters
 
     def forward(self, y: torch.Tensor, z0: torch.Tensor, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        from pipeline.models.severity import severity_loss
-
         z_hat, log_var = self.encoder.heads(y)
         lam_img = float(self.cfg["lambda_img"])
         out = severity_loss(z_hat.float(), log_var.float(), z0, lambda_sigma=float(self.cfg["lambda_sigma"]),
@@ -225,9 +220,6 @@ class SeverityTask:
     def __init__(self, images: torch.Tensor, ae: Autoencoder, operator: str, noise_sigma: float,
                  operator_params: dict, loss_cfg: dict, seed: int, init: str | None = None,
                  noise_sigma_max: float | None = None):
-        from pipeline.operators import OPERATORS
-        from pipeline.models.severity import SeverityEncoder
-
         if operator not in OPERATORS:
             raise ValueError(f"unknown operator {operator!r}; choose one of {sorted(OPERATORS)}")
         self.images, self.ae, self.seed = images, ae, seed
@@ -253,9 +245,6 @@ class SeverityTask:
         self.lr_scales = {"variance_head": float(loss_cfg["head_lr_scale"])}
 
     def inputs(self, step: int, index: torch.Tensor, flip: torch.Tensor, rows: slice, device) -> dict:
-        from pipeline.operators import OPERATORS, build_operator, measure, to_model_domain
-        from pipeline.sampling.seeding import DEGRADATION, sample_generator
-
         b = len(index)
         t = torch.rand(b, generator=step_generator(self.seed, step, "severity"), dtype=torch.float64)
         op_seeds = torch.randint(0, 2 ** 31 - 1, (b,), generator=step_generator(self.seed, step, "operator-seed"))
@@ -279,8 +268,6 @@ class SeverityTask:
 
     def training_range(self, encoder: nn.Module, batch: int = 64, n_batches: int = 4) -> dict:
         """σ̂² quantiles on training measurements (fixed draws), for `severity_ood` at restore time."""
-        from pipeline.quality.no_reference import sigma2_quantiles
-
         device = next(encoder.parameters()).device
         index = torch.linspace(0, len(self.images) - 1, batch * n_batches).long()
         flip = torch.zeros(len(index), dtype=torch.bool)
@@ -289,8 +276,6 @@ class SeverityTask:
         )["y"], n_batches)
 
     def save(self, model: nn.Module, url: str, extra: dict) -> str:
-        from pipeline.models.model_store import model_fingerprint, save_model
-
         return save_model(model, url, extra={
             "sigma2_train": self.training_range(model),
             "role": "severity", "operator": self.operator, "noise_sigma": self.noise_sigma,
@@ -310,8 +295,6 @@ def _paired(v: torch.Tensor, rows: slice) -> torch.Tensor:
 
 def load_severity_init(url: str, operator: str, ae: Autoencoder) -> nn.Module:
     """The severity encoder at `url`, checked to be for this family and this autoencoder (fails fast)."""
-    from pipeline.models.model_store import load_model, model_fingerprint
-
     try:
         init, meta = load_model(url, return_meta=True)
     except (ValueError, OSError) as exc:
@@ -325,6 +308,4 @@ def load_severity_init(url: str, operator: str, ae: Autoencoder) -> nn.Module:
 
 
 def sample_seed_int(seed: int, purpose: str) -> int:
-    from pipeline.sampling.seeding import sample_seed
-
     return sample_seed(seed, "train-init", purpose)

@@ -15,9 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 import yaml
 
-from pipeline.execution.config import schedule_sets
+from pipeline.corpus.crops import load_corpus_export
+from pipeline.execution.config import load_config, schedule_sets
 from pipeline.execution.crop_restore import NOISE, degraded_samples, mean_of, restore_samples
 
 VALIDATION_EVERY = 7   # every 7th training crop in export order (crops of all training photos)
@@ -25,23 +27,17 @@ VALIDATION_EVERY = 7   # every 7th training crop in export order (crops of all t
 
 def validation_crops(train_url: str, n: int, size: int = 64) -> torch.Tensor:
     """n clean crops in [0,1] from the training corpus, spread over its photos."""
-    from pipeline.corpus.crops import load_corpus_export
-
     arr, _, _ = load_corpus_export(train_url)
     pool = np.arange(0, len(arr), VALIDATION_EVERY)
     pick = pool[np.linspace(0, len(pool) - 1, min(n, len(pool))).round().astype(int)]
     x = torch.from_numpy(arr[pick]).permute(0, 3, 1, 2).float().div(255.0)
     if x.shape[-1] != size:
-        import torch.nn.functional as F
-
         x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
     return x
 
 
 def score(base_sets: list[str], family: str, samples: list, flash: bool, settings: dict, batch: int) -> dict:
     """Mean PSNR / NFE / seconds of one setting on the samples (untuned built-ins underneath)."""
-    from pipeline.execution.config import load_config
-
     sets = base_sets + ["solver.settings=null", f"flash.enabled={str(flash).lower()}"]
     sets += [f"solver.params.{k}={v}" for k, v in settings.items() if k != "noise_correction"]
     if "noise_correction" in settings:
