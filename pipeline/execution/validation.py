@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from pipeline.execution.config import RestoreConfig
+from pipeline.models.whole_image import MIN_SIDE
 from pipeline.operators import OPERATORS, build_operator
 from pipeline.operators.noise import to_model_domain
 from pipeline.restoration.items import Prepared
@@ -47,11 +48,10 @@ class SampleValidator:
 
 
 def read_limits(cfg: RestoreConfig) -> dict:
-    """Read-time limits. Without `input.expected_size` the models' image size is required, so a
-    sample the models cannot take (a 1×1 PNG, a 2048² photo for 64-px models) is an error row
-    at read time, before any compute."""
-    from pipeline.models.model_store import model_image_size
-
-    size = cfg.input.expected_size or model_image_size(cfg.models.autoencoder)
-    return {"expected_size": (size, size) if isinstance(size, int) else size, "max_pixels": cfg.input.max_pixels,
-            "allow_convert": cfg.input.allow_convert}
+    """Read-time limits. Photos are restored at their own size, so any size with both sides
+    ≥ MIN_SIDE (8 px, what the autoencoder's padding needs) up to `input.max_pixels` is taken,
+    and a smaller one is a `size` error row before any compute; `input.expected_size`, when
+    set, requires exactly that size instead."""
+    size = cfg.input.expected_size
+    return {"expected_size": None if size is None else (size, size), "min_side": MIN_SIDE,
+            "max_pixels": cfg.input.max_pixels, "allow_convert": cfg.input.allow_convert}
