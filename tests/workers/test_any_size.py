@@ -90,3 +90,14 @@ def test_baseline_and_capped_runs_take_any_size(setup, tmp_path):
     execute(tiny_config(models, "flash.max_nfe=3"), str(root / "mixed"), str(tmp_path / "cap"))
     rows = [r for r in OutputStore(str(tmp_path / "cap")).read_metrics().to_pylist() if r["status"] == "ok"]
     assert len(rows) == 8 and max(r["nfe"] for r in rows) <= 3
+
+
+def test_decode_only_and_fixed_start_take_any_size(setup, tmp_path):
+    root, models = setup
+    execute(tiny_config(models, "flash.decode_only=true"), str(root / "mixed"), str(tmp_path / "ae"))
+    rows = [r for r in OutputStore(str(tmp_path / "ae")).read_metrics().to_pylist() if r["status"] == "ok"]
+    assert len(rows) == 8 and {(r["nfe"], r["start_step"], r["tile_steps"]) for r in rows} == {(0, -1, 0)}
+    execute(tiny_config(models, "flash.start_step=4"), str(root / "mixed"), str(tmp_path / "fixed"))
+    rows = [r for r in OutputStore(str(tmp_path / "fixed")).read_metrics().to_pylist() if r["status"] == "ok"]
+    assert len(rows) == 8 and {(r["nfe"], r["start_step"]) for r in rows} == {(5, 4)}
+    assert all(r["sigma2_hat"] is not None for r in rows)
