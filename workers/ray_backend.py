@@ -70,7 +70,6 @@ class RayBackend:
         # lazy: Ray loads only where the Ray engine runs
         import ray
 
-
         self.started_ray = ensure_ray()
         cfg, ex = self.cfg, self.cfg.execution
         nodes = [n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n.get("Alive")]

@@ -12,15 +12,18 @@ import torch
 from pipeline.execution.config import RestoreConfig
 from pipeline.io.samples import Sample, SampleError
 from pipeline.models.model_store import model_image_size
+from pipeline.models.whole_image import MIN_SIDE
 from pipeline.operators import OPERATORS, build_operator
 from pipeline.operators.noise import to_model_domain
 from pipeline.restoration.items import Prepared
+from pipeline.restoration.whole_photo import WHOLE_PHOTO_MAX_PIXELS
 
 
 class SampleValidator:
     def __init__(self, cfg: RestoreConfig):
         self.default_operator = dict(cfg.input.operator) if cfg.input.operator else None
         self.families = set(cfg.models.severity) if cfg.flash.enabled else None
+        self.native = model_image_size(cfg.models.autoencoder)   # the prior's own size; others go whole-photo
 
     def prepare(self, sample: Sample) -> Prepared:
         # the sample's json is its operator dict, plus optional lineage under "provenance"
@@ -38,6 +41,11 @@ class SampleValidator:
             raise SampleError("params", sample.key, f"no severity encoder configured for {family!r}",
                               sample.shard)
         image = sample.image01.to(torch.float32)
+        h, w = image.shape[-2:]
+        if (h, w) != (self.native, self.native) and h * w > WHOLE_PHOTO_MAX_PIXELS:
+            raise SampleError("size", sample.key, f"{h}×{w} = {h * w} px: photos above {WHOLE_PHOTO_MAX_PIXELS} px are "
+                              "not restored yet (the data-consistency step decodes the whole photo, so memory grows "
+                              "with it); scale it down or cut it into parts", sample.shard)
         try:
             op = build_operator([params], [sample.key])
             op.check_fits(*image.shape[-2:])
@@ -48,9 +56,10 @@ class SampleValidator:
 
 
 def read_limits(cfg: RestoreConfig) -> dict:
-    """Read-time limits. Without `input.expected_size` the models' image size is required, so a
-    sample the models cannot take (a 1×1 PNG, a 2048² photo for 64-px models) is an error row
-    at read time, before any compute."""
-    size = cfg.input.expected_size or model_image_size(cfg.models.autoencoder)
-    return {"expected_size": (size, size) if isinstance(size, int) else size, "max_pixels": cfg.input.max_pixels,
-            "allow_convert": cfg.input.allow_convert}
+    """Read-time limits. Photos are restored at their own size, so any size with both sides
+    ≥ MIN_SIDE (8 px, what the autoencoder's padding needs) up to `input.max_pixels` is taken,
+    and a smaller one is a `size` error row before any compute; `input.expected_size`, when
+    set, requires exactly that size instead."""
+    size = cfg.input.expected_size
+    return {"expected_size": None if size is None else (size, size), "min_side": MIN_SIDE,
+            "max_pixels": cfg.input.max_pixels, "allow_convert": cfg.input.allow_convert}

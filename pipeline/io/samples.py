@@ -82,12 +82,14 @@ def _to_rgb(img: Image.Image, key: str, allow_convert: bool) -> Image.Image:
 
 
 def decode_image(data: bytes, key: str, *, expected_size: tuple[int, int] | None = None,
-                 max_pixels: int = DEFAULT_MAX_PIXELS, allow_convert: bool = False) -> torch.Tensor:
+                 max_pixels: int = DEFAULT_MAX_PIXELS, allow_convert: bool = False,
+                 min_side: int | None = None) -> torch.Tensor:
     """Validate and decode image bytes to a (3,H,W) float32 tensor in [0,1].
 
     The header is read first: a size above `max_pixels` is refused before any pixel is
     decoded (PIL's own decompression-bomb limit also counts, as an error). `expected_size`
-    is (H, W). Truncated files are errors even if PIL's LOAD_TRUNCATED_IMAGES is set.
+    is (H, W); without it any size with both sides ≥ `min_side` is taken (photos are restored
+    at their own size). Truncated files are errors even if PIL's LOAD_TRUNCATED_IMAGES is set.
     """
     if not data:
         raise SampleError("empty", key, "zero-byte image")
@@ -106,6 +108,8 @@ def decode_image(data: bytes, key: str, *, expected_size: tuple[int, int] | None
                                                  "refused before decoding")
         if expected_size is not None and (h, w) != tuple(expected_size):
             raise SampleError("size", key, f"size {h}×{w} (H×W), expected {expected_size[0]}×{expected_size[1]}")
+        if min_side is not None and min(h, w) < min_side:
+            raise SampleError("size", key, f"size {h}×{w} (H×W): a side under {min_side} px cannot be restored")
         if getattr(img, "n_frames", 1) != 1:
             raise SampleError("undecodable", key, f"animated image with {img.n_frames} frames")
         if _png_bit_depth(data) == 16:
@@ -202,7 +206,8 @@ def parse_params(data: bytes, key: str) -> dict[str, Any]:
 
 
 def parse_sample(raw: dict[str, Any], shard: str, *, expected_size: tuple[int, int] | None = None,
-                 max_pixels: int = DEFAULT_MAX_PIXELS, allow_convert: bool = False) -> Sample:
+                 max_pixels: int = DEFAULT_MAX_PIXELS, allow_convert: bool = False,
+                 min_side: int | None = None) -> Sample:
     """Build a `Sample` from a webdataset-style dict (`__key__`, extension → bytes).
 
     Unknown extensions are ignored. The clean reference must match the degraded image's size.
@@ -219,7 +224,7 @@ def parse_sample(raw: dict[str, Any], shard: str, *, expected_size: tuple[int, i
             raise SampleError("duplicate", key, f"several degraded images: {found}")
         data = bytes(raw[found[0]])
         limits = dict(max_pixels=max_pixels, allow_convert=allow_convert)
-        image = decode_image(data, key, expected_size=expected_size, **limits)
+        image = decode_image(data, key, expected_size=expected_size, min_side=min_side, **limits)
         cleans = [e for e in CLEAN_EXTS if e in raw]
         if len(cleans) > 1:
             raise SampleError("duplicate", key, f"several clean references: {cleans}")

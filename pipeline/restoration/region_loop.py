@@ -64,11 +64,13 @@ def _reverse_step(solver: Solver, z, k, active, layouts, y, op, gens, count, til
 def solve_canvas(solver: Solver, y: torch.Tensor | None, operator, z_hat: torch.Tensor, sigma2_map: torch.Tensor,
                  keys: Sequence[str], job_seed: int, tiling: Tiling, mode: str = "region",
                  noise_correction: float | None = 1.2, regions: Tiling | None = None,
-                 tile_batch: int | None = None) -> CanvasResult:
+                 tile_batch: int | None = None, start: torch.Tensor | None = None) -> CanvasResult:
     """Restore canvases z_hat (B, C, h, w) of one size from their σ̂² maps (B, 1 or C, h, w).
 
     `y`/`operator` go to the solver's `correct` (None for the unconditional solver);
-    `regions` cuts the map into regions (default `region_tiling(tiling)`).
+    `regions` cuts the map into regions (default `region_tiling(tiling)`). `start` (B,), mode
+    "image" only: each canvas's start index as the caller decided it (Flash's start after a
+    budget cap or a fixed start); the map then only sets the start latent's noise.
     """
     keys = list(keys)
     B, C, h, w = z_hat.shape
@@ -82,6 +84,13 @@ def solve_canvas(solver: Solver, y: torch.Tensor | None, operator, z_hat: torch.
         raise ValueError(f"noise_correction must be a non-negative number or None, got {noise_correction!r}")
     regions = regions or region_tiling(tiling)
     rs = region_starts(sampler, sigma2_map, regions.layout(h, w), mode)
+    if start is not None:
+        if mode != "image" or tuple(start.shape) != (B,):
+            raise ValueError(f"solve_canvas: a given start must be (B,) = ({B},) in mode 'image', got "
+                             f"{tuple(start.shape)} in mode {mode!r}")
+        if int(start.min()) < 0 or int(start.max()) >= sampler.num_steps:
+            raise ValueError(f"solve_canvas: start {start.tolist()} is off the grid 0..{sampler.num_steps - 1}")
+        rs.start = start.to(rs.start.device).view(B, 1, 1, 1).expand_as(rs.start).clone()
     noise = randn_per_sample((C, h, w), generators(job_seed, keys, NOISE_INJECTION), dtype=z_hat.dtype,
                              device=z_hat.device)
     gens = generators(job_seed, keys, SAMPLER)

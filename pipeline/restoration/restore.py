@@ -10,6 +10,7 @@ call it in whichever backend runs them, so outputs are the same for the same see
 from __future__ import annotations
 
 import time
+from functools import partial
 from typing import Any
 
 import torch
@@ -26,6 +27,7 @@ from pipeline.restoration.flash import Flash
 from pipeline.restoration.items import Estimated, Prepared
 from pipeline.restoration.options import FlashConfig, ModelsConfig, SolverConfig
 from pipeline.restoration.solver_settings import resolve, table_for
+from pipeline.restoration.whole_photo import decode_whole, estimate_whole, native_size, restore_whole
 from pipeline.sampling.schedules import make_sampler
 from pipeline.solvers import default_sampler, make_solver
 
@@ -128,12 +130,17 @@ class Restorer:
                         out[p.key] = Estimated(p, None, float("nan"), k_full, 0.0)
                     continue
                 y = torch.stack([p.y for p in chunk]).to(self.device, self.dtype)
-                z_hat, sigma2, k = self.flash_for(group[0]).estimate(y)
+                flash = self.flash_for(group[0])
+                z_hat, sigma2, k = (flash.estimate if self.native(group[1]) else partial(estimate_whole, flash))(y)
                 dt = (time.perf_counter() - t0) / len(chunk)
                 for j, p in enumerate(chunk):
                     out[p.key] = self._capped(Estimated(p, z_hat[j].detach().cpu(), float(sigma2[j]),
                                                         self._start(int(k[j])), dt))
         return [out[p.key] for p in items]
+
+    def native(self, shape: tuple) -> bool:
+        """Whether a sample of this (H, W) is the prior's own size: the crop path, else the whole-photo path."""
+        return tuple(shape) == native_size(self.ldm)
 
     def _start(self, k: int) -> int:
         """The encoder's start index, or the configured fixed one (flash.start_step), or −1 (flash.decode_only)."""
@@ -158,23 +165,40 @@ class Restorer:
         op = build_operator([e.prepared.params for e in batch], keys)
         y = torch.stack([e.prepared.y for e in batch]).to(self.device, self.dtype)
         t0 = time.perf_counter()
-        if self.flash_cfg.enabled:
-            z_hat = torch.stack([e.z_hat for e in batch]).to(self.device, self.dtype)
-            sigma2 = torch.tensor([e.sigma2 for e in batch], dtype=torch.float64)
-            k = torch.tensor([e.start_step for e in batch], dtype=torch.long)
-            if self.flash_cfg.decode_only:
-                res = flash.decode(z_hat, sigma2)
-            else:  # a fixed start takes the noise its own step implies, in the same start-latent formula
-                level = sigma2 if self.flash_cfg.start_step is None else self.sampler.noise_level(k).double()
-                res = flash.restore(y, op, keys, self.seed, estimate=(z_hat, level, k))
-        else:
-            res = flash.baseline(y, op, keys, self.seed)
+        res = (self._solve_native if self.native(y.shape[-2:]) else self._solve_whole)(flash, batch, y, op, keys)
         seconds = (time.perf_counter() - t0) / len(batch)
         x01 = to_unit_domain(res.x.detach().float().cpu()).clamp(0, 1)
         written = (x01 * 255).round() / 255  # what the PNG holds
         r, rz = residuals(to_unit_domain(y.float().cpu()), written, op, op.noise_sigmas)
         return [self._row(e, x01[i], res, i, seconds, {"residual": float(r[i]), "residual_z": float(rz[i])})
                 for i, e in enumerate(batch)]
+
+    def _estimate_of(self, batch: list[Estimated]):
+        """(ẑ, noise level, start) of a batch; a fixed start takes the noise its own step implies."""
+        z_hat = torch.stack([e.z_hat for e in batch]).to(self.device, self.dtype)
+        sigma2 = torch.tensor([e.sigma2 for e in batch], dtype=torch.float64)
+        k = torch.tensor([e.start_step for e in batch], dtype=torch.long)
+        level = sigma2 if self.flash_cfg.start_step is None else self.sampler.noise_level(k).double()
+        return z_hat, sigma2, level, k
+
+    def _solve_native(self, flash: Flash, batch: list[Estimated], y, op, keys):
+        """Today's path at the prior's own size: `Flash` on the batch."""
+        if not self.flash_cfg.enabled:
+            return flash.baseline(y, op, keys, self.seed)
+        z_hat, sigma2, level, k = self._estimate_of(batch)
+        if self.flash_cfg.decode_only:
+            return flash.decode(z_hat, sigma2)
+        return flash.restore(y, op, keys, self.seed, estimate=(z_hat, level, k))
+
+    def _solve_whole(self, flash: Flash, batch: list[Estimated], y, op, keys):
+        """Any other size: the canvas loop on the whole photo (`pipeline.restoration.whole_photo`)."""
+        if not self.flash_cfg.enabled:
+            k = torch.full((len(batch),), self.sampler.num_steps - 1, dtype=torch.long)
+            return restore_whole(flash, y, op, keys, self.seed, None, None, k)
+        z_hat, _, level, k = self._estimate_of(batch)
+        if self.flash_cfg.decode_only:
+            return decode_whole(flash, z_hat, y.shape[-2], y.shape[-1])
+        return restore_whole(flash, y, op, keys, self.seed, z_hat, level, k)
 
     def solve_isolating(self, batch: list[Estimated]) -> list[tuple[dict, bytes | None, dict | None]]:
         """`solve`, but only the bad sample of a failing batch becomes an error row."""
@@ -187,7 +211,10 @@ class Restorer:
             "operator": p.params["operator"], "severity": p.params.get("severity"),
             "noise_sigma": p.params.get("noise_sigma"),
             "sigma2_hat": None if e.sigma2 != e.sigma2 else e.sigma2, "start_step": int(res.start_index[i]),
-            "nfe": int(res.nfe[i]), "solver": self.solver_cfg.name, "flash": bool(self.flash_cfg.enabled),
+            "nfe": int(res.nfe[i]), "height": int(x01.shape[-2]), "width": int(x01.shape[-1]),
+            "tiles": getattr(res, "tiles", 1),
+            "tile_steps": int(res.tile_steps[i]) if hasattr(res, "tile_steps") else int(res.nfe[i]),
+            "solver": self.solver_cfg.name, "flash": bool(self.flash_cfg.enabled),
             "seconds_severity": e.seconds_severity, "seconds_solve": seconds, "seed": self.seed,
             "input_sha256": p.input_sha256, "config_hash": self.config_hash,
             "model_hash": self._family_hash[p.params["operator"]],

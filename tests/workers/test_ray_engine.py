@@ -72,6 +72,7 @@ def test_interrupted_job_resumes_through_a_solver_crash(ray_local, setup, tmp_pa
     (with more in flight), as a lost node or OOM kill would, and still finishes; run 3 is a
     no-op. No duplicates, no loss. The crash comes from a test subclass of the solver actor,
     so the production actor carries no fault-injection hook."""
+    import workers.ray_backend
     import workers.solver
 
     root, models, archive = setup
@@ -95,7 +96,7 @@ def test_interrupted_job_resumes_through_a_solver_crash(ray_local, setup, tmp_pa
                 os._exit(1)
             return super().solve(records, *payloads)
 
-    monkeypatch.setattr(workers.solver, "SolverStage", CrashingSolver)
+    monkeypatch.setattr(workers.ray_backend, "SolverStage", CrashingSolver)   # the class the backend places
     summary = execute(cfg, archive, out)
     monkeypatch.undo()
     assert os.path.exists(marker)

@@ -1,0 +1,121 @@
+"""A restore job on photos of mixed sizes: each comes back at its own size, native ones unchanged.
+
+Tiny models are 16 px (a 4×4 latent), so 24×20 and 40×16 take the whole-photo path (a
+canvas of several tiles, or padded up to one), 16×16 today's path; a 7-px side is refused
+at read time.
+"""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pipeline.io.outputs import OutputStore
+from pipeline.io.shards import write_shard
+from pipeline.operators import OPERATORS, measure
+from pipeline.sampling.seeding import generators
+from tests.helpers import FAMILY_PARAMS, archive_samples, build_tiny_models, output_images, tiny_config
+from workers.execute import execute
+
+SIZES = {"w0000": (24, 20), "w0001": (40, 16), "w0002": (24, 20), "w0003": (20, 36)}
+
+
+def sized_sample(key: str, size: tuple[int, int], family: str, i: int) -> dict:
+    """A smooth clean photo of `size`, degraded by `family` at its own size."""
+    g = torch.Generator().manual_seed(100 + i)
+    clean = F.interpolate(torch.rand(1, 3, 4, 4, generator=g), size=size, mode="bilinear", align_corners=False)
+    params = OPERATORS[family].params_for(0.4, 0.05, 2000 + i, **FAMILY_PARAMS[family])
+    y = measure(OPERATORS[family]([params], [key]), clean, generators(0, [key], "degradation"))[0].clamp(0, 1)
+    return {"__key__": key, "png": y, "clean.png": clean[0], "json": params}
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("anysize")
+    models = build_tiny_models(root / "models")
+    families = ("gaussian_blur", "inpainting")
+    native = archive_samples(4, families=families)
+    others = [sized_sample(k, s, families[i % 2], i) for i, (k, s) in enumerate(SIZES.items())]
+    small = {**others[0], "__key__": "small", "png": torch.rand(3, 7, 30)}
+    small.pop("clean.png")
+    (root / "mixed").mkdir()
+    (root / "native").mkdir()
+    write_shard(str(root / "mixed" / "a.tar"), native[:2] + others[:2] + [small])
+    write_shard(str(root / "mixed" / "b.tar"), others[2:] + native[2:])
+    write_shard(str(root / "native" / "a.tar"), native)
+    return root, models
+
+
+def test_mixed_sizes_restore_at_their_own_size(setup, tmp_path):
+    root, models = setup
+    out = str(tmp_path / "mixed")
+    summary = execute(tiny_config(models, "models.dtype=float64"), str(root / "mixed"), out)
+    rows = {r["key"]: r for r in OutputStore(out).read_metrics().to_pylist()}
+    assert summary["ok"] == 8 and summary["errors"] == 1
+    assert rows["small"]["status"] == "error" and rows["small"]["error_kind"] == "size"
+    assert "small" in rows["small"]["error"]
+    images = output_images(out)
+    for key, (h, w) in {**SIZES, **{f"s{i:04d}": (16, 16) for i in range(4)}}.items():
+        r = rows[key]
+        assert r["status"] == "ok", r["error"]
+        assert (r["height"], r["width"]) == (h, w) and images[key].shape == (h, w, 3)
+        assert r["psnr"] is not None  # the reference matched the output's size
+        if (h, w) == (16, 16):
+            assert r["tiles"] == 1 and r["tile_steps"] == r["nfe"]
+        else:
+            assert r["tiles"] >= 1 and r["nfe"] <= r["tile_steps"] <= r["tiles"] * r["nfe"]
+            assert r["nfe"] == r["start_step"] + 1 == r["denoiser_calls"]
+    assert rows["w0001"]["tiles"] > 1  # a 40-px side: a 10-latent-px canvas side, more than one 4-px tile
+
+
+def test_native_rows_equal_a_native_only_run(setup, tmp_path):
+    root, models = setup
+    cfg = tiny_config(models, "models.dtype=float64")
+    execute(cfg, str(root / "mixed"), str(tmp_path / "mixed"))
+    execute(cfg, str(root / "native"), str(tmp_path / "native"))
+    mixed = {r["key"]: r for r in OutputStore(str(tmp_path / "mixed")).read_metrics().to_pylist()}
+    native = OutputStore(str(tmp_path / "native")).read_metrics().to_pylist()
+    skip = {"seconds_severity", "seconds_solve", "image_url", "part", "shard"}
+    for r in native:
+        assert {k: v for k, v in r.items() if k not in skip} == {k: v for k, v in mixed[r["key"]].items()
+                                                                 if k not in skip}
+    a, b = output_images(str(tmp_path / "mixed")), output_images(str(tmp_path / "native"))
+    assert all((a[r["key"]] == b[r["key"]]).all() for r in native)
+
+
+def test_baseline_and_capped_runs_take_any_size(setup, tmp_path):
+    root, models = setup
+    execute(tiny_config(models, "flash.enabled=false", "solver.name=unconditional"), str(root / "mixed"),
+            str(tmp_path / "base"))
+    rows = [r for r in OutputStore(str(tmp_path / "base")).read_metrics().to_pylist() if r["status"] == "ok"]
+    assert len(rows) == 8 and {r["nfe"] for r in rows} == {50}
+    execute(tiny_config(models, "flash.max_nfe=3"), str(root / "mixed"), str(tmp_path / "cap"))
+    rows = [r for r in OutputStore(str(tmp_path / "cap")).read_metrics().to_pylist() if r["status"] == "ok"]
+    assert len(rows) == 8 and max(r["nfe"] for r in rows) <= 3
+
+
+def test_decode_only_and_fixed_start_take_any_size(setup, tmp_path):
+    root, models = setup
+    execute(tiny_config(models, "flash.decode_only=true"), str(root / "mixed"), str(tmp_path / "ae"))
+    rows = [r for r in OutputStore(str(tmp_path / "ae")).read_metrics().to_pylist() if r["status"] == "ok"]
+    assert len(rows) == 8 and {(r["nfe"], r["start_step"], r["tile_steps"]) for r in rows} == {(0, -1, 0)}
+    execute(tiny_config(models, "flash.start_step=4"), str(root / "mixed"), str(tmp_path / "fixed"))
+    rows = [r for r in OutputStore(str(tmp_path / "fixed")).read_metrics().to_pylist() if r["status"] == "ok"]
+    assert len(rows) == 8 and {(r["nfe"], r["start_step"]) for r in rows} == {(5, 4)}
+    assert all(r["sigma2_hat"] is not None for r in rows)
+
+
+def test_a_photo_above_the_whole_photo_limit_is_a_size_error_before_any_compute(tmp_path):
+    """The data-consistency step decodes the whole photo, so photos above the limit are refused
+    at read time, naming the key, instead of growing memory with the photo."""
+    from pipeline.execution.validation import SampleValidator
+    from pipeline.io.samples import Sample, SampleError
+    from pipeline.restoration.whole_photo import WHOLE_PHOTO_MAX_PIXELS
+
+    cfg = tiny_config(build_tiny_models(tmp_path / "models"))
+    side = int(WHOLE_PHOTO_MAX_PIXELS ** 0.5) + 1
+    params = OPERATORS["inpainting"].params_for(0.4, 0.05, 7, **FAMILY_PARAMS["inpainting"])
+    big = Sample("huge", "shard.tar", torch.zeros(3, side, side), None, params, "")
+    with pytest.raises(SampleError, match="huge") as err:
+        SampleValidator(cfg).prepare(big)
+    assert err.value.kind == "size"
+    fits = Sample("fits", "shard.tar", torch.zeros(3, side - 2, side - 2), None, params, "")
+    assert SampleValidator(cfg).prepare(fits).y.shape[-2:] == (side - 2, side - 2)
