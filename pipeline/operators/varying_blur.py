@@ -38,9 +38,9 @@ import math
 import torch
 import torch.nn.functional as F
 
-from pipeline.operators.base import Operator, check_common, fill_defaults, finite_number
-from pipeline.operators.gaussian_blur import (blur_separable, blur_separable_adjoint, check_kernel_fits,
-                                              check_odd_size, gaussian_kernel_1d)
+from pipeline.operators.base import Operator, finite_number
+from pipeline.operators.gaussian_blur import (GaussianBlur, blur_separable, blur_separable_adjoint, check_kernel_fits,
+                                              gaussian_kernel_1d)
 
 #: largest ratio between neighbouring std levels: a half-L1 kernel error ≤ 0.0075 (module docstring);
 #: 1.2 would take 14 levels instead of 18 for the full range at an error of 0.0125
@@ -117,12 +117,7 @@ class VaryingBlur(Operator):
                                                   "spread": 1.0}, {**default, "spread": 0.2}]
 
     def validate(self, params: dict, key: str) -> dict:
-        params = fill_defaults(check_common(params, key, self.name), key, self.name, self.defaults)
-        params["kernel_size"] = check_odd_size(params["kernel_size"], "kernel_size", key)
-        params["std_min"] = finite_number(params["std_min"], "std_min", key, 1e-6)
-        params["std_max"] = finite_number(params["std_max"], "std_max", key, 1e-6)
-        if params["std_max"] < params["std_min"]:
-            raise ValueError(f"sample {key}: std_max={params['std_max']} < std_min={params['std_min']}")
+        params = GaussianBlur.validate(self, params, key)   # the kernel and std(t) fields are Gaussian blur's
         params["spread"] = finite_number(params["spread"], "spread", key, 0.0, 1.0)
         if params["severity_corners"] is None:
             params["severity_corners"] = gradient_corners(params["severity"], params["spread"], params["seed"])
