@@ -1,7 +1,7 @@
 """The corpus jobs: photos -> clean crop shards -> degraded shards, and the compact export.
 
 The project trains its own small models on crops of photos shipped in Debian / PyPI
-packages (see ../shared/data/README.md). These functions turn a photo list into WebDataset
+packages (see data/photos/README.md). These functions turn a photo list into WebDataset
 shards at any fsspec URL, degrade them with per-key determinism
 (`pipeline.corpus.degradation`), and pack clean crops into a ~12 MB export a GPU box loads
 with numpy + pillow + pyarrow only. Each writes OUTPUT/index.json (or the export's

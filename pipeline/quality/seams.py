@@ -4,7 +4,8 @@ Why: a photo restored tile by tile can come out with every tile right on its own
 between them; PSNR hardly sees a few lines, the eye does. The score looks only at the error
 e = mean over RGB of (restored − clean), so content edges that the restoration keeps cancel out.
 
-Definition (the same as the shared tool /work/shared/tools/seam_score.py, so numbers compare):
+Definition (the one the project's seam bar is stated in; tests/quality/test_seams.py pins its values on
+random arrays, so numbers compare across versions):
   * jump profile: for every column boundary j (between columns j and j+1), the mean over rows of
     |e[:, j+1] − e[:, j]|; rows likewise on the transposed error;
   * a candidate grid: a period P in PERIODS and a phase f; its lines are the boundaries j ≡ f (mod P)

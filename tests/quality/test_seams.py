@@ -1,5 +1,6 @@
 """The seam score: stitched tiles score well above 1, seamless errors about 1, and the numbers are the
-shared tool's (/work/shared/tools/seam_score.py, run once on these arrays; its values are written here)."""
+reference tool's that the seam bar was first measured with (kept outside the repository; it was run
+once on these arrays and its values are written here)."""
 from __future__ import annotations
 
 import numpy as np
