@@ -9,6 +9,7 @@ writer does not restart (it holds uncommitted rows), and the job fails and resum
 from __future__ import annotations
 
 import os
+import time
 import uuid
 
 from pipeline.execution.config import RestoreConfig
@@ -135,5 +136,24 @@ class RayBackend:
             return
         for h in [self.writer] * (self.writer is not None) + [h for p in self.pools.values() for h in p.created]:
             ray.kill(h, no_restart=True)
+        if self.writer is not None:
+            wait_until_dead(self.writer)
         if self.started_ray:
             ray.shutdown()
+
+
+def wait_until_dead(handle, timeout_s: float = 10.0) -> None:
+    """`ray.kill` returns before the actor's process is gone, and the writer may be committing a
+    part; wait until it answers as dead, so nothing commits after the job has returned."""
+    # lazy: Ray loads only where the Ray engine runs
+    import ray
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            ray.get(handle.__ray_ready__.remote(), timeout=1.0)
+        except ray.exceptions.GetTimeoutError:
+            continue
+        except ray.exceptions.RayActorError:
+            return
+        time.sleep(0.05)
