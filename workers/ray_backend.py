@@ -52,6 +52,7 @@ class RayBackend:
         self.max_wait_s = cfg.execution.max_wait_s
         self.pools: dict = {}
         self.writer = None
+        self.writer_process: dict | None = None
         self.started_ray = False
         self.namespace = f"flash-restore-{uuid.uuid4().hex[:8]}"
 
@@ -94,6 +95,10 @@ class RayBackend:
     def open_writer(self, output_url: str, lineage: dict | None = None) -> None:
         self.writer = self._actor(Writer, "writer", "flash-writer", 0, output_url, self.cfg.execution.part_size,
                                   lineage)
+        # lazy: Ray loads only where the Ray engine runs
+        import ray
+
+        self.writer_process = ray.get(self.writer.process.remote())
 
     def wait(self, refs: list, timeout: float) -> list:
         # lazy: Ray loads only where the Ray engine runs
@@ -136,24 +141,47 @@ class RayBackend:
             return
         for h in [self.writer] * (self.writer is not None) + [h for p in self.pools.values() for h in p.created]:
             ray.kill(h, no_restart=True)
-        if self.writer is not None:
-            wait_until_dead(self.writer)
+        if self.writer_process is not None:
+            wait_until_gone(**self.writer_process)
         if self.started_ray:
             ray.shutdown()
 
 
-def wait_until_dead(handle, timeout_s: float = 10.0) -> None:
-    """`ray.kill` returns before the actor's process is gone, and the writer may be committing a
-    part; wait until it answers as dead, so nothing commits after the job has returned."""
+def wait_until_gone(node: str, pid: int, timeout_s: float = 30.0) -> bool:
+    """`ray.kill` returns, and Ray reports the actor dead, before its process is gone: a writer
+    in the middle of a commit could still land a part after the job returned. Wait until the
+    writer's own process has ended, on its node; False if it outlives the timeout."""
     # lazy: Ray loads only where the Ray engine runs
     import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+    if node == ray.get_runtime_context().get_node_id():
+        return process_ended(pid, timeout_s)
+    on_node = NodeAffinitySchedulingStrategy(node, soft=False)
+    try:
+        return ray.get(ray.remote(process_ended).options(num_cpus=0, scheduling_strategy=on_node).remote(pid, timeout_s),
+                       timeout=timeout_s + 10)
+    except (ray.exceptions.RayError, TimeoutError):  # the node itself is gone: so is the writer
+        return True
+
+
+def process_ended(pid: int, timeout_s: float) -> bool:
+    """Poll until process `pid` has exited; a zombie counts as ended, since it runs no code."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
-            ray.get(handle.__ray_ready__.remote(), timeout=1.0)
-        except ray.exceptions.GetTimeoutError:
-            continue
-        except ray.exceptions.RayActorError:
-            return
-        time.sleep(0.05)
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        if is_zombie(pid):
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def is_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False

@@ -5,6 +5,8 @@ dead writer fails the job; committed parts stay and a rerun resumes.
 """
 from __future__ import annotations
 
+import os
+
 from pipeline.io.part_writer import PartWriter
 
 from .placement import new_incarnation
@@ -17,3 +19,11 @@ class Writer(PartWriter):
 
     def ping(self) -> str:
         return self.incarnation
+
+    def process(self) -> dict:
+        """Where this writer's process runs: the driver waits for exactly this process to end
+        before a stopped job returns (`workers.ray_backend.wait_until_gone`)."""
+        # lazy: Ray loads only where the Ray engine runs
+        import ray
+
+        return {"node": ray.get_runtime_context().get_node_id(), "pid": os.getpid()}
