@@ -92,6 +92,8 @@ def restore(
     seed: Optional[int] = typer.Option(None, "--seed"),
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo the job from scratch"),
     max_nfe: Optional[int] = typer.Option(None, "--max-nfe", help="Cap reverse steps per sample (flash.max_nfe)"),
+    starts: Optional[str] = typer.Option(None, "--starts", help="Photos off the prior's size: region (default) | "
+                                         "image | image-max (flash.starts)"),
     budget_hours: Optional[float] = typer.Option(None, "--budget-hours",
                                                  help="Stop starting solves after this much solve time; rerun resumes"),
     set_: Optional[List[str]] = typer.Option(None, "--set", help="Config override section.key=value (repeatable)"),
@@ -100,7 +102,8 @@ def restore(
     from workers.job_config import build_config   # lazy, as every command's compute: `--help` stays fast
 
     set_ = list(set_ or []) + [f"flash.max_nfe={max_nfe}"] * (max_nfe is not None) + \
-        [f"execution.budget_hours={budget_hours}"] * (budget_hours is not None)
+        [f"execution.budget_hours={budget_hours}"] * (budget_hours is not None) + \
+        [f"flash.starts={starts}"] * (starts is not None)
     try:
         cfg = build_config(config, solver, baseline, batch_size, bucket_width, max_error_rate, engine, seed, set_)
         summary = execute(cfg, input, output, overwrite)

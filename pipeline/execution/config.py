@@ -131,11 +131,15 @@ class RestoreConfig:
         d.pop("execution")
         d["models"].pop("device")
         d["solver"].pop("untuned")  # only decides whether a job runs, never what it writes
+        for name, default in WHOLE_PHOTO_DEFAULTS.items():  # options that change only photos off the prior's
+            if d["flash"][name] == default:                  # size: at their defaults, hashes of outputs made
+                d["flash"].pop(name)                         # before they existed stay the same
         if self.solver.settings is not None:
             d["solver_settings_table"] = table_hash(table_for(self.solver.settings))
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
+WHOLE_PHOTO_DEFAULTS = {"starts": "region", "tiling": "overlap", "tile_overlap": 2}
 WHOLE = ("params", "operator", "severity")  # free-form mappings: merged one level
 
 

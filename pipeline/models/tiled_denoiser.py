@@ -98,13 +98,16 @@ def blend(preds: torch.Tensor, index: torch.Tensor, layout: TileLayout, channels
 
 def eps_canvas(ldm: LatentDiffusion, z: torch.Tensor, timesteps: torch.Tensor,
                layouts: TileLayout | Sequence[TileLayout], active: torch.Tensor | None = None,
-               tile_batch: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+               tile_batch: int | None = None,
+               tiles_on: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """ε of a canvas batch z (B, C, h, w) at per-sample DDPM timesteps (B,).
 
     `layouts`: one layout for every sample, or one per sample (the shifted mode draws each
     sample's own). `active`: (B, 1, h, w) or (B, h, w) bool, the pixels whose ε is wanted; a
     tile with no active pixel in its cell is skipped. `tile_batch`: tiles per denoiser call
-    (None: all at once); it changes memory, not the result. Returns ε (B, C, h, w) and the
+    (None: all at once); it changes memory, not the result. `tiles_on` (B, my, mx) bool, with
+    one layout for all: which tiles to compute, in place of `active`'s rule (a tile that is its
+    own region runs from its own start). Returns ε (B, C, h, w) and the
     tiles computed per sample (B,) long, the tile-steps this call costs.
     """
     B, C = z.shape[:2]
@@ -120,8 +123,12 @@ def eps_canvas(ldm: LatentDiffusion, z: torch.Tensor, timesteps: torch.Tensor,
     tiles, t_tiles, where = [], [], []
     for b, layout in enumerate(layouts):
         grid = cut(z[b], layout)
-        on = (tile_activity(layout, active[b]) if active is not None
-              else torch.ones(layout.y.count, layout.x.count, dtype=torch.bool, device=z.device))
+        if tiles_on is not None:
+            on = tiles_on[b].to(device=z.device, dtype=torch.bool)
+        elif active is not None:
+            on = tile_activity(layout, active[b])
+        else:
+            on = torch.ones(layout.y.count, layout.x.count, dtype=torch.bool, device=z.device)
         idx = on.nonzero()
         tiles.append(grid[idx[:, 0], idx[:, 1]])
         t_tiles.append(timesteps[b].expand(idx.shape[0]))

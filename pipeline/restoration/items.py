@@ -37,6 +37,7 @@ class Estimated:
     start_step: int
     seconds_severity: float
     nfe_uncapped: int | None = None  # the start step's NFE before flash.max_nfe cut it (None: not cut)
+    region_sigma2: torch.Tensor | None = None  # (my, mx) σ̂² per region tile (photos off the prior's size, flash.starts)
 
     @property
     def key(self) -> str:

@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.operators import OPERATORS
+from pipeline.restoration.region_starts import REGION_MODES
 from pipeline.restoration.solver_settings import load_table
+from pipeline.sampling.tiles import TILINGS
 
 MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
 
@@ -83,6 +85,9 @@ class FlashConfig:
     max_nfe: int | None = None       # cap on reverse steps per sample (a budget); rows say when it cut
     start_step: int | None = None    # one start index for every sample (the fixed-start ablation); σ̂² is still reported
     decode_only: bool = False        # decode ẑ with no reverse step (the "autoencoder only" row, NFE 0)
+    starts: str = "region"           # photos off the prior's size: region | image | image-max (docs/method.md §7)
+    tiling: str = "overlap"          # the canvas denoiser's tiles: overlap (blended windows) | shifted (moving cut)
+    tile_overlap: int = 2            # latent pixels shared by neighbouring tiles in overlap mode
 
     def validate(self) -> None:
         if self.max_nfe is not None and self.max_nfe < 1:
@@ -93,6 +98,12 @@ class FlashConfig:
             raise ValueError("flash.start_step and flash.decode_only need the severity encoder (flash.enabled=true)")
         if self.start_step is not None and self.decode_only:
             raise ValueError("flash.decode_only runs no reverse step; it takes no flash.start_step")
+        if self.tiling not in TILINGS:
+            raise ValueError(f"flash.tiling must be one of {'|'.join(TILINGS)}, got {self.tiling!r}")
+        if isinstance(self.tile_overlap, bool) or not isinstance(self.tile_overlap, int) or self.tile_overlap < 0:
+            raise ValueError(f"flash.tile_overlap must be a whole number of latent pixels ≥ 0, got {self.tile_overlap!r}")
+        if self.starts not in REGION_MODES:
+            raise ValueError(f"flash.starts must be one of {'|'.join(REGION_MODES)}, got {self.starts!r}")
         if self.init not in ("noise_correction", "encoder_mean", "ddim_inversion"):
             raise ValueError(f"flash.init must be noise_correction|encoder_mean|ddim_inversion, got {self.init!r}")
         c = self.noise_correction

@@ -45,17 +45,20 @@ class CanvasResult:
 
 
 def region_tiling(tiling: Tiling) -> Tiling:
-    """The default region tiles: the prior's tile size, cut with no overlap (the cheapest cover)."""
-    return Tiling(tiling.tile, "overlap", 0)
+    """The region tiles: the denoiser's own tiles when its layout is fixed (overlap mode), so
+    a tile runs exactly from its own start and costs start + 1 calls; a non-overlapping cut
+    when the layout moves every step (shifted mode)."""
+    return tiling if not tiling.per_step else Tiling(tiling.tile, "overlap", 0)
 
 
-def _reverse_step(solver: Solver, z, k, active, layouts, y, op, gens, count, tile_batch):
+def _reverse_step(solver: Solver, z, k, active, tiles_on, layouts, y, op, gens, count, tile_batch):
     """`Solver.reverse_step` with the canvas denoiser: ε, the sampler's step, `correct`."""
     index = torch.full((z.shape[0],), k, dtype=torch.long)
     grad = torch.enable_grad() if solver.differentiable else torch.no_grad()
     with grad:
         z_t = z.detach().requires_grad_(solver.differentiable)
-        eps, calls = eps_canvas(solver.model, z_t, solver.sampler.timesteps(index), layouts, active, tile_batch)
+        eps, calls = eps_canvas(solver.model, z_t, solver.sampler.timesteps(index), layouts, active, tile_batch,
+                                  tiles_on)
         count["denoiser_calls"] += 1
         z_prev, z0_hat = solver.sampler.step(z_t, eps, index, gens)
         return solver.correct(z_t, z_prev, z0_hat, y, op, k, gens, count).detach(), calls
@@ -64,13 +67,16 @@ def _reverse_step(solver: Solver, z, k, active, layouts, y, op, gens, count, til
 def solve_canvas(solver: Solver, y: torch.Tensor | None, operator, z_hat: torch.Tensor, sigma2_map: torch.Tensor,
                  keys: Sequence[str], job_seed: int, tiling: Tiling, mode: str = "region",
                  noise_correction: float | None = 1.2, regions: Tiling | None = None,
-                 tile_batch: int | None = None, start: torch.Tensor | None = None) -> CanvasResult:
+                 tile_batch: int | None = None, start: torch.Tensor | None = None,
+                 tile_sigma2: torch.Tensor | None = None, max_start: torch.Tensor | None = None) -> CanvasResult:
     """Restore canvases z_hat (B, C, h, w) of one size from their σ̂² maps (B, 1 or C, h, w).
 
     `y`/`operator` go to the solver's `correct` (None for the unconditional solver);
     `regions` cuts the map into regions (default `region_tiling(tiling)`). `start` (B,), mode
     "image" only: each canvas's start index as the caller decided it (Flash's start after a
     budget cap or a fixed start); the map then only sets the start latent's noise.
+    `tile_sigma2` (B, my, mx): each region's own σ̂² (`region_starts`); `max_start` (B,): a
+    cap on every pixel's start (flash.max_nfe), in any mode.
     """
     keys = list(keys)
     B, C, h, w = z_hat.shape
@@ -83,7 +89,8 @@ def solve_canvas(solver: Solver, y: torch.Tensor | None, operator, z_hat: torch.
     if noise_correction is not None and not 0.0 <= float(noise_correction) < float("inf"):
         raise ValueError(f"noise_correction must be a non-negative number or None, got {noise_correction!r}")
     regions = regions or region_tiling(tiling)
-    rs = region_starts(sampler, sigma2_map, regions.layout(h, w), mode)
+    same_layout = regions == tiling   # a denoiser tile is a region: it runs from its own start
+    rs = region_starts(sampler, sigma2_map, regions.layout(h, w), mode, tile_sigma2)
     if start is not None:
         if mode != "image" or tuple(start.shape) != (B,):
             raise ValueError(f"solve_canvas: a given start must be (B,) = ({B},) in mode 'image', got "
@@ -91,6 +98,10 @@ def solve_canvas(solver: Solver, y: torch.Tensor | None, operator, z_hat: torch.
         if int(start.min()) < 0 or int(start.max()) >= sampler.num_steps:
             raise ValueError(f"solve_canvas: start {start.tolist()} is off the grid 0..{sampler.num_steps - 1}")
         rs.start = start.to(rs.start.device).view(B, 1, 1, 1).expand_as(rs.start).clone()
+        rs.tile_start = start.to(rs.tile_start.device).view(B, 1, 1).expand_as(rs.tile_start).clone()
+    if max_start is not None:
+        rs.start = torch.minimum(rs.start, max_start.to(rs.start).view(B, 1, 1, 1))
+        rs.tile_start = torch.minimum(rs.tile_start, max_start.to(rs.tile_start).view(B, 1, 1))
     noise = randn_per_sample((C, h, w), generators(job_seed, keys, NOISE_INJECTION), dtype=z_hat.dtype,
                              device=z_hat.device)
     gens = generators(job_seed, keys, SAMPLER)
@@ -112,7 +123,9 @@ def solve_canvas(solver: Solver, y: torch.Tensor | None, operator, z_hat: torch.
         z_k = torch.where(start <= k, held, z[dev])
         layouts = [tiling.layout(h, w, seeds[i], k) for i in rows.tolist()]
         count = {key: torch.zeros(rows.numel(), dtype=torch.long) for key in ACCOUNT_KEYS}
-        z_new, calls = _reverse_step(solver, z_k, k, start >= k, layouts, y_act, op, gens_act, count, tile_batch)
+        tiles_on = rs.tile_start[dev] >= k if same_layout else None
+        z_new, calls = _reverse_step(solver, z_k, k, start >= k, tiles_on, layouts, y_act, op, gens_act, count,
+                                     tile_batch)
         z[dev] = z_new
         tile_steps[rows] += calls
         for key in ACCOUNT_KEYS:

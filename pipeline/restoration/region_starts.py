@@ -72,13 +72,16 @@ class RegionStarts:
     """Where each latent pixel starts, and from which σ̂².
 
     tile_sigma2 (B, my, mx): the map pooled per region tile; sigma2 (B, 1, h, w): the σ̂² a
-    pixel starts from (in the map's dtype); start (B, 1, h, w) long: its start index."""
+    pixel starts from (in the map's dtype); start (B, 1, h, w) long: its start index;
+    tile_start (B, my, mx) long: each region tile's own start (the largest of its pixels' is
+    never below it; a pixel takes the largest of its tiles')."""
 
     mode: str
     layout: TileLayout
     tile_sigma2: torch.Tensor
     sigma2: torch.Tensor
     start: torch.Tensor
+    tile_start: torch.Tensor
 
     @property
     def top(self) -> torch.Tensor:
@@ -87,8 +90,11 @@ class RegionStarts:
 
 
 def region_starts(sampler: Sampler, sigma2_map: torch.Tensor, layout: TileLayout,
-                  mode: str = "region") -> RegionStarts:
-    """Per-pixel σ̂² and start index of a canvas from its σ̂² map and the region layout."""
+                  mode: str = "region", tile_sigma2: torch.Tensor | None = None) -> RegionStarts:
+    """Per-pixel σ̂² and start index of a canvas from its σ̂² map and the region layout.
+
+    `tile_sigma2` (B, my, mx), when the severity model gives each region its own σ̂²
+    (`pipeline.models.region_severity`), replaces the map pooled per tile."""
     if mode not in REGION_MODES:
         raise ValueError(f"region mode must be one of {REGION_MODES}, got {mode!r}")
     if sigma2_map.dim() != 4 or tuple(sigma2_map.shape[-2:]) != layout.shape:
@@ -98,17 +104,22 @@ def region_starts(sampler: Sampler, sigma2_map: torch.Tensor, layout: TileLayout
         raise ValueError("σ̂² map must be finite and non-negative")
     B = sigma2_map.shape[0]
     h, w = layout.shape
-    tiles = pool_tiles(sigma2_map, layout)
+    tiles = pool_tiles(sigma2_map, layout) if tile_sigma2 is None else tile_sigma2.to(sigma2_map)
+    if tuple(tiles.shape) != (B, layout.y.count, layout.x.count):
+        raise ValueError(f"per-tile σ̂² must be (B, my, mx) = {(B, layout.y.count, layout.x.count)}, "
+                         f"got {tuple(tiles.shape)}")
     if mode == "region":
-        pixel = cover_max(tiles, layout)
+        pixel, per_tile = cover_max(tiles, layout), tiles
     else:
         ones = torch.ones_like(sigma2_map)
         whole = (_shifted_mean(sigma2_map, ones, (1, 2, 3)) if mode == "image"
                  else tiles.flatten(1).amax(dim=1))
         pixel = whole.view(B, 1, 1, 1).expand(B, 1, h, w).clone()
-    values, inverse = torch.unique(pixel, return_inverse=True)
-    start = sampler.start_index(values).to(pixel.device)[inverse]
-    return RegionStarts(mode, layout, tiles, pixel, start)
+        per_tile = whole.view(B, 1, 1).expand_as(tiles)
+    values, inverse = torch.unique(torch.cat([pixel.flatten(), per_tile.flatten()]), return_inverse=True)
+    index = sampler.start_index(values).to(pixel.device)[inverse]
+    start, tile_start = index[:pixel.numel()].view_as(pixel), index[pixel.numel():].view_as(per_tile)
+    return RegionStarts(mode, layout, tiles, pixel, start, tile_start)
 
 
 def held_latent(z_hat: torch.Tensor, noise: torch.Tensor, sigma2: torch.Tensor, start: torch.Tensor,

@@ -10,7 +10,6 @@ call it in whichever backend runs them, so outputs are the same for the same see
 from __future__ import annotations
 
 import time
-from functools import partial
 from typing import Any
 
 import torch
@@ -29,6 +28,7 @@ from pipeline.restoration.options import FlashConfig, ModelsConfig, SolverConfig
 from pipeline.restoration.solver_settings import resolve, table_for
 from pipeline.restoration.whole_photo import decode_whole, estimate_whole, native_size, restore_whole
 from pipeline.sampling.schedules import make_sampler
+from pipeline.sampling.tiles import Tiling
 from pipeline.solvers import default_sampler, make_solver
 
 
@@ -71,6 +71,10 @@ class Restorer:
         self.device = pick_device(str(device or models.device))
         self.dtype = {"float32": torch.float32, "float64": torch.float64}[models.dtype]
         self.ldm = load_latent_diffusion(models.autoencoder, models.denoiser, device=self.device, dtype=self.dtype)
+        try:   # the canvas tiles of photos off the prior's size: fails before any compute
+            self.tiling = Tiling(self.ldm.latent_shape[1], flash.tiling, flash.tile_overlap)
+        except ValueError as exc:
+            raise ValueError(f"flash.tiling / flash.tile_overlap: {exc}") from None
         sc = solver
         if sc.sampler:
             kwargs = {k: v for k, v in (("num_steps", sc.steps), ("eta", sc.eta)) if v is not None}
@@ -131,11 +135,14 @@ class Restorer:
                     continue
                 y = torch.stack([p.y for p in chunk]).to(self.device, self.dtype)
                 flash = self.flash_for(group[0])
-                z_hat, sigma2, k = (flash.estimate if self.native(group[1]) else partial(estimate_whole, flash))(y)
+                starts = "image" if self.flash_cfg.start_step is not None else self.flash_cfg.starts
+                z_hat, sigma2, k, regions = (flash.estimate(y) + (None,) if self.native(group[1])
+                                             else estimate_whole(flash, y, starts, self.tiling))
                 dt = (time.perf_counter() - t0) / len(chunk)
                 for j, p in enumerate(chunk):
                     out[p.key] = self._capped(Estimated(p, z_hat[j].detach().cpu(), float(sigma2[j]),
-                                                        self._start(int(k[j])), dt))
+                                                        self._start(int(k[j])), dt,
+                                                        region_sigma2=None if regions is None else regions[j]))
         return [out[p.key] for p in items]
 
     def native(self, shape: tuple) -> bool:
@@ -194,11 +201,15 @@ class Restorer:
         """Any other size: the canvas loop on the whole photo (`pipeline.restoration.whole_photo`)."""
         if not self.flash_cfg.enabled:
             k = torch.full((len(batch),), self.sampler.num_steps - 1, dtype=torch.long)
-            return restore_whole(flash, y, op, keys, self.seed, None, None, k)
+            return restore_whole(flash, y, op, keys, self.seed, None, None, k, self.tiling)
         z_hat, _, level, k = self._estimate_of(batch)
         if self.flash_cfg.decode_only:
-            return decode_whole(flash, z_hat, y.shape[-2], y.shape[-1])
-        return restore_whole(flash, y, op, keys, self.seed, z_hat, level, k)
+            return decode_whole(flash, z_hat, y.shape[-2], y.shape[-1], self.tiling)
+        regions = [e.region_sigma2 for e in batch]
+        if self.flash_cfg.start_step is not None or any(r is None for r in regions):
+            return restore_whole(flash, y, op, keys, self.seed, z_hat, level, k, self.tiling)
+        return restore_whole(flash, y, op, keys, self.seed, z_hat, level, k, self.tiling, starts=self.flash_cfg.starts,
+                             per_region=torch.stack(regions))
 
     def solve_isolating(self, batch: list[Estimated]) -> list[tuple[dict, bytes | None, dict | None]]:
         """`solve`, but only the bad sample of a failing batch becomes an error row."""

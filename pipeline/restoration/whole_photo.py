@@ -4,9 +4,11 @@ Why: the prior only knows its own latent size, so a photo of any other size is r
 a latent canvas (docs/method.md §7): the image is reflect-padded at the bottom and right so
 its latent is a whole number of latent pixels and at least one tile per side
 (`pipeline.sampling.tiles.canvas_size`), the severity encoder runs on the padded image whole
-(`severity_image`: ẑ and the image's σ̂²), the start step comes from σ̂² exactly as for a
-crop (one start per image: per-region starts wait for a head whose map is not constant),
-`solve_canvas` runs the solver's own step in mode "image" with the default tiling (the
+(`severity_image`: ẑ and the image's σ̂²), and the start steps come from `flash.starts`:
+"image" starts the whole photo from its σ̂² exactly as a crop; "region" gives each region
+tile of a non-overlapping cut its own σ̂² (the encoder on the region's window,
+`pipeline.models.region_severity`) and start; "image-max" starts the whole photo at its
+worst region's start. `solve_canvas` runs the solver's own step with the default tiling (the
 solver's data consistency decodes the whole canvas and applies the operator to the padded
 measurement), and `decode_image` decodes the canvas, cropped back to H×W.
 
@@ -23,9 +25,11 @@ import torch
 
 from pipeline.models.latent import LatentDiffusion
 from pipeline.models.whole_image import decode_image
+from pipeline.models.region_severity import region_sigma2
 from pipeline.models.whole_image_severity import severity_image
 from pipeline.restoration.flash import Flash
-from pipeline.restoration.region_loop import solve_canvas
+from pipeline.restoration.region_loop import region_tiling, solve_canvas
+from pipeline.restoration.region_starts import cover_max
 from pipeline.sampling.tiles import Tiling, canvas_size, reflect_pad
 from pipeline.solvers.base import ACCOUNT_KEYS
 
@@ -54,10 +58,18 @@ def default_tiling(model: LatentDiffusion) -> Tiling:
 
 
 @torch.no_grad()
-def estimate_whole(flash: Flash, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(ẑ over the canvas, σ̂² (B,) of the padded image, start index (B,)) for photos y in [−1,1]."""
-    sm = severity_image(flash.encoder, padded_measurement(flash, y))
-    return sm.z_hat, sm.sigma2, flash.solver.sampler.start_index(sm.sigma2)
+def estimate_whole(flash: Flash, y: torch.Tensor, starts: str = "region", tiling: Tiling | None = None) -> tuple:
+    """(ẑ over the canvas, the photo's σ̂² (B,), start index (B,), σ̂² per region (B, my, mx)).
+
+    The photo's σ̂² is the mean of its regions' (the paper's per-image rule on the map); the
+    start is that σ̂²'s in mode "image", the largest region's otherwise (the loop length)."""
+    y_pad = padded_measurement(flash, y)
+    z_hat = severity_image(flash.encoder, y_pad).z_hat
+    regions = region_tiling(tiling or default_tiling(flash.solver.model))
+    per_region = region_sigma2(flash.encoder, y_pad, regions.layout(*z_hat.shape[-2:]))
+    sigma2 = per_region.flatten(1).mean(dim=1)
+    top = sigma2 if starts == "image" else per_region.flatten(1).amax(dim=1)
+    return z_hat, sigma2, flash.solver.sampler.start_index(top), per_region
 
 
 @dataclass
@@ -74,12 +86,15 @@ class WholeResult:
 
 def restore_whole(flash: Flash, y: torch.Tensor, operator, keys: Sequence[str], job_seed: int,
                   z_hat: torch.Tensor | None, level: torch.Tensor, start: torch.Tensor,
-                  tiling: Tiling | None = None) -> WholeResult:
+                  tiling: Tiling | None = None, starts: str = "image",
+                  per_region: torch.Tensor | None = None) -> WholeResult:
     """Restore photos y (B,3,H,W) of one size from their estimate (ẑ canvas, noise level, start).
 
     `level` is the σ̂² that sets the start latent's noise (Flash's `level`); `start` (B,) is
     each photo's start index after flash.max_nfe / flash.start_step. z_hat None is the
-    baseline: pure noise from the top of the grid.
+    baseline: pure noise from the top of the grid. `starts` "region" / "image-max" take the
+    σ̂² of each region (`per_region`, (B, my, mx) from `estimate_whole`; None: the whole photo
+    at `start`, as in mode "image") and cap every start at `start`.
     """
     if flash.init == "ddim_inversion":
         raise ValueError("flash.init=ddim_inversion is not implemented for photos at their own size")
@@ -95,9 +110,16 @@ def restore_whole(flash: Flash, y: torch.Tensor, operator, keys: Sequence[str], 
         z_hat = torch.zeros(B, C, h, w, dtype=y.dtype, device=y.device)
         level, c = torch.ones(B, dtype=torch.float64), 1.0
     tiling = tiling or default_tiling(model)
-    sigma2_map = torch.as_tensor(level).reshape(B, 1, 1, 1).to(z_hat.device, z_hat.dtype).expand(B, 1, h, w)
-    res = solve_canvas(solver, y_pad, operator, z_hat, sigma2_map, list(keys), job_seed, tiling, mode="image",
-                       noise_correction=c, start=torch.as_tensor(start).reshape(-1).to(torch.long))
+    start = torch.as_tensor(start).reshape(-1).to(torch.long)
+    if starts != "image" and not baseline and per_region is not None:
+        per_region = per_region.to(z_hat.device, z_hat.dtype)
+        sigma2_map = cover_max(per_region, region_tiling(tiling).layout(h, w))
+        res = solve_canvas(solver, y_pad, operator, z_hat, sigma2_map, list(keys), job_seed, tiling, mode=starts,
+                           noise_correction=c, tile_sigma2=per_region, max_start=start)
+    else:
+        sigma2_map = torch.as_tensor(level).reshape(B, 1, 1, 1).to(z_hat.device, z_hat.dtype).expand(B, 1, h, w)
+        res = solve_canvas(solver, y_pad, operator, z_hat, sigma2_map, list(keys), job_seed, tiling, mode="image",
+                           noise_correction=c, start=start)
     x = decode_image(model.autoencoder, res.z0, y_pad.shape[-2], y_pad.shape[-1])[..., :H, :W]
     account = {k: res.account[k].clone() for k in ACCOUNT_KEYS}
     account["decoder_forward"] += 1
@@ -108,7 +130,8 @@ def restore_whole(flash: Flash, y: torch.Tensor, operator, keys: Sequence[str], 
 
 
 @torch.no_grad()
-def decode_whole(flash: Flash, z_hat: torch.Tensor, height: int, width: int) -> WholeResult:
+def decode_whole(flash: Flash, z_hat: torch.Tensor, height: int, width: int,
+                 tiling: Tiling | None = None) -> WholeResult:
     """flash.decode_only at any size: D(ẑ) of the canvas cropped to height×width (NFE 0, start −1)."""
     model, B = flash.solver.model, z_hat.shape[0]
     ae = model.autoencoder
@@ -120,4 +143,5 @@ def decode_whole(flash: Flash, z_hat: torch.Tensor, height: int, width: int) -> 
     account["inversion_calls"] = torch.zeros(B, dtype=torch.long)
     zero = torch.zeros(B, dtype=torch.long)
     return WholeResult(x=x, start_index=torch.full((B,), -1, dtype=torch.long), nfe=zero, account=account,
-                       tiles=default_tiling(model).layout(*z_hat.shape[-2:]).num_tiles, tile_steps=zero.clone())
+                       tiles=(tiling or default_tiling(model)).layout(*z_hat.shape[-2:]).num_tiles,
+                       tile_steps=zero.clone())

@@ -72,3 +72,13 @@ def test_restore_and_training_configs_share_one_loader(tmp_path):
                         ("loss.variance_loss=l7", "variance_loss"), ("optim.ema_decay=1.5", "ema_decay")):
         with pytest.raises(ValueError, match=needle):
             build_config("severity", "cpu", str(tmp_path / "t.yaml"), [bad])
+
+
+def test_whole_photo_options_hash_only_when_changed():
+    """flash.starts / tiling / tile_overlap change only photos off the prior's size: at their
+    defaults they leave the hash of outputs made before they existed; any other value moves it."""
+    base = load_config().output_hash()
+    assert load_config(None, ["flash.starts=region", "flash.tiling=overlap", "flash.tile_overlap=2"]).output_hash() == base
+    moved = {load_config(None, [o]).output_hash() for o in ("flash.starts=image", "flash.starts=image-max",
+                                                              "flash.tiling=shifted", "flash.tile_overlap=8")}
+    assert len(moved) == 4 and base not in moved

@@ -119,3 +119,53 @@ def test_a_photo_above_the_whole_photo_limit_is_a_size_error_before_any_compute(
     assert err.value.kind == "size"
     fits = Sample("fits", "shard.tar", torch.zeros(3, side - 2, side - 2), None, params, "")
     assert SampleValidator(cfg).prepare(fits).y.shape[-2:] == (side - 2, side - 2)
+
+
+def _ok_rows(out: str) -> dict:
+    return {r["key"]: r for r in OutputStore(out).read_metrics().to_pylist() if r["status"] == "ok"}
+
+
+def test_start_modes_spend_what_they_promise(setup, tmp_path):
+    """image: every tile runs the photo's loop; image-max: every tile runs the worst region's;
+    region (the default): each tile its own, never more than image-max's, same loop length."""
+    root, models = setup
+    runs = {}
+    for mode in ("region", "image", "image-max"):
+        out = str(tmp_path / mode)
+        execute(tiny_config(models, "models.dtype=float64", f"flash.starts={mode}"), str(root / "mixed"), out)
+        runs[mode] = _ok_rows(out)
+    for key in SIZES:
+        region, image, worst = (runs[m][key] for m in ("region", "image", "image-max"))
+        assert image["tile_steps"] == image["tiles"] * image["nfe"]
+        assert worst["tile_steps"] == worst["tiles"] * worst["nfe"] and worst["nfe"] == region["nfe"]
+        assert image["nfe"] <= worst["nfe"] and region["tile_steps"] <= worst["tile_steps"]
+        assert region["sigma2_hat"] == image["sigma2_hat"] == worst["sigma2_hat"]  # the mean of the regions'
+    for key in ("s0000", "s0001"):   # the prior's own size: one tile, every mode the same row
+        assert runs["region"][key]["psnr"] == runs["image"][key]["psnr"] == runs["image-max"][key]["psnr"]
+
+
+def test_whole_photos_do_not_depend_on_batch_partners_or_tiling_order(setup, tmp_path):
+    root, models = setup
+    images = {}
+    for name, extra in (("batched", ["execution.batch_size=4"]), ("alone", ["execution.batch_size=1"])):
+        out = str(tmp_path / name)
+        execute(tiny_config(models, "models.dtype=float64", "execution.bucket_width=1000", *extra), str(root / "mixed"),
+                out)
+        images[name] = output_images(out)
+    assert images["batched"].keys() == images["alone"].keys()
+    assert all((images["batched"][k] == images["alone"][k]).all() for k in images["alone"])
+
+
+def test_shifted_tiling_and_its_options_fail_fast_or_run(setup, tmp_path):
+    root, models = setup
+    out = str(tmp_path / "shifted")
+    execute(tiny_config(models, "flash.tiling=shifted"), str(root / "mixed"), out)
+    rows = _ok_rows(out)
+    assert len(rows) == 8 and all((r["height"], r["width"]) == SIZES[k] for k, r in rows.items() if k in SIZES)
+    for bad, match in (("flash.tiling=diagonal", "flash.tiling"), ("flash.starts=pixel", "flash.starts"),
+                       ("flash.tile_overlap=-1", "tile_overlap")):
+        with pytest.raises(ValueError, match=match):
+            tiny_config(models, bad)
+    with pytest.raises(ValueError, match="tile_overlap"):   # overlap of a whole 4-px tile: refused before compute
+        execute(tiny_config(models, "flash.tile_overlap=4"), str(root / "mixed"), str(tmp_path / "bad"))
+    assert not (tmp_path / "bad" / "_manifest.json").exists()
