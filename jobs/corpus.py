@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from contextlib import contextmanager
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
@@ -37,16 +37,20 @@ def make_shards(
     max_upscale: Annotated[float, typer.Option(help="skip a short side above photo short side × this")] = 1.1,
     max_per_photo: Annotated[int, typer.Option(help="keep at most N crops per photo, evenly spread (0 = all)")] = 0,
     max_crops: Annotated[int, typer.Option(help="keep at most N crops in all, evenly spread (0 = all)")] = 0,
+    whole: Annotated[bool, typer.Option("--whole", help="one sample per photo at its own size, not crops")] = False,
+    max_side: Annotated[Optional[int], typer.Option(help="with --whole: scale the long side down to at most N px")]
+    = None,
 ) -> dict:
     """Photos -> clean crop shards (`<key>.png`, `<key>.json`) + OUTPUT/index.json."""
     from pipeline.corpus import shard_jobs   # lazy: torch loads on use, `--help` stays fast
 
     try:
         index = shard_jobs.make_shards(photos, output, size, short_sides, shard_size, min_std, min_texture,
-                                       max_upscale, max_per_photo, max_crops, progress=_bar)
+                                       max_upscale, max_per_photo, max_crops, progress=_bar, whole=whole,
+                                       max_side=max_side)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
-    console.print(f"{index['count']} crops from {len(index['photos'])} photos in {len(index['shards'])} shards "
+    console.print(f"{index['count']} {'photos' if whole else 'crops'} from {len(index['photos'])} photos in {len(index['shards'])} shards "
                   f"-> {output}")
     return index
 

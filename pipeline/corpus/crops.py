@@ -126,6 +126,23 @@ def photo_crops(entry: str, *, size: int = 64, short_sides: Sequence[int] = DEFA
     return kept, stats
 
 
+def whole_photo(entry: str, max_side: int | None = None) -> tuple[Crop, dict]:
+    """One photo-list entry at its own size, upright (EXIF applied), as one `Crop` whose key is
+    `<slug>_whole`; with `max_side` scaled down (never up, LANCZOS) so its long side is at most that."""
+    img = load_photo(resolve_photo(entry))
+    slug = photo_slug(entry)
+    stats = {"photo": entry, "slug": slug, "width": img.size[0], "height": img.size[1], "cells": 1, "kept": 1,
+             "skipped_short_sides": []}
+    if max_side is not None and max(img.size) > max_side:
+        scale = max_side / max(img.size)
+        img = img.resize((max(1, round(img.size[0] * scale)), max(1, round(img.size[1] * scale))),
+                         Image.Resampling.LANCZOS)
+    arr = np.array(img)   # a writable copy: torch refuses read-only buffers
+    std, tex = crop_stats(arr[None])
+    crop = Crop(f"{slug}_whole", entry, int(min(img.size)), 0, 0, arr, float(std[0]), float(tex[0]))
+    return crop, stats
+
+
 def iter_crops(entries: Sequence[str], **kwargs) -> Iterator[tuple[list[Crop], dict]]:
     """photo_crops for each entry, in list order."""
     for e in entries:

@@ -76,11 +76,13 @@ def degradation_params(key: str, seed: int, families: list[tuple[str, float]], s
 
 
 def degrade_samples(batch: list, seed: int, families, severity, noise, overrides) -> Iterator[dict]:
-    """Degrade samples of one shard; batches are per family, results do not depend on partners."""
+    """Degrade samples of one shard; batches are per family and image size (photos at their own
+    size mix sizes in a shard), results do not depend on partners."""
     params = [degradation_params(s.key, seed, families, severity, noise, overrides) for s in batch]
+    groups = [(p["operator"], tuple(s.image01.shape[-2:])) for p, s in zip(params, batch)]
     out: dict[str, dict] = {}
-    for family in dict.fromkeys(p["operator"] for p in params):
-        rows = [i for i, p in enumerate(params) if p["operator"] == family]
+    for family, size in dict.fromkeys(groups):
+        rows = [i for i, g in enumerate(groups) if g == (family, size)]
         keys = [batch[i].key for i in rows]
         op = OPERATORS[family].from_dicts([params[i] for i in rows], keys)
         x01 = torch.stack([batch[i].image01 for i in rows])

@@ -21,7 +21,7 @@ import fsspec
 import numpy as np
 import torch
 
-from pipeline.corpus.crops import photo_crops, write_corpus_export
+from pipeline.corpus.crops import photo_crops, whole_photo, write_corpus_export
 from pipeline.corpus.degradation import MEASUREMENT_NOTE, degrade_samples, parse_operators, parse_severity
 from pipeline.corpus.photos import read_photo_list
 from pipeline.io.samples import SampleError, encode_png
@@ -56,18 +56,28 @@ def _makedirs(url: str) -> None:
 
 def make_shards(photos: str, output: str, size: int = 64, short_sides: str | Sequence[int] = "256,384,512",
                 shard_size: int = 1000, min_std: float = 0.04, min_texture: float = 0.01, max_upscale: float = 1.1,
-                max_per_photo: int = 0, max_crops: int = 0, progress: Callable = silent) -> dict:
-    """Photos -> clean crop shards (`<key>.png`, `<key>.json`) + OUTPUT/index.json."""
+                max_per_photo: int = 0, max_crops: int = 0, progress: Callable = silent, whole: bool = False,
+                max_side: int | None = None) -> dict:
+    """Photos -> clean crop shards (`<key>.png`, `<key>.json`) + OUTPUT/index.json.
+
+    `whole`: one sample per photo at its own size instead of crops (`max_side` scales the
+    long side down to at most that; crop options and filters do not apply)."""
     entries = read_photo_list(photos, check=True)
     sides = [int(s) for s in short_sides.split(",") if s.strip()] if isinstance(short_sides, str) \
         else [int(s) for s in short_sides]
     if not sides or shard_size <= 0 or size <= 0:
         raise ValueError("need at least one short side, size > 0 and shard size > 0")
+    if max_side is not None and (not whole or max_side < 8):
+        raise ValueError(f"--max-side scales whole photos: it needs --whole and at least 8 px, got {max_side}")
     crops, per_photo = [], []
     with progress("cropping photos", len(entries)) as advance:
         for entry in entries:
-            kept, stats = photo_crops(entry, size=size, short_sides=sides, min_std=min_std,
-                                      min_texture=min_texture, max_upscale=max_upscale)
+            if whole:
+                one, stats = whole_photo(entry, max_side)
+                kept = [one]
+            else:
+                kept, stats = photo_crops(entry, size=size, short_sides=sides, min_std=min_std,
+                                          min_texture=min_texture, max_upscale=max_upscale)
             kept = _evenly(kept, max_per_photo)
             stats["kept"] = len(kept)
             crops.extend(kept)
@@ -90,7 +100,8 @@ def make_shards(photos: str, output: str, size: int = 64, short_sides: str | Seq
                                                "json": c.meta()} for c in chunk))
             shards.append({"name": name, "count": len(chunk)})
             advance(len(chunk))
-    index = {"kind": "clean-crops", "photo_list": photos, "photos": entries, "size": size, "short_sides": sides,
+    index = {"kind": "clean-photos" if whole else "clean-crops", "whole": whole, "max_side": max_side,
+             "photo_list": photos, "photos": entries, "size": size, "short_sides": sides,
              "min_std": min_std, "min_texture": min_texture, "max_upscale": max_upscale,
              "max_per_photo": max_per_photo, "max_crops": max_crops,
              "count": len(crops), "crops_per_photo": {s["photo"]: s["kept"] for s in per_photo},

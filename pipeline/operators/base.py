@@ -22,6 +22,9 @@ class Operator:
     #: human-readable family name for reports ("Gaussian blur"); every registered family sets its own
     label: ClassVar[str] = ""
     linear: ClassVar[bool] = False
+    # A family whose tuned solver settings this one borrows while the settings table has no
+    # entry of its own (a close relative: varying_blur takes gaussian_blur's).
+    settings_of: ClassVar[str | None] = None
     #: the family's own dict fields and their defaults (filled in by `fill_defaults`)
     defaults: ClassVar[dict] = {}
 

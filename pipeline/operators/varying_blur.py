@@ -105,6 +105,7 @@ class VaryingBlur(Operator):
 
     name = "varying_blur"
     label = "varying Gaussian blur"
+    settings_of = "gaussian_blur"   # the same blur, varying over the frame: its tuned solver settings apply
     linear = True
     defaults = {"kernel_size": 61, "std_min": 0.3, "std_max": 3.0, "spread": 0.5, "severity_corners": None}
 

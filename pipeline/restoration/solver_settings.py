@@ -98,10 +98,14 @@ def table_hash(path: str | None = None) -> str:
 
 
 def entry(solver: str, family: str, mode: str, path: str | None = None) -> dict | None:
-    """The table's entry for (solver, family, mode) as written, None when the table lacks it."""
+    """The table's entry for (solver, family, mode) as written, else the entry of the family it
+    borrows settings from (`Operator.settings_of`), None when the table lacks both."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    return load_table(path)["settings"].get(solver, {}).get(family, {}).get(mode)
+    solver_entries = load_table(path)["settings"].get(solver, {})
+    found = solver_entries.get(family, {}).get(mode)
+    relative = OPERATORS[family].settings_of if family in OPERATORS else None
+    return found if found is not None or relative is None else solver_entries.get(relative, {}).get(mode)
 
 
 def tuned(solver: str, family: str, mode: str, path: str | None = None) -> dict:

@@ -178,3 +178,23 @@ def test_missing_photo_names_the_entry(tmp_path):
         read_photo_list(str(lst), check=True)
     with pytest.raises(FileNotFoundError, match="nolist"):
         read_photo_list(str(tmp_path / "nolist.txt"))
+
+
+def test_make_shards_whole_keeps_each_photo_at_its_size_and_degrade_mixes_sizes(photos, tmp_path):
+    """--whole: one sample per photo at its own size (upright), --max-side scales the long side
+    down; degrading a shard of mixed sizes gives each measurement its own photo's size."""
+    index = make_shards(photos["list"], str(tmp_path / "whole"), whole=True)
+    assert index["kind"] == "clean-photos" and index["count"] == 3   # no texture filter on whole photos
+    got = {s.key: s for s in iter_samples(list_shards(str(tmp_path / "whole"))[0])}
+    assert {k: tuple(s.image01.shape[-2:]) for k, s in got.items()} == {
+        f"{photo_slug(p)}_whole": size for p, size in ((photos["leaves"], (160, 224)), (photos["bark"], (200, 150)),
+                                                      (photos["flat"], (160, 224)))}
+    scaled = make_shards(photos["list"], str(tmp_path / "scaled"), whole=True, max_side=100)
+    sizes = sorted(tuple(s.image01.shape[-2:]) for s in iter_samples(list_shards(str(tmp_path / "scaled"))[0]))
+    assert scaled["max_side"] == 100 and sizes == [(71, 100), (71, 100), (100, 75)]
+    degrade(str(tmp_path / "whole"), str(tmp_path / "deg"), "gaussian_blur=1,varying_blur=1,inpainting=1",
+            batch_size=8)
+    for s in iter_samples(list_shards(str(tmp_path / "deg"))[0]):
+        assert s.image01.shape == s.clean01.shape == got[s.key].image01.shape
+    with pytest.raises(ValueError, match="max-side"):
+        make_shards(photos["list"], str(tmp_path / "bad"), max_side=100)
