@@ -50,12 +50,12 @@ def estimate(
 def show(report: dict, main: str, output: str) -> None:
     table = Table(title=f"flash-restore estimate on {report['device']}: {report['valid']} valid of "
                         f"{report['samples_seen']} samples looked at (fraction {report['sample_fraction']})")
-    for col in ("solver", "mean NFE", "baseline NFE", "predicted solve s", "cost"):
+    for col in ("solver", "mean NFE", "baseline NFE", "tile-steps", "predicted solve s", "cost"):
         table.add_column(col)
     for name, s in report["solvers"].items():
         secs = s["predicted_solve_seconds"]
         table.add_row(name + (" (config)" if name == main else ""), str(s["mean_nfe"]), str(s["baseline_nfe"]),
-                      f"{secs:.1f}" if isinstance(secs, float) else "missing (no calibration)",
+                      str(s["predicted_tile_steps_total"]), f"{secs:.1f}" if isinstance(secs, float) else "missing (no calibration)",
                       str(s.get("predicted_cost", "–")))
     console.print(table)
     hist = report["solvers"][main]["start_step_histogram"]

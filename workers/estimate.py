@@ -13,13 +13,10 @@ import hashlib
 import time
 from collections import Counter
 
-import torch
-
 from pipeline.execution.cost_model import (architecture_fingerprint, calibration_dir, device_class, find_entry,
-                                           predict_solve_seconds, read_table)
+                                           predict_solve_seconds, read_table, record_starts)
 from pipeline.execution.scheduler import Scheduler
 from pipeline.execution.stats import JobStats
-from pipeline.restoration.restore import capped_start
 from pipeline.solvers import default_sampler
 
 from .local_backend import LocalBackend
@@ -55,27 +52,26 @@ def build_report(cfg, input: str, shards: list[str], sample_fraction: float = 1.
     target = device or device_class(restorer.device)
     table_entries = read_table(calibration_dir(cfg))
     ex, scale, arch = cfg.execution, 1.0 / sample_fraction, architecture_fingerprint(restorer.ldm)
-    sigma2 = torch.tensor([r.sigma2 for r in records], dtype=torch.float64)
     report = {"input": input, "sample_fraction": sample_fraction, "samples_seen": seen,
               "samples_predicted_total": round(seen * scale), "valid": len(records), "invalid": dict(invalid),
               "severity_seconds": round(seconds, 3), "device": target, "price_per_hour": price_per_hour,
               "config_hash": cfg.output_hash(), "config": cfg.to_dict(), "solvers": {}}
     for name in dict.fromkeys([cfg.solver.name, *solvers]):
         sampler = restorer.sampler if name == cfg.solver.name else default_sampler(name, restorer.ldm.schedule)
-        starts = sampler.start_index(sigma2).tolist() if len(records) and cfg.flash.enabled else \
-            [sampler.num_steps - 1] * len(records)
-        starts = [capped_start(s, cfg.flash.max_nfe) for s in starts]
+        priced = [record_starts(r, sampler, cfg.flash, cfg.flash.max_nfe) for r in records]
+        starts = [top for top, _ in priced]
         nfe = [s + 1 for s in starts]
+        tile_steps = sum(s + 1 for _, tiles in priced for s in tiles)
         entry = find_entry(table_entries, target, name, arch, cfg.models.dtype)
         out = {"start_step_histogram": dict(sorted(Counter((s // 10) * 10 for s in starts).items())),
                "mean_nfe": round(sum(nfe) / len(nfe), 2) if nfe else None, "baseline_nfe": sampler.num_steps,
-               "predicted_nfe_total": round(sum(nfe) * scale)}
+               "predicted_nfe_total": round(sum(nfe) * scale), "predicted_tile_steps_total": round(tile_steps * scale)}
         if entry is None:
             out["predicted_solve_seconds"] = (f"missing: no calibration for {target} / {name} / architecture "
                                               f"{arch} / {cfg.models.dtype}; run `flash-restore bench calibrate` there")
         else:
-            secs = predict_solve_seconds([(r.group, s) for r, s in zip(records, starts)], ex.batch_size,
-                                         ex.bucket_width, entry) * scale
+            secs = predict_solve_seconds([(r.group, top, tiles) for r, (top, tiles) in zip(records, priced)],
+                                         ex.batch_size, ex.bucket_width, entry) * scale
             out["predicted_solve_seconds"] = round(secs, 2)
             out["calibration"] = {"measured": entry["measured"], "machine": entry["machine"], "architecture": arch}
             if price_per_hour is not None:

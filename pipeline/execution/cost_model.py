@@ -22,6 +22,8 @@ import torch
 
 from pipeline.execution.bucketing import Bucketer
 from pipeline.restoration.options import MODELS_DIR
+from pipeline.restoration.region_starts import tile_starts
+from pipeline.restoration.restore import capped_start
 
 CALIBRATION_NAME = "calibration.json"
 VERSION = 2   # entries keyed by architecture; version 1 keyed them by weights and no longer matches
@@ -67,24 +69,47 @@ def interpolate(table: dict[int, float], n: int) -> float:
     return table[lo] + (table[hi] - table[lo]) * (n - lo) / (hi - lo)
 
 
-def batch_seconds(starts: list[int], entry: dict) -> float:
+def batch_seconds(samples: list[list[int]], entry: dict) -> float:
+    """Seconds of one batch; each sample is the start steps of its denoiser tiles (a crop: one).
+
+    A step with n tiles computing costs what a step of n crops costs: the tiles of a canvas go
+    through the denoiser in one batch, and its decode for data consistency grows with the area,
+    as a batch of crops' decodes do. Photos count their tiles as rows of the fixed cost too."""
     step = {int(n): v["step_s"] for n, v in entry["per_batch"].items()}
     fixed = {int(n): v["fixed_s"] for n, v in entry["per_batch"].items()}
+    tiles = [s for sample in samples for s in sample]
     total = 0.0
-    for k in range(max(starts), -1, -1):
-        total += interpolate(step, sum(s >= k for s in starts))
-    return total + max(0.0, interpolate(fixed, len(starts)))
+    for k in range(max(tiles), -1, -1):
+        total += interpolate(step, sum(s >= k for s in tiles))
+    return total + max(0.0, interpolate(fixed, len(tiles)))
 
 
-def batches(records: list[tuple[tuple, int]], batch_size: int, width: int) -> list[list[int]]:
-    """Start steps per batch, as the job's Bucketer forms them (records: (group, start step))."""
+def batches(records: list[tuple[tuple, int, list[int]]], batch_size: int, width: int) -> list[list[list[int]]]:
+    """Tile starts per sample per batch, as the job's Bucketer forms them (records: (group, start
+    step, the sample's tile starts))."""
     bucketer = Bucketer(batch_size, width)
-    out = bucketer.add_many((start, group, start) for group, start in records)
+    out = bucketer.add_many((tiles, group, start) for group, start, tiles in records)
     return out + bucketer.flush()
 
 
-def predict_solve_seconds(records: list[tuple[tuple, int]], batch_size: int, width: int, entry: dict) -> float:
+def predict_solve_seconds(records: list[tuple[tuple, int, list[int]]], batch_size: int, width: int,
+                          entry: dict) -> float:
     return sum(batch_seconds(b, entry) for b in batches(records, batch_size, width))
+
+
+def record_starts(record, sampler, flash, cap: int | None) -> tuple[int, list[int]]:
+    """(loop start, each tile's start) a solver with `sampler` would run for a severity record
+    under the job's flash config: the start of the record's σ̂² (a photo's: the mean of its
+    tiles' in mode image, the largest otherwise), capped; per tile as `tile_starts` runs them."""
+    if not flash.enabled:
+        top = sampler.num_steps - 1
+    elif record.tile_sigma2 and flash.starts != "image":
+        top = int(sampler.start_index(torch.tensor([max(record.tile_sigma2)], dtype=torch.float64))[0])
+    else:
+        top = int(sampler.start_index(torch.tensor([record.sigma2], dtype=torch.float64))[0])
+    top = capped_start(top, cap)
+    sigma2 = record.tile_sigma2 if (flash.enabled and record.tile_sigma2) else None
+    return top, tile_starts(sampler, sigma2, record.tiles, flash.starts, top)
 
 
 def calibration_dir(cfg) -> Path:

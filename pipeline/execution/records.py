@@ -17,7 +17,9 @@ class SampleRecord:
     """The scheduler's view of a sample: who it is, what batch it may join, where it starts.
 
     `group` (family, image shape) is what a solver batch must share, so archives of mixed
-    sizes bucket correctly; `start_step` and `sigma2` are set once severity has run.
+    sizes bucket correctly; `start_step` and `sigma2` are set once severity has run, and for
+    photos off the prior's size `tiles`, the predicted `tile_steps` and each tile's σ̂² (a few
+    hundred numbers for a megapixel photo: what `estimate` needs to price other solvers).
     """
 
     key: str
@@ -26,6 +28,14 @@ class SampleRecord:
     shape: tuple[int, int]
     start_step: int | None = None
     sigma2: float | None = None
+    tiles: int = 1
+    tile_steps: int | None = None
+    tile_sigma2: tuple[float, ...] = ()
+
+    @property
+    def cost(self) -> int:
+        """Denoiser tile calls the solve will take: tile_steps, else start + 1."""
+        return self.tile_steps if self.tile_steps is not None else self.start_step + 1
 
     @property
     def group(self) -> tuple:
@@ -35,9 +45,10 @@ class SampleRecord:
 def record_of(item: Prepared | Estimated) -> SampleRecord:
     """The scheduler's record of a payload: size and family, plus the start once severity ran."""
     if isinstance(item, Estimated):
+        regions = () if item.region_sigma2 is None else tuple(float(v) for v in item.region_sigma2.flatten())
         return SampleRecord(item.key, item.prepared.shard, item.prepared.params["operator"],
                             tuple(int(s) for s in item.prepared.y.shape[-2:]), item.start_step,
-                            None if item.sigma2 != item.sigma2 else item.sigma2)
+                            None if item.sigma2 != item.sigma2 else item.sigma2, item.tiles, item.tile_steps, regions)
     return SampleRecord(item.key, item.shard, item.params["operator"], tuple(int(s) for s in item.y.shape[-2:]))
 
 

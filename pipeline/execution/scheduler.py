@@ -93,7 +93,7 @@ class Scheduler:
         self.tick = min(0.5, max(0.05, float(ex.max_wait_s)))
         self.budget_s = ex.budget_hours * 3600 if ex.budget_hours else None
         self.budget_reached = False  # then no new solver batch starts; what is left waits for a rerun
-        self.rowsteps_done = self.rowsteps_inflight = 0  # Σ (start step + 1) over solved / running samples
+        self.rowsteps_done = self.rowsteps_inflight = 0  # Σ tile-steps (a crop: start + 1) over solved / running samples
         self.stop_after = stop_after
         self.order: dict[str, int] = {}                 # stop_after: read position of each key
         self.estimated: list[SampleRecord] = []         # stop_after: severity records, not bucketed
@@ -178,7 +178,7 @@ class Scheduler:
 
     def _startable(self, batch: list) -> list | None:
         """The part of `batch` that may start within the solve budget: all of it, its cheapest
-        samples, or none; None = wait. Costs are the seconds per sample·step measured on the
+        samples, or none; None = wait. Costs are the seconds per tile-step measured on the
         batches done so far, counted for this batch and those still running; until one batch
         is done there is no rate, so the first batch runs alone."""
         if self.budget_s is None:
@@ -188,8 +188,8 @@ class Scheduler:
         rate = self.stats.stage_seconds["solve"] / self.rowsteps_done
         left = self.budget_s - self.stats.stage_seconds["solve"] - rate * self.rowsteps_inflight
         part: list = []
-        for item in sorted(batch, key=lambda it: it[0].start_step):
-            left -= rate * (item[0].start_step + 1)
+        for item in sorted(batch, key=lambda it: it[0].cost):
+            left -= rate * item[0].cost
             if left < 0:
                 break
             part.append(item)
@@ -300,7 +300,8 @@ class Scheduler:
 
 
 def rowsteps(records: list[SampleRecord]) -> int:
-    return sum(r.start_step + 1 for r in records)
+    """Denoiser tile calls of the records' solves (a crop's are its steps)."""
+    return sum(r.cost for r in records)
 
 
 def lost_row(key: str, shard: str, stage: str) -> dict:

@@ -38,6 +38,8 @@ class Estimated:
     seconds_severity: float
     nfe_uncapped: int | None = None  # the start step's NFE before flash.max_nfe cut it (None: not cut)
     region_sigma2: torch.Tensor | None = None  # (my, mx) σ̂² per region tile (photos off the prior's size, flash.starts)
+    tiles: int = 1                 # denoiser tiles of one canvas step (1 at the prior's own size)
+    tile_steps: int | None = None  # predicted denoiser calls summed over tiles (None: start + 1)
 
     @property
     def key(self) -> str:

@@ -122,6 +122,16 @@ def region_starts(sampler: Sampler, sigma2_map: torch.Tensor, layout: TileLayout
     return RegionStarts(mode, layout, tiles, pixel, start, tile_start)
 
 
+def tile_starts(sampler: Sampler, tile_sigma2: torch.Tensor | None, tiles: int, mode: str, start: int) -> list[int]:
+    """Each denoiser tile's start index as `solve_canvas` runs it (tiles in overlap mode are the
+    regions): in mode "region" the start of the tile's own σ̂², capped at `start` (the photo's
+    loop start after any cap); in the other modes, or without per-tile σ̂², `start` for all."""
+    if mode != "region" or tile_sigma2 is None or start < 0:
+        return [int(start)] * int(tiles)
+    own = sampler.start_index(torch.as_tensor(tile_sigma2, dtype=torch.float64).flatten())
+    return own.clamp(max=int(start)).tolist()
+
+
 def held_latent(z_hat: torch.Tensor, noise: torch.Tensor, sigma2: torch.Tensor, start: torch.Tensor,
                 k: int, sampler: Sampler, noise_correction: float | None) -> torch.Tensor:
     """The latent a pixel with start s ≤ k holds at grid step k (B, C, h, w).

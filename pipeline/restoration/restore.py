@@ -25,10 +25,11 @@ from pipeline.quality.no_reference import residuals, severity_ood
 from pipeline.restoration.flash import Flash
 from pipeline.restoration.items import Estimated, Prepared
 from pipeline.restoration.options import FlashConfig, ModelsConfig, SolverConfig
+from pipeline.restoration.region_starts import tile_starts
 from pipeline.restoration.solver_settings import resolve, table_for
 from pipeline.restoration.whole_photo import decode_whole, estimate_whole, native_size, restore_whole
 from pipeline.sampling.schedules import make_sampler
-from pipeline.sampling.tiles import Tiling
+from pipeline.sampling.tiles import Tiling, canvas_size
 from pipeline.solvers import default_sampler, make_solver
 
 
@@ -131,7 +132,7 @@ class Restorer:
                 if not self.flash_cfg.enabled:
                     k_full = self.solver.sampler.num_steps - 1
                     for p in chunk:
-                        out[p.key] = Estimated(p, None, float("nan"), k_full, 0.0)
+                        out[p.key] = self._priced(Estimated(p, None, float("nan"), k_full, 0.0))
                     continue
                 y = torch.stack([p.y for p in chunk]).to(self.device, self.dtype)
                 flash = self.flash_for(group[0])
@@ -140,9 +141,9 @@ class Restorer:
                                              else estimate_whole(flash, y, starts, self.tiling))
                 dt = (time.perf_counter() - t0) / len(chunk)
                 for j, p in enumerate(chunk):
-                    out[p.key] = self._capped(Estimated(p, z_hat[j].detach().cpu(), float(sigma2[j]),
-                                                        self._start(int(k[j])), dt,
-                                                        region_sigma2=None if regions is None else regions[j]))
+                    out[p.key] = self._priced(self._capped(Estimated(
+                        p, z_hat[j].detach().cpu(), float(sigma2[j]), self._start(int(k[j])), dt,
+                        region_sigma2=None if regions is None else regions[j])))
         return [out[p.key] for p in items]
 
     def native(self, shape: tuple) -> bool:
@@ -153,6 +154,17 @@ class Restorer:
         """The encoder's start index, or the configured fixed one (flash.start_step), or −1 (flash.decode_only)."""
         fl = self.flash_cfg
         return -1 if fl.decode_only else k if fl.start_step is None else fl.start_step
+
+    def _priced(self, e: Estimated) -> Estimated:
+        """The sample's tile count and predicted tile-steps (what its solve will cost)."""
+        h, w = e.prepared.y.shape[-2:]
+        if not self.native((h, w)):
+            f, T = self.ldm.autoencoder.downsample, self.ldm.latent_shape[1]
+            ch, cw = canvas_size(h, w, f, T)
+            e.tiles = self.tiling.layout(ch // f, cw // f).num_tiles
+        mode = "image" if self.flash_cfg.start_step is not None else self.flash_cfg.starts
+        e.tile_steps = sum(s + 1 for s in tile_starts(self.sampler, e.region_sigma2, e.tiles, mode, e.start_step))
+        return e
 
     def _capped(self, e: Estimated) -> Estimated:
         """flash.max_nfe: remember what the cap cut."""

@@ -15,15 +15,23 @@ def test_interpolation_is_exact_at_calibrated_sizes_and_linear_between_and_beyon
 
 def test_a_staggered_batch_pays_only_for_its_active_rows():
     # starts 3 and 1: steps 3, 2 run one row (1.0 s each); steps 1, 0 run two rows (1.5 s each); + f(2)
-    assert batch_seconds([3, 1], ENTRY) == pytest.approx(2 * 1.0 + 2 * 1.5 + 0.5)
-    assert batch_seconds([0], ENTRY) == pytest.approx(1.0 + 0.5)
+    assert batch_seconds([[3], [1]], ENTRY) == pytest.approx(2 * 1.0 + 2 * 1.5 + 0.5)
+    assert batch_seconds([[0]], ENTRY) == pytest.approx(1.0 + 0.5)
+
+
+def test_a_photo_pays_for_its_tiles_as_rows():
+    """A photo of tiles starting at 3, 1 and 1 costs what three crops with those starts cost;
+    beside a crop starting at 0 its tiles and the crop are the step's rows."""
+    assert batch_seconds([[3, 1, 1]], ENTRY) == pytest.approx(batch_seconds([[3], [1], [1]], ENTRY))
+    # steps 3, 2: one tile (1.0 s); step 1: three (2.0 s); step 0: four (2.5 s); f(4) = 1.0
+    assert batch_seconds([[3, 1, 1], [0]], ENTRY) == pytest.approx(2 * 1.0 + 2.0 + 2.5 + 1.0)
 
 
 def test_batches_follow_the_jobs_bucketing():
     group = ("gaussian_blur", (64, 64))
-    records = [(group, 10), (group, 12), (group, 80), (("inpainting", (64, 64)), 11)]
+    records = [(group, s, [s]) for s in (10, 12, 80)] + [(("inpainting", (64, 64)), 11, [11])]
     got = batches(records, batch_size=2, width=25)
-    assert sorted(sorted(b) for b in got) == [[10, 12], [11], [80]]
+    assert sorted(sorted(t[0] for t in b) for b in got) == [[10, 12], [11], [80]]
     assert predict_solve_seconds(records, 2, 25, ENTRY) == pytest.approx(sum(batch_seconds(b, ENTRY) for b in got))
 
 

@@ -169,3 +169,20 @@ def test_shifted_tiling_and_its_options_fail_fast_or_run(setup, tmp_path):
     with pytest.raises(ValueError, match="tile_overlap"):   # overlap of a whole 4-px tile: refused before compute
         execute(tiny_config(models, "flash.tile_overlap=4"), str(root / "mixed"), str(tmp_path / "bad"))
     assert not (tmp_path / "bad" / "_manifest.json").exists()
+
+
+@pytest.mark.parametrize("mode", ["region", "image", "image-max"])
+def test_estimate_counts_the_tile_steps_the_job_spends(setup, tmp_path, mode):
+    """`estimate` prices tiles, not loops: its tile-step total is what the job's rows record."""
+    from pipeline.io.shards import list_shards
+    from workers.estimate import build_report
+
+    root, models = setup
+    cfg = tiny_config(models, "models.dtype=float64", f"flash.starts={mode}", "flash.max_nfe=30")
+    report = build_report(cfg, str(root / "mixed"), list_shards(str(root / "mixed")))
+    out = str(tmp_path / "run")
+    execute(cfg, str(root / "mixed"), out)
+    rows = _ok_rows(out).values()
+    priced = report["solvers"][cfg.solver.name]
+    assert priced["predicted_tile_steps_total"] == sum(r["tile_steps"] for r in rows)
+    assert priced["predicted_nfe_total"] == sum(r["nfe"] for r in rows)
