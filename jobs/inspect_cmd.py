@@ -57,6 +57,7 @@ def inspect_output(output: str) -> dict:
 def write_pictures(store, rows: list[dict]) -> dict:
     """OUTPUT/preview.png and OUTPUT/plots.png; says where they are."""
     from pipeline.inspection.output_report import pick_examples, plots, preview, save_png
+    from pipeline.inspection.photo_preview import photo_figure, pick_photos
 
     examples = pick_examples(rows)
     if not examples:
@@ -65,6 +66,10 @@ def write_pictures(store, rows: list[dict]) -> dict:
     out = {"preview": save_png(preview(store, examples), store, "preview.png")}
     plots(rows, store, "plots.png")
     out["plots"] = store.public_url("plots.png")
+    photos = pick_photos(store, rows)
+    if photos:
+        out["photos"] = save_png(photo_figure(store, photos), store, "photos.png")
+        console.print(f"photos (degraded | restored | reference | start step per region): {out['photos']}")
     console.print(f"preview (best, median, worst by residual_z; degraded | restored | clean): {out['preview']}")
     console.print(f"plots (NFE, residual_z, residual_z vs PSNR): {out['plots']}")
     return out

@@ -10,6 +10,7 @@ from rich.table import Table
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_ARCHIVE = REPO / "data" / "sample"
+DEMO_INPUT = f"{SAMPLE_ARCHIVE}/**/*.tar"   # the 64-px crops and, in photos/, whole photos at their own size
 console = Console(stderr=True)
 
 
@@ -122,9 +123,9 @@ def demo(
     from workers.job_config import build_config
 
     cfg = build_config(None, None, False, None, None, None, engine, None, None)
-    console.print(f"restoring {SAMPLE_ARCHIVE} with the shipped models in {REPO / 'models'} → {output}")
+    console.print(f"restoring {DEMO_INPUT} with the shipped models in {REPO / 'models'} → {output}")
     try:
-        summary = execute(cfg, str(SAMPLE_ARCHIVE), output, overwrite)
+        summary = execute(cfg, DEMO_INPUT, output, overwrite)
     except ValueError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(code=1)

@@ -60,12 +60,12 @@ def pick_examples(rows: list[dict]) -> dict[str, dict]:
     return {"best": ok[0], "median": ok[len(ok) // 2], "worst": ok[-1]}
 
 
-def _restored(store: OutputStore, row: dict) -> Image.Image:
+def restored_image(store: OutputStore, row: dict) -> Image.Image:
     with store.fs.open(store.path(f"images/{row['part']}.tar"), "rb") as fh, tarfile.open(fileobj=fh) as tar:
         return Image.open(io.BytesIO(tar.extractfile(f"{row['key']}.png").read())).convert("RGB")
 
 
-def _inputs(row: dict) -> tuple[Image.Image | None, Image.Image | None]:
+def input_images(row: dict) -> tuple[Image.Image | None, Image.Image | None]:
     for s in iter_samples(row["shard"], allow_convert=True, select=lambda key: key == row["key"]):
         if hasattr(s, "image01"):  # only this key is decoded
             to_pil = lambda t: Image.fromarray((t.permute(1, 2, 0).numpy() * 255).round().astype("uint8"))  # noqa: E731
@@ -105,12 +105,12 @@ def preview(store: OutputStore, examples: dict[str, dict], scale: int = 3) -> Im
 
     rows = []
     for label, row in examples.items():
-        degraded, clean = _inputs(row)
-        rows.append((label, row, degraded, _restored(store, row), clean))
+        degraded, clean = input_images(row)
+        rows.append((label, row, degraded, restored_image(store, row), clean))
     ncols = 3 if any(clean is not None for *_, clean in rows) else 2
     dpi = 100
     w, h = rows[0][3].size
-    panel = max(2.2, max(w, h) * scale / dpi)  # inches; room for three lines of title
+    panel = min(4.0, max(2.2, max(w, h) * scale / dpi))  # inches: room for three lines of title, photos fit
     fig = Figure(figsize=(ncols * panel, len(rows) * (panel + 0.6)), dpi=dpi, layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(len(rows), ncols, squeeze=False)

@@ -260,6 +260,8 @@ class Restorer:
         if missing:
             row["metrics_missing"] = "; ".join(missing)
         meta = {k: row[k] for k in ("key", "sigma2_hat", "start_step", "nfe", "solver", "flash", "config_hash")}
+        if getattr(res, "start_maps", None):   # photos off the prior's size: where the steps went
+            meta["start_map"] = res.start_maps[i]
         return row, encode_png(x01), meta
 
     def quality(self, x01: torch.Tensor, p: Prepared) -> dict:

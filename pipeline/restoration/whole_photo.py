@@ -82,6 +82,16 @@ class WholeResult:
     account: dict[str, torch.Tensor]
     tiles: int           # tiles per step of the canvas layout (the default tiling)
     tile_steps: torch.Tensor
+    start_maps: list[dict] | None = None   # per sample: where the compute went (`start_map`)
+
+
+def start_map(starts, factor: int, b: int) -> dict:
+    """Sample b's region tiles in pixels of the padded photo and each one's start step: the
+    picture of where the steps went (`inspect` draws it); a pixel ran from the largest start
+    of the tiles covering it."""
+    layout = starts.layout
+    return {"tile_px": layout.y.tile * factor, "y_px": [o * factor for o in layout.y.origins],
+            "x_px": [o * factor for o in layout.x.origins], "starts": starts.tile_start[b].cpu().tolist()}
 
 
 def restore_whole(flash: Flash, y: torch.Tensor, operator, keys: Sequence[str], job_seed: int,
@@ -126,7 +136,8 @@ def restore_whole(flash: Flash, y: torch.Tensor, operator, keys: Sequence[str], 
     account["inversion_calls"] = torch.zeros(B, dtype=torch.long)
     account["severity_forward"] = torch.full((B,), int(not baseline), dtype=torch.long)
     return WholeResult(x=x, start_index=res.starts.top.clone(), nfe=res.nfe, account=account,
-                       tiles=tiling.layout(h, w).num_tiles, tile_steps=res.tile_steps)
+                       tiles=tiling.layout(h, w).num_tiles, tile_steps=res.tile_steps,
+                       start_maps=[start_map(res.starts, f, b) for b in range(B)])
 
 
 @torch.no_grad()

@@ -186,3 +186,38 @@ def test_estimate_counts_the_tile_steps_the_job_spends(setup, tmp_path, mode):
     priced = report["solvers"][cfg.solver.name]
     assert priced["predicted_tile_steps_total"] == sum(r["tile_steps"] for r in rows)
     assert priced["predicted_nfe_total"] == sum(r["nfe"] for r in rows)
+
+
+def test_inspect_draws_whole_photos_with_their_start_map(setup, tmp_path):
+    """Each photo's image json holds where its steps went; `inspect` draws photos.png from it."""
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from jobs.cli import app
+    from pipeline.inspection.photo_preview import image_meta, pick_photos, start_pixels
+
+    root, models = setup
+    out = tmp_path / "out"
+    execute(tiny_config(models, "models.dtype=float64"), str(root / "mixed"), str(out))
+    store = OutputStore(str(out))
+    rows = store.read_metrics().to_pylist()
+    picked = pick_photos(store, rows)
+    assert sorted(r["key"] for r, _ in picked) == sorted(SIZES)   # native crops carry no map
+    for row, start_map in picked:
+        starts = start_pixels(start_map, row["height"], row["width"])
+        assert starts.shape == (row["height"], row["width"]) and starts.max() == row["start_step"]
+        assert sum(s + 1 for line in start_map["starts"] for s in line) == row["tile_steps"]
+    native = next(r for r in rows if r["key"] == "s0000")
+    assert "start_map" not in image_meta(store, native)
+    res = CliRunner().invoke(app, ["inspect", str(out)])
+    assert res.exit_code == 0, res.output
+    sheet = Image.open(out / "photos.png")
+    assert sheet.size[1] > 4 * 100   # a row per photo
+
+
+def test_start_pixels_take_the_largest_start_of_the_covering_tiles():
+    from pipeline.inspection.photo_preview import start_pixels
+
+    m = {"tile_px": 4, "y_px": [0, 2], "x_px": [0], "starts": [[3], [7]]}
+    got = start_pixels(m, 5, 4)
+    assert got[:2].tolist() == [[3] * 4] * 2 and got[2:].tolist() == [[7] * 4] * 3
