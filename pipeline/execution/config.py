@@ -73,8 +73,12 @@ class ExecutionConfig:
     solver_threads: int | None = None  # torch threads of a CPU solver; None = node cores / solver actors (ray),
     #                                    torch's own setting (local)
     budget_hours: float | None = None  # stop starting solver batches once this much solve time is spent
+    max_sample_tile_steps: int | None = None  # a sample predicted to cost more tile-steps: an error row, no solve
 
     def validate(self) -> None:
+        if self.max_sample_tile_steps is not None and (isinstance(self.max_sample_tile_steps, bool)
+                                                       or self.max_sample_tile_steps < 1):
+            raise ValueError(f"execution.max_sample_tile_steps must be ≥ 1, got {self.max_sample_tile_steps!r}")
         if self.budget_hours is not None and not self.budget_hours > 0:
             raise ValueError(f"execution.budget_hours must be > 0, got {self.budget_hours}")
         if self.engine not in ("ray", "local"):
@@ -139,7 +143,7 @@ class RestoreConfig:
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
-WHOLE_PHOTO_DEFAULTS = {"starts": "region", "tiling": "overlap", "tile_overlap": 2}
+WHOLE_PHOTO_DEFAULTS = {"starts": "region", "tiling": "overlap", "tile_overlap": 2, "statistics": "window"}
 WHOLE = ("params", "operator", "severity")  # free-form mappings: merged one level
 
 

@@ -92,6 +92,7 @@ class Scheduler:
         self.max_writes = self.solvers.depth * self.solvers.size + 2
         self.tick = min(0.5, max(0.05, float(ex.max_wait_s)))
         self.budget_s = ex.budget_hours * 3600 if ex.budget_hours else None
+        self.max_sample_tile_steps = ex.max_sample_tile_steps
         self.budget_reached = False  # then no new solver batch starts; what is left waits for a rerun
         self.rowsteps_done = self.rowsteps_inflight = 0  # Σ tile-steps (a crop: start + 1) over solved / running samples
         self.stop_after = stop_after
@@ -195,6 +196,20 @@ class Scheduler:
             part.append(item)
         return batch if len(part) == len(batch) else part
 
+    def _affordable(self, records: list[SampleRecord]) -> list[SampleRecord]:
+        """execution.max_sample_tile_steps: a sample predicted to cost more becomes a `cost` error
+        row before its solve (a 12-megapixel photo at a high start, say), and the job goes on."""
+        limit = self.max_sample_tile_steps
+        if limit is None:
+            return records
+        for r in records:
+            if r.cost > limit:
+                self.rows_out.append(error_row(
+                    r.key, r.shard, f"sample {r.key}: {r.shape[0]}×{r.shape[1]} px, predicted {r.cost} tile-steps "
+                    f"({r.tiles} tiles, start {r.start_step}) > execution.max_sample_tile_steps={limit}; raise the "
+                    "limit, cap the steps (flash.max_nfe) or scale the photo down", "cost"))
+        return [r for r in records if r.cost <= limit]
+
     def _unblock(self) -> bool:
         """Nothing in flight: push what is buffered onward (never wait on ourselves)."""
         if self.pending:
@@ -273,6 +288,7 @@ class Scheduler:
             self.rows_out += res["rows"]
             self.stats.stage("severity", res["seconds"], len(records))
             payload = extra[0]
+            res["records"] = self._affordable(res["records"])
             if self.stop_after:
                 self.estimated += res["records"]
                 return

@@ -11,19 +11,16 @@ import torch
 
 from pipeline.execution.config import RestoreConfig
 from pipeline.io.samples import Sample, SampleError
-from pipeline.models.model_store import model_image_size
 from pipeline.models.whole_image import MIN_SIDE
 from pipeline.operators import OPERATORS, build_operator
 from pipeline.operators.noise import to_model_domain
 from pipeline.restoration.items import Prepared
-from pipeline.restoration.whole_photo import WHOLE_PHOTO_MAX_PIXELS
 
 
 class SampleValidator:
     def __init__(self, cfg: RestoreConfig):
         self.default_operator = dict(cfg.input.operator) if cfg.input.operator else None
         self.families = set(cfg.models.severity) if cfg.flash.enabled else None
-        self.native = model_image_size(cfg.models.autoencoder)   # the prior's own size; others go whole-photo
 
     def prepare(self, sample: Sample) -> Prepared:
         # the sample's json is its operator dict, plus optional lineage under "provenance"
@@ -41,11 +38,6 @@ class SampleValidator:
             raise SampleError("params", sample.key, f"no severity encoder configured for {family!r}",
                               sample.shard)
         image = sample.image01.to(torch.float32)
-        h, w = image.shape[-2:]
-        if (h, w) != (self.native, self.native) and h * w > WHOLE_PHOTO_MAX_PIXELS:
-            raise SampleError("size", sample.key, f"{h}×{w} = {h * w} px: photos above {WHOLE_PHOTO_MAX_PIXELS} px are "
-                              "not restored yet (the data-consistency step decodes the whole photo, so memory grows "
-                              "with it); scale it down or cut it into parts", sample.shard)
         try:
             op = build_operator([params], [sample.key])
             op.check_fits(*image.shape[-2:])

@@ -12,7 +12,10 @@ of the LDM schedule (docs/model-design.md); with v it stays bounded.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 from dataclasses import dataclass
+from typing import Callable
 
 import diffusers
 import torch
@@ -115,3 +118,16 @@ class LatentDiffusion:
         cfg = self.unet.config
         size = cfg.sample_size if isinstance(cfg.sample_size, int) else cfg.sample_size[0]
         return (int(cfg.in_channels), int(size), int(size))
+
+
+@contextmanager
+def coders_replaced(ae: Autoencoder, encode: Callable, decode: Callable):
+    """While open, `ae.encode` / `ae.decode` are the given functions (they may call the originals,
+    bound before entering): a solver that decodes a canvas then runs them, unchanged."""
+    if "encode" in ae.__dict__ or "decode" in ae.__dict__:
+        raise RuntimeError("the autoencoder's coders are already replaced (nested canvases?)")
+    ae.encode, ae.decode = encode, decode
+    try:
+        yield ae
+    finally:
+        del ae.encode, ae.decode

@@ -26,8 +26,16 @@ from typing import Sequence
 
 import torch
 
+from torch.utils.checkpoint import checkpoint
+
 from pipeline.models.latent import LatentDiffusion
 from pipeline.sampling.tiles import Axis, TileLayout
+
+
+# Under autograd (guided solvers), tiles go through the denoiser in chunks of at most this many,
+# each recomputed in the backward pass (activation checkpointing): memory then holds the tiles'
+# inputs, not every tile's activations, so a 12-megapixel canvas's step fits a small machine.
+GRAD_TILE_BATCH = 64
 
 
 def tile_activity(layout: TileLayout, active: torch.Tensor) -> torch.Tensor:
@@ -137,7 +145,12 @@ def eps_canvas(ldm: LatentDiffusion, z: torch.Tensor, timesteps: torch.Tensor,
     all_tiles, all_t = torch.cat(tiles), torch.cat(t_tiles)
     n = all_tiles.shape[0]
     step = n if tile_batch is None else tile_batch
-    preds = [ldm.eps(all_tiles[s:s + step], all_t[s:s + step]) for s in range(0, n, max(step, 1))]
+    if torch.is_grad_enabled() and n > GRAD_TILE_BATCH:   # guided solvers: keep inputs, not activations
+        step = min(step, GRAD_TILE_BATCH)
+        preds = [checkpoint(ldm.eps, all_tiles[s:s + step], all_t[s:s + step], use_reentrant=False)
+                 for s in range(0, n, step)]
+    else:
+        preds = [ldm.eps(all_tiles[s:s + step], all_t[s:s + step]) for s in range(0, n, max(step, 1))]
     preds = torch.cat(preds) if preds else all_tiles
     out, start = [], 0
     for b, layout in enumerate(layouts):

@@ -213,12 +213,14 @@ class _GroupNormPool:
 
 
 def pooled_tiles(fn: Callable[[torch.Tensor], Sequence[torch.Tensor]], x: torch.Tensor, roots: Sequence[nn.Module],
-                 tiles: Sequence[Tile]) -> Iterator[tuple[Tile, list[torch.Tensor]]]:
+                 tiles: Sequence[Tile], statistics: list | None = None) -> Iterator[tuple[Tile, list[torch.Tensor]]]:
     """Run `fn` on every tile of x (B,C,H,W) with every GroupNorm under `roots` normalised over the whole image.
 
     `fn` returns tensors (B,·,h,w) whose size is a fixed multiple of the tile's; each is
     yielded cropped to the tile's core, tile by tile (the caller stitches or sums them).
     The tiles' halo must be at least `reach(...)` of what `fn` runs, else the cores are wrong.
+    `statistics`, when given, receives every GroupNorm's pooled (mean, 1/std) in call order
+    (for `frozen_statistics`).
     """
     pool = _GroupNormPool(roots)
     with torch.no_grad(), pool.installed():
@@ -238,5 +240,22 @@ def pooled_tiles(fn: Callable[[torch.Tensor], Sequence[torch.Tensor]], x: torch.
                 if finished:
                     yield t, [_crop(o, t, pool.in_hw) for o in outs]
             if not pending:
+                if statistics is not None:
+                    statistics.extend(pool.known)
                 return
             pool.close_statistics()
+
+
+@contextmanager
+def frozen_statistics(roots: Sequence[nn.Module], statistics: Sequence[tuple[torch.Tensor, torch.Tensor]]):
+    """While open, every GroupNorm under `roots` normalises with the given (mean, 1/std), in call
+    order, as constants: differentiable in its input, the same map on every tile. Call the
+    yielded `restart()` before each forward pass."""
+    pool = _GroupNormPool(roots)
+    pool.known = list(statistics)
+
+    def restart() -> None:
+        pool.calls = 0
+
+    with pool.installed():
+        yield restart

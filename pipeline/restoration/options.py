@@ -88,6 +88,7 @@ class FlashConfig:
     starts: str = "region"           # photos off the prior's size: region | image | image-max (docs/method.md §7)
     tiling: str = "overlap"          # the canvas denoiser's tiles: overlap (blended windows) | shifted (moving cut)
     tile_overlap: int = 2            # latent pixels shared by neighbouring tiles in overlap mode
+    statistics: str = "window"       # photos' encoders and decoder: window (blended crops) | whole (whole image)
 
     def validate(self) -> None:
         if self.max_nfe is not None and self.max_nfe < 1:
@@ -102,6 +103,8 @@ class FlashConfig:
             raise ValueError(f"flash.tiling must be one of {'|'.join(TILINGS)}, got {self.tiling!r}")
         if isinstance(self.tile_overlap, bool) or not isinstance(self.tile_overlap, int) or self.tile_overlap < 0:
             raise ValueError(f"flash.tile_overlap must be a whole number of latent pixels ≥ 0, got {self.tile_overlap!r}")
+        if self.statistics not in ("window", "whole"):
+            raise ValueError(f"flash.statistics must be window|whole, got {self.statistics!r}")
         if self.starts not in REGION_MODES:
             raise ValueError(f"flash.starts must be one of {'|'.join(REGION_MODES)}, got {self.starts!r}")
         if self.init not in ("noise_correction", "encoder_mean", "ddim_inversion"):

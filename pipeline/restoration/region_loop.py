@@ -18,6 +18,7 @@ The result is the clean canvas latent; decoding a canvas is the caller's (a tile
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -27,7 +28,7 @@ from pipeline.models.tiled_denoiser import eps_canvas
 from pipeline.restoration.region_starts import RegionStarts, held_latent, region_starts
 from pipeline.sampling.seeding import NOISE_INJECTION, SAMPLER, generators, randn_per_sample, sample_seed
 from pipeline.sampling.tiles import TILE_SHIFT, Tiling
-from pipeline.solvers.base import ACCOUNT_KEYS, Solver
+from pipeline.solvers.base import ACCOUNT_KEYS, Solver, canvas_norms
 
 
 @dataclass
@@ -52,10 +53,12 @@ def region_tiling(tiling: Tiling) -> Tiling:
 
 
 def _reverse_step(solver: Solver, z, k, active, tiles_on, layouts, y, op, gens, count, tile_batch):
-    """`Solver.reverse_step` with the canvas denoiser: ε, the sampler's step, `correct`."""
+    """`Solver.reverse_step` with the canvas denoiser: ε, the sampler's step, `correct` (its
+    unsquared norms at a crop's per-pixel strength, `canvas_norms`)."""
     index = torch.full((z.shape[0],), k, dtype=torch.long)
     grad = torch.enable_grad() if solver.differentiable else torch.no_grad()
-    with grad:
+    scale = math.sqrt(z.shape[-2] * z.shape[-1]) / solver.model.latent_shape[1]
+    with grad, canvas_norms(solver, scale):
         z_t = z.detach().requires_grad_(solver.differentiable)
         eps, calls = eps_canvas(solver.model, z_t, solver.sampler.timesteps(index), layouts, active, tile_batch,
                                   tiles_on)

@@ -138,7 +138,7 @@ class Restorer:
                 flash = self.flash_for(group[0])
                 starts = "image" if self.flash_cfg.start_step is not None else self.flash_cfg.starts
                 z_hat, sigma2, k, regions = (flash.estimate(y) + (None,) if self.native(group[1])
-                                             else estimate_whole(flash, y, starts, self.tiling))
+                                             else estimate_whole(flash, y, starts, self.tiling, self.flash_cfg.statistics))
                 dt = (time.perf_counter() - t0) / len(chunk)
                 for j, p in enumerate(chunk):
                     out[p.key] = self._priced(self._capped(Estimated(
@@ -213,15 +213,17 @@ class Restorer:
         """Any other size: the canvas loop on the whole photo (`pipeline.restoration.whole_photo`)."""
         if not self.flash_cfg.enabled:
             k = torch.full((len(batch),), self.sampler.num_steps - 1, dtype=torch.long)
-            return restore_whole(flash, y, op, keys, self.seed, None, None, k, self.tiling)
+            return restore_whole(flash, y, op, keys, self.seed, None, None, k, self.tiling,
+                                 statistics=self.flash_cfg.statistics)
         z_hat, _, level, k = self._estimate_of(batch)
         if self.flash_cfg.decode_only:
-            return decode_whole(flash, z_hat, y.shape[-2], y.shape[-1], self.tiling)
+            return decode_whole(flash, z_hat, y.shape[-2], y.shape[-1], self.tiling, self.flash_cfg.statistics)
         regions = [e.region_sigma2 for e in batch]
         if self.flash_cfg.start_step is not None or any(r is None for r in regions):
-            return restore_whole(flash, y, op, keys, self.seed, z_hat, level, k, self.tiling)
+            return restore_whole(flash, y, op, keys, self.seed, z_hat, level, k, self.tiling,
+                                 statistics=self.flash_cfg.statistics)
         return restore_whole(flash, y, op, keys, self.seed, z_hat, level, k, self.tiling, starts=self.flash_cfg.starts,
-                             per_region=torch.stack(regions))
+                             per_region=torch.stack(regions), statistics=self.flash_cfg.statistics)
 
     def solve_isolating(self, batch: list[Estimated]) -> list[tuple[dict, bytes | None, dict | None]]:
         """`solve`, but only the bad sample of a failing batch becomes an error row."""

@@ -26,17 +26,14 @@ import torch
 from pipeline.models.latent import LatentDiffusion
 from pipeline.models.whole_image import decode_image
 from pipeline.models.region_severity import region_sigma2
+from pipeline.models.whole_image_guidance import whole_image_autoencoder
+from pipeline.models.window_blend import blend_windows, windowed_autoencoder
 from pipeline.models.whole_image_severity import severity_image
 from pipeline.restoration.flash import Flash
 from pipeline.restoration.region_loop import region_tiling, solve_canvas
 from pipeline.restoration.region_starts import cover_max
 from pipeline.sampling.tiles import Tiling, canvas_size, reflect_pad
 from pipeline.solvers.base import ACCOUNT_KEYS
-
-
-# The solvers' data-consistency step decodes (and back-propagates through) the whole canvas, so
-# memory grows with the photo; until that step is tiled, larger photos are refused at read time.
-WHOLE_PHOTO_MAX_PIXELS = 1024 * 1024
 
 
 def native_size(model: LatentDiffusion) -> tuple[int, int]:
@@ -52,19 +49,42 @@ def padded_measurement(flash: Flash, y: torch.Tensor) -> torch.Tensor:
     return reflect_pad(y, h, w)
 
 
+def coders(model: LatentDiffusion, statistics: str):
+    """The context in which a solver's encode/decode of a canvas run as `statistics` says:
+    windows of the prior's tile, blended (pipeline/models/window_blend.py), or the whole image
+    (pipeline/models/whole_image_guidance.py)."""
+    if statistics == "window":
+        return windowed_autoencoder(model.autoencoder, model.latent_shape[1])
+    return whole_image_autoencoder(model.autoencoder)
+
+
+@torch.no_grad()
+def decode_canvas(model: LatentDiffusion, z: torch.Tensor, statistics: str) -> torch.Tensor:
+    """The padded image of a canvas latent, as `coders` decodes it."""
+    ae = model.autoencoder
+    if statistics == "window":
+        return blend_windows(ae.decode, z, model.latent_shape[1], 1, ae.downsample)
+    return decode_image(ae, z, z.shape[-2] * ae.downsample, z.shape[-1] * ae.downsample)
+
+
 def default_tiling(model: LatentDiffusion) -> Tiling:
     """The default canvas tiling: the prior's tile size, overlap 2 (pipeline.sampling.tiles.Tiling)."""
     return Tiling(model.latent_shape[1])
 
 
 @torch.no_grad()
-def estimate_whole(flash: Flash, y: torch.Tensor, starts: str = "region", tiling: Tiling | None = None) -> tuple:
+def estimate_whole(flash: Flash, y: torch.Tensor, starts: str = "region", tiling: Tiling | None = None,
+                   statistics: str = "window") -> tuple:
     """(ẑ over the canvas, the photo's σ̂² (B,), start index (B,), σ̂² per region (B, my, mx)).
 
     The photo's σ̂² is the mean of its regions' (the paper's per-image rule on the map); the
     start is that σ̂²'s in mode "image", the largest region's otherwise (the loop length)."""
     y_pad = padded_measurement(flash, y)
-    z_hat = severity_image(flash.encoder, y_pad).z_hat
+    if statistics == "window":
+        f, T = flash.encoder.config.downsample, flash.solver.model.latent_shape[1]
+        z_hat = blend_windows(lambda p: flash.encoder.head_inputs(p)[0], y_pad, T, f, 1)
+    else:
+        z_hat = severity_image(flash.encoder, y_pad).z_hat
     regions = region_tiling(tiling or default_tiling(flash.solver.model))
     per_region = region_sigma2(flash.encoder, y_pad, regions.layout(*z_hat.shape[-2:]))
     sigma2 = per_region.flatten(1).mean(dim=1)
@@ -97,7 +117,7 @@ def start_map(starts, factor: int, b: int) -> dict:
 def restore_whole(flash: Flash, y: torch.Tensor, operator, keys: Sequence[str], job_seed: int,
                   z_hat: torch.Tensor | None, level: torch.Tensor, start: torch.Tensor,
                   tiling: Tiling | None = None, starts: str = "image",
-                  per_region: torch.Tensor | None = None) -> WholeResult:
+                  per_region: torch.Tensor | None = None, statistics: str = "window") -> WholeResult:
     """Restore photos y (B,3,H,W) of one size from their estimate (ẑ canvas, noise level, start).
 
     `level` is the σ̂² that sets the start latent's noise (Flash's `level`); `start` (B,) is
@@ -121,16 +141,17 @@ def restore_whole(flash: Flash, y: torch.Tensor, operator, keys: Sequence[str], 
         level, c = torch.ones(B, dtype=torch.float64), 1.0
     tiling = tiling or default_tiling(model)
     start = torch.as_tensor(start).reshape(-1).to(torch.long)
-    if starts != "image" and not baseline and per_region is not None:
-        per_region = per_region.to(z_hat.device, z_hat.dtype)
-        sigma2_map = cover_max(per_region, region_tiling(tiling).layout(h, w))
-        res = solve_canvas(solver, y_pad, operator, z_hat, sigma2_map, list(keys), job_seed, tiling, mode=starts,
-                           noise_correction=c, tile_sigma2=per_region, max_start=start)
-    else:
-        sigma2_map = torch.as_tensor(level).reshape(B, 1, 1, 1).to(z_hat.device, z_hat.dtype).expand(B, 1, h, w)
-        res = solve_canvas(solver, y_pad, operator, z_hat, sigma2_map, list(keys), job_seed, tiling, mode="image",
-                           noise_correction=c, start=start)
-    x = decode_image(model.autoencoder, res.z0, y_pad.shape[-2], y_pad.shape[-1])[..., :H, :W]
+    with coders(model, statistics):   # the solver's guidance decodes the canvas as the final decode does
+        if starts != "image" and not baseline and per_region is not None:
+            per_region = per_region.to(z_hat.device, z_hat.dtype)
+            sigma2_map = cover_max(per_region, region_tiling(tiling).layout(h, w))
+            res = solve_canvas(solver, y_pad, operator, z_hat, sigma2_map, list(keys), job_seed, tiling, mode=starts,
+                               noise_correction=c, tile_sigma2=per_region, max_start=start)
+        else:
+            sigma2_map = torch.as_tensor(level).reshape(B, 1, 1, 1).to(z_hat.device, z_hat.dtype).expand(B, 1, h, w)
+            res = solve_canvas(solver, y_pad, operator, z_hat, sigma2_map, list(keys), job_seed, tiling, mode="image",
+                               noise_correction=c, start=start)
+    x = decode_canvas(model, res.z0, statistics)[..., :H, :W]
     account = {k: res.account[k].clone() for k in ACCOUNT_KEYS}
     account["decoder_forward"] += 1
     account["inversion_calls"] = torch.zeros(B, dtype=torch.long)
@@ -142,12 +163,10 @@ def restore_whole(flash: Flash, y: torch.Tensor, operator, keys: Sequence[str], 
 
 @torch.no_grad()
 def decode_whole(flash: Flash, z_hat: torch.Tensor, height: int, width: int,
-                 tiling: Tiling | None = None) -> WholeResult:
+                 tiling: Tiling | None = None, statistics: str = "window") -> WholeResult:
     """flash.decode_only at any size: D(ẑ) of the canvas cropped to height×width (NFE 0, start −1)."""
     model, B = flash.solver.model, z_hat.shape[0]
-    ae = model.autoencoder
-    f = ae.downsample
-    x = decode_image(ae, z_hat, z_hat.shape[-2] * f, z_hat.shape[-1] * f)[..., :height, :width]
+    x = decode_canvas(model, z_hat, statistics)[..., :height, :width]
     account = {k: torch.zeros(B, dtype=torch.long) for k in ACCOUNT_KEYS}
     account["decoder_forward"] += 1
     account["severity_forward"] = torch.ones(B, dtype=torch.long)

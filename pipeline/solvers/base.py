@@ -9,6 +9,8 @@ equals solving each sample alone. The graph is cut after every step (method §5)
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import math
 from dataclasses import dataclass
 from typing import ClassVar, Sequence
@@ -45,6 +47,16 @@ def row_norm(v: torch.Tensor) -> torch.Tensor:
     return v.flatten(1).norm(dim=1)
 
 
+@contextmanager
+def canvas_norms(solver: "Solver", scale: float):
+    """While open, the solver's unsquared guidance norms carry a canvas's area scale (`Solver.norm`)."""
+    solver.norm_scale = float(scale)
+    try:
+        yield solver
+    finally:
+        del solver.norm_scale
+
+
 class Solver:
     """Base solver: unconditional sampler steps plus `correct`, run as a staggered batch.
 
@@ -64,6 +76,17 @@ class Solver:
     #: False for a solver that applies no data consistency (unconditional sampling): a reference point,
     #: left out of the restoration lists (evaluation suite, estimate, calibrate)
     restores: ClassVar[bool] = True
+    #: the canvas's √(area / the prior's tile area), set while a whole photo is solved (`canvas_norms`)
+    norm_scale: float = 1.0
+
+    def norm(self, v: torch.Tensor) -> torch.Tensor:
+        """A guidance term's per-sample unsquared norm, scaled to a crop's per-pixel strength.
+
+        Why: on a canvas of n crops' area ‖v‖ grows as √n, so its gradient per pixel falls as
+        1/√n and step sizes tuned on crops would guide a photo √n times too weakly; times
+        √n it guides every pixel as it guides a crop. At the prior's own size it is ‖v‖."""
+        n = row_norm(v)
+        return n if self.norm_scale == 1.0 else n * self.norm_scale
 
     @classmethod
     def check_names(cls, names) -> None:

@@ -5,7 +5,7 @@ as in the reference. E0/D0 act on scaled latents (model.autoencoder.encode/decod
 """
 from __future__ import annotations
 
-from pipeline.solvers.base import number, row_norm
+from pipeline.solvers.base import number
 from pipeline.solvers.ldps import LatentDPS
 
 
@@ -27,4 +27,4 @@ class GMLDPS(LatentDPS):
     def extra_term(self, z0_hat, x0, y, operator, count):
         z_glued = self.model.autoencoder.encode(self.glue_target(z0_hat, x0, y, operator))
         count["encoder_forward"] += 1
-        return self.config["gluing_weight"] * row_norm(z0_hat - z_glued)
+        return self.config["gluing_weight"] * self.norm(z0_hat - z_glued)

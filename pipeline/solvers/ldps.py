@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from pipeline.solvers.base import Solver, number, row_norm
+from pipeline.solvers.base import Solver, number
 
 SCALINGS = ("error", "std", "none")
 
@@ -33,7 +33,7 @@ class LatentDPS(Solver):
         r = y - operator.forward_pm(x0)
         scaling = self.config["scaling"]
         if scaling == "error":
-            term = row_norm(r)
+            term = self.norm(r)
         else:
             term = r.flatten(1).pow(2).sum(dim=1)
             if scaling == "std":

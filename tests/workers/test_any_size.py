@@ -103,22 +103,20 @@ def test_decode_only_and_fixed_start_take_any_size(setup, tmp_path):
     assert all(r["sigma2_hat"] is not None for r in rows)
 
 
-def test_a_photo_above_the_whole_photo_limit_is_a_size_error_before_any_compute(tmp_path):
-    """The data-consistency step decodes the whole photo, so photos above the limit are refused
-    at read time, naming the key, instead of growing memory with the photo."""
-    from pipeline.execution.validation import SampleValidator
-    from pipeline.io.samples import Sample, SampleError
-    from pipeline.restoration.whole_photo import WHOLE_PHOTO_MAX_PIXELS
-
-    cfg = tiny_config(build_tiny_models(tmp_path / "models"))
-    side = int(WHOLE_PHOTO_MAX_PIXELS ** 0.5) + 1
-    params = OPERATORS["inpainting"].params_for(0.4, 0.05, 7, **FAMILY_PARAMS["inpainting"])
-    big = Sample("huge", "shard.tar", torch.zeros(3, side, side), None, params, "")
-    with pytest.raises(SampleError, match="huge") as err:
-        SampleValidator(cfg).prepare(big)
-    assert err.value.kind == "size"
-    fits = Sample("fits", "shard.tar", torch.zeros(3, side - 2, side - 2), None, params, "")
-    assert SampleValidator(cfg).prepare(fits).y.shape[-2:] == (side - 2, side - 2)
+def test_a_photo_over_the_per_sample_cost_limit_is_a_cost_row_before_its_solve(setup, tmp_path):
+    """execution.max_sample_tile_steps: a photo predicted to cost more tile-steps becomes an error
+    row naming its key after severity, before any solve; the rest of the job goes on."""
+    root, models = setup
+    out = str(tmp_path / "capped")
+    summary = execute(tiny_config(models, "models.dtype=float64", "execution.max_sample_tile_steps=60"),
+                      str(root / "mixed"), out)
+    rows = {r["key"]: r for r in OutputStore(out).read_metrics().to_pylist()}
+    costly = [k for k, r in rows.items() if r["error_kind"] == "cost"]
+    assert costly and all(k in rows[k]["error"] and "max_sample_tile_steps=60" in rows[k]["error"] for k in costly)
+    assert all(r["tile_steps"] <= 60 for r in rows.values() if r["status"] == "ok")
+    assert len(rows) == 9 and summary["ok"] == 8 - len(costly)
+    with pytest.raises(ValueError, match="max_sample_tile_steps"):
+        tiny_config(models, "execution.max_sample_tile_steps=0")
 
 
 def _ok_rows(out: str) -> dict:
