@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageFile
+from PIL import Image, ImageFile, ImageOps
 
 IMAGE_EXTS = ("png", "jpg", "jpeg", "webp")
 CLEAN_EXTS = tuple(f"clean.{e}" for e in IMAGE_EXTS)
@@ -67,10 +67,10 @@ def _to_rgb(img: Image.Image, key: str, allow_convert: bool) -> Image.Image:
     mode = img.mode
     if mode == "RGB":
         return img
-    if not allow_convert or mode not in ("L", "P", "LA", "RGBA", "PA"):
+    if not allow_convert or mode not in ("L", "P", "LA", "RGBA", "PA", "CMYK"):
         why = "16-bit images are never truncated to 8 bits" if mode.startswith("I") or mode == "F" else \
-            "set allow_convert to convert grey, palette and opaque RGBA" if mode in ("L", "P", "LA", "RGBA", "PA") \
-            else "unsupported"
+            "set allow_convert to convert grey, palette, CMYK and opaque RGBA" \
+            if mode in ("L", "P", "LA", "RGBA", "PA", "CMYK") else "unsupported"
         raise SampleError("mode", key, f"image mode {mode!r} is not 8-bit RGB ({why})")
     if mode in ("P", "PA"):
         img = img.convert("RGBA")
@@ -119,9 +119,10 @@ def decode_image(data: bytes, key: str, *, expected_size: tuple[int, int] | None
                                                   "decode with truncation silently allowed")
         try:
             img.load()
+            upright = ImageOps.exif_transpose(img)   # camera photos come out upright (docs/architecture.md)
         except Exception as exc:
             raise SampleError("undecodable", key, f"decoding failed ({type(exc).__name__}: {exc})") from None
-        rgb = _to_rgb(img, key, allow_convert)
+        rgb = _to_rgb(upright, key, allow_convert)
         arr = np.asarray(rgb, dtype=np.uint8)
     if arr.ndim != 3 or arr.shape[2] != 3:
         raise SampleError("mode", key, f"decoded to array of shape {arr.shape}, expected (H,W,3)")
