@@ -168,7 +168,10 @@ def sources(solver: str, families, flash: bool, user_params: dict, user_c, setti
     out = {}
     for family in sorted(f for f in families if restorable(solver, f)):
         params, c = resolve(solver, family, flash, user_params, user_c, table, untuned=untuned)
-        out[family] = {"entry": f"{solver}/{family}/{mode}", "table": table,
+        own = table is None or load_table(table)["settings"].get(solver, {}).get(family, {}).get(mode) is not None
+        relative = OPERATORS[family].settings_of if family in OPERATORS else None
+        read = family if own or relative is None else relative   # the entry a borrowing family reads
+        out[family] = {"entry": f"{solver}/{read}/{mode}", "table": table,
                        "source": source(solver, family, flash, user_params, user_c, table, untuned),
                        "params": params, "noise_correction": c if flash else None}
     return out
