@@ -131,9 +131,13 @@ def run_whole(fn: Callable[[torch.Tensor], Sequence[torch.Tensor]], x: torch.Ten
     if tiles is None:
         with torch.no_grad():
             return list(fn(x))
-    h, w = x.shape[-2:]
+    return stitch_cores(pooled_tiles(fn, x, roots, tiles), *x.shape[-2:])
+
+
+def stitch_cores(tiles_and_pieces, h: int, w: int) -> list[torch.Tensor]:
+    """The outputs of an (h, w) input put together from (tile, [core outputs]) pairs."""
     outs: list[torch.Tensor] = []
-    for t, pieces in pooled_tiles(fn, x, roots, tiles):
+    for t, pieces in tiles_and_pieces:
         for i, p in enumerate(pieces):
             sh, sw = Fraction(p.shape[-2], t.core[2] - t.core[0]), Fraction(p.shape[-1], t.core[3] - t.core[1])
             if i == len(outs):

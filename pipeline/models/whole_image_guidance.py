@@ -38,6 +38,7 @@ from torch import nn
 
 from pipeline.models.latent import Autoencoder, coders_replaced
 from pipeline.models.tiled_groupnorm import NotTileable, Tile, frozen_statistics, pooled_tiles, reach, tile_grid
+from pipeline.models.whole_image import stitch_cores
 
 GUIDANCE_MAX_PIXELS = 1024 * 1024   # image pixels per batch differentiated in one piece
 GUIDANCE_TILE_PIXELS = 512 * 512    # image pixels of one tile's box in the tiled backward
@@ -67,23 +68,13 @@ def detached_statistics(roots: Sequence[nn.Module]):
             del gn.forward
 
 
-def _stitch(pieces, h: int, w: int) -> torch.Tensor:
-    out = None
-    for t, (p,) in pieces:
-        sh, sw = Fraction(p.shape[-2], t.core[2] - t.core[0]), Fraction(p.shape[-1], t.core[3] - t.core[1])
-        if out is None:
-            out = p.new_empty(*p.shape[:-2], int(h * sh), int(w * sw))
-        out[..., int(t.core[0] * sh):int(t.core[2] * sh), int(t.core[1] * sw):int(t.core[3] * sw)] = p
-    return out
-
-
 class _TiledCall(torch.autograd.Function):
     """y = fn(x) from exact tiles; the backward recomputes tile by tile with frozen statistics."""
 
     @staticmethod
     def forward(ctx, x, fn, roots, tiles):
         statistics: list = []
-        out = _stitch(pooled_tiles(lambda p: (fn(p),), x.detach(), roots, tiles, statistics), *x.shape[-2:])
+        out = stitch_cores(pooled_tiles(lambda p: (fn(p),), x.detach(), roots, tiles, statistics), *x.shape[-2:])[0]
         ctx.fn, ctx.roots, ctx.tiles, ctx.statistics = fn, roots, tiles, statistics
         ctx.scale = (Fraction(out.shape[-2], x.shape[-2]), Fraction(out.shape[-1], x.shape[-1]))
         ctx.save_for_backward(x)
