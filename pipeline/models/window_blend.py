@@ -13,8 +13,8 @@ f(x) = Σ_w P_w·fn(x_w) / Σ_w P_w over the windows w of `spread_axis(…, tile
 It is a sum over windows, so computing it in chunks of windows changes nothing but the
 summation order (tests/models/test_window_blend.py: chunked equals one piece, values and
 gradients). Under autograd each chunk is recomputed in the backward pass (activation
-checkpointing), so memory holds one chunk's activations plus the image-sized in- and
-outputs at any photo size. Cost: (tile / (tile − overlap))² forwards over the area, about
+checkpointing), so memory holds one chunk's activations plus the windows' outputs (about
+4× the output at 50 % overlap) at any photo size. Cost: (tile / (tile − overlap))² forwards over the area, about
 4× the photo at 50 % overlap.
 """
 from __future__ import annotations
@@ -49,25 +49,89 @@ def blend_windows(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, t
         raise ValueError(f"input {tuple(x.shape[-2:])} is not a whole number of {factor_in}-px latent pixels")
     ay, ax = spread_axis(h, tile, overlap, FLOOR), spread_axis(w, tile, overlap, FLOOR)
     spots = [(oy, ox) for oy in ay.origins for ox in ax.origins]
-    side_in, side_out = tile * factor_in, tile * factor_out
-    B = x.shape[0]
-    out = den = weight = None
-    for a in range(0, len(spots), chunk):
-        part = spots[a:a + chunk]
-        windows = torch.cat([x[..., oy * factor_in:oy * factor_in + side_in, ox * factor_in:ox * factor_in + side_in]
-                             for oy, ox in part])
-        y = checkpoint(fn, windows, use_reentrant=False) if torch.is_grad_enabled() and x.requires_grad \
-            else fn(windows)
-        if out is None:
-            weight = window_weights(side_out, ay.ramp * factor_out, ax.ramp * factor_out, y.dtype, y.device)
-            out = y.new_zeros(B, y.shape[1], h * factor_out, w * factor_out)
-            den = y.new_zeros(h * factor_out, w * factor_out)
-        for i, (oy, ox) in enumerate(part):
-            rows = slice(oy * factor_out, oy * factor_out + side_out)
-            cols = slice(ox * factor_out, ox * factor_out + side_out)
-            out[..., rows, cols] += y[i * B:(i + 1) * B] * weight
-            den[rows, cols] += weight
-    return out / den
+    grad = torch.is_grad_enabled() and x.requires_grad
+    parts = [spots[a:a + chunk] for a in range(0, len(spots), chunk)]
+    cut = _Placement(x.shape, tile * factor_in, factor_in)
+    chunks = _CutWindows.apply(x, cut, parts) if grad else (cut.gather(x, part) for part in parts)
+    ys, place, out = [], None, None
+    for windows, part in zip(chunks, parts):
+        y = checkpoint(fn, windows, use_reentrant=False) if grad else fn(windows)
+        if place is None:
+            side = tile * factor_out
+            place = _Placement((x.shape[0], y.shape[1], h * factor_out, w * factor_out), side, factor_out,
+                               window_weights(side, ay.ramp * factor_out, ax.ramp * factor_out, y.dtype, y.device))
+        if grad:
+            ys.append(y)      # added in one autograd node below (_OverlapAdd)
+        else:
+            out = y.new_zeros(place.shape) if out is None else out
+            place.add(out, y, part)
+    if grad:
+        out = _OverlapAdd.apply(place, parts, *ys)
+    return out / place.denominator(spots)
+
+
+class _Placement:
+    """Where each window sits on a canvas of `shape` (B, C, H, W): `side` px at `factor`× its latent origin,
+    with an optional blending weight."""
+
+    def __init__(self, shape, side: int, factor: int, weight: torch.Tensor | None = None):
+        self.shape, self.side, self.factor, self.weight = tuple(shape), side, factor, weight
+
+    def box(self, oy: int, ox: int) -> tuple[slice, slice]:
+        return (slice(oy * self.factor, oy * self.factor + self.side),
+                slice(ox * self.factor, ox * self.factor + self.side))
+
+    def _weighted(self, t: torch.Tensor) -> torch.Tensor:
+        return t if self.weight is None else t * self.weight
+
+    def add(self, canvas: torch.Tensor, windows: torch.Tensor, part) -> None:
+        """canvas[window] += P·window for each window of a chunk (B rows per window), in place."""
+        b = self.shape[0]
+        for i, spot in enumerate(part):
+            canvas[(..., *self.box(*spot))] += self._weighted(windows[i * b:(i + 1) * b])
+
+    def gather(self, canvas: torch.Tensor, part) -> torch.Tensor:
+        """The adjoint of `add`: each window's (weighted) slice of the canvas, stacked as a chunk."""
+        return torch.cat([self._weighted(canvas[(..., *self.box(*spot))]) for spot in part])
+
+    def denominator(self, spots) -> torch.Tensor:
+        den = self.weight.new_zeros(self.shape[-2:])
+        for spot in spots:
+            den[self.box(*spot)] += self.weight
+        return den
+
+
+# Cutting and overlap-adding as single autograd nodes whose backward is the other one: done with autograd's
+# slices and in-place slice adds, every window's backward would allocate or copy a whole canvas gradient
+# (time quadratic in the photo's area: a 12-MP photo took hours).
+
+class _CutWindows(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, place: _Placement, parts):
+        ctx.place, ctx.parts, ctx.like = place, parts, (x.dtype, x.device)
+        return tuple(place.gather(x, part) for part in parts)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        dx = torch.zeros(ctx.place.shape, dtype=ctx.like[0], device=ctx.like[1])
+        for g, part in zip(grads, ctx.parts):
+            if g is not None:
+                ctx.place.add(dx, g, part)
+        return dx, None, None
+
+
+class _OverlapAdd(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, place: _Placement, parts, *ys):
+        out = ys[0].new_zeros(place.shape)
+        for y, part in zip(ys, parts):
+            place.add(out, y, part)
+        ctx.place, ctx.parts = place, parts
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        return (None, None, *(ctx.place.gather(grad, part) for part in ctx.parts))
 
 
 def windowed_autoencoder(ae: Autoencoder, tile: int, overlap: int | None = None):
