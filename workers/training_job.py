@@ -22,7 +22,7 @@ def preflight(kind: str, cfg) -> None:
         if kind == "ldm" and not meta.get("latent_scale"):
             raise ValueError(f"{cfg.autoencoder} records no latent_scale; train it with train-autoencoder")
         if kind == "severity" and cfg.init:
-            load_severity_init(cfg.init, cfg.operator, ae)
+            load_severity_init(cfg.init, cfg.operator, ae, other_family=not cfg.loss.freeze_mean)
 
 
 def run_job(kind: str, cfg, command: str, progress=None) -> dict:

@@ -71,10 +71,15 @@ def motion_kernel(seed: int, size: float) -> torch.Tensor:
     speed = 1.0 + 0.4 * torch.tanh(wobble[0] * torch.sin(math.pi * s) + wobble[1] * torch.sin(2 * math.pi * s)
                                    + wobble[2] * torch.cos(3 * math.pi * s) + wobble[3] * s)
     steps = torch.stack([torch.cos(theta), torch.sin(theta)], dim=1) * speed[:, None]
-    pts = torch.cumsum(steps, dim=0)
+    return rasterize_path(torch.cumsum(steps, dim=0), size)
+
+
+def rasterize_path(pts: torch.Tensor, size: float) -> torch.Tensor:
+    """A normalized (K, K) kernel: the path `pts` (N, 2) (x, y), centred and scaled so its largest span is
+    `size` px, splatted bilinearly (equal time per point, so slow stretches of the path weigh more)."""
     pts = pts - pts.mean(0)
     span = torch.cdist(pts, pts).max()
-    pts = pts * (size / span) if size > 0 else torch.zeros_like(pts)
+    pts = pts * (size / span) if size > 0 and span > 0 else torch.zeros_like(pts)
     radius = int(math.ceil(float(pts.abs().max()))) + 1
     k = 2 * radius + 1
     kernel = torch.zeros(k, k, dtype=torch.float64)

@@ -229,7 +229,7 @@ class SeverityTask:
         self.model = _seeded(sample_seed_int(seed, "init-severity"), lambda: SeverityEncoder.from_autoencoder(
             ae, int(loss_cfg["head_channels"]), float(loss_cfg["init_sigma2"]), int(loss_cfg.get("head_bands", 0))))
         if init:
-            state = load_severity_init(init, operator, ae).state_dict()
+            state = load_severity_init(init, operator, ae, other_family=not loss_cfg["freeze_mean"]).state_dict()
             if loss_cfg.get("reset_head"):  # the mean head only; the (possibly other) variance head starts afresh
                 state = {k: v for k, v in state.items() if not k.startswith("variance_head.")}
                 state.update({f"variance_head.{k}": v for k, v in self.model.variance_head.state_dict().items()})
@@ -293,15 +293,19 @@ def _paired(v: torch.Tensor, rows: slice) -> torch.Tensor:
     return out
 
 
-def load_severity_init(url: str, operator: str, ae: Autoencoder) -> nn.Module:
-    """The severity encoder at `url`, checked to be for this family and this autoencoder (fails fast)."""
+def load_severity_init(url: str, operator: str, ae: Autoencoder, other_family: bool = False) -> nn.Module:
+    """The severity encoder at `url`, checked to be for this autoencoder and for this family (fails fast).
+
+    With `other_family` (both heads train) an encoder of another family may start the run: a new blur
+    family learns from the Gaussian-blur encoder's features in a fraction of the steps from E0."""
     try:
         init, meta = load_model(url, return_meta=True)
     except (ValueError, OSError) as exc:
         raise ValueError(f"init {url}: {exc}") from None
-    if meta.get("role") != "severity" or meta.get("operator") != operator:
+    if meta.get("role") != "severity" or (meta.get("operator") != operator and not other_family):
         raise ValueError(f"init {url} is not a severity encoder for {operator!r} "
-                         f"(role {meta.get('role')!r}, operator {meta.get('operator')!r})")
+                         f"(role {meta.get('role')!r}, operator {meta.get('operator')!r}; another family's encoder "
+                         f"may start a run that trains both heads, without loss.freeze_mean)")
     if meta.get("autoencoder_fingerprint") != model_fingerprint(ae.model):
         raise ValueError(f"init {url} was trained on another autoencoder than --autoencoder")
     return init
