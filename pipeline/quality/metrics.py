@@ -61,15 +61,34 @@ def psnr(pred01: torch.Tensor, target01: torch.Tensor) -> torch.Tensor:
     return (-10.0 * torch.log10(mse)).float()  # = 20·log10(1/√mse); log10(0) = -inf → +inf
 
 
-def ssim(pred01: torch.Tensor, target01: torch.Tensor) -> torch.Tensor:
+SSIM_STRIP_PIXELS = 1 << 20   # larger images are measured in strips of about this many pixels
+SSIM_HALO = 5                 # the Gaussian window's radius (11 px): a strip reads this far beyond its rows
+
+
+def ssim(pred01: torch.Tensor, target01: torch.Tensor, strip_pixels: int = SSIM_STRIP_PIXELS) -> torch.Tensor:
     """Per-image SSIM (shape (B,)): torchmetrics defaults (Gaussian 11, σ 1.5, k1 0.01,
-    k2 0.03, channels averaged) with data_range 1.0, as the reference."""
+    k2 0.03, channels averaged) with data_range 1.0, as the reference.
+
+    torchmetrics averages the SSIM map of the reflect-padded image, and a pixel's value reads only
+    its window, so an image above `strip_pixels` is measured in strips of rows: the image's rows
+    reflect-padded once, each strip read with a SSIM_HALO-row halo, its own rows of the map summed.
+    The same figure (to float rounding) while memory holds one strip's maps, not a whole photo's."""
     # lazy: torchmetrics loads only when SSIM is measured
     from torchmetrics.functional.image import structural_similarity_index_measure
 
     p, t = _check_pair(pred01, target01)
-    out = structural_similarity_index_measure(p, t, data_range=1.0, reduction="none")
-    return out.reshape(p.shape[0])
+    b, c, h, w = p.shape
+    if h * w <= strip_pixels or h <= SSIM_HALO + 1:
+        return structural_similarity_index_measure(p, t, data_range=1.0, reduction="none").reshape(b)
+    pp, tp = (F.pad(v, (0, 0, SSIM_HALO, SSIM_HALO), mode="reflect") for v in (p, t))
+    rows, total = max(1, strip_pixels // w), torch.zeros(b, dtype=torch.float64)
+    for a in range(0, h, rows):
+        n = min(rows, h - a)                 # padded rows a … a + n + 2·halo hold the strip and its halo
+        _, full = structural_similarity_index_measure(pp[..., a:a + n + 2 * SSIM_HALO, :],
+                                                      tp[..., a:a + n + 2 * SSIM_HALO, :], data_range=1.0,
+                                                      reduction="none", return_full_image=True)
+        total += full[..., SSIM_HALO:SSIM_HALO + n, :].double().sum(dim=(1, 2, 3)).cpu()
+    return (total / (c * h * w)).float()
 
 
 # ---------------------------------------------------------------------------------------- FID

@@ -204,3 +204,13 @@ def test_paired_mean_ci_covers_the_true_gain_and_excludes_zero_only_when_it_shou
     assert paired_mean_ci([2.0, 3.0], [1.0, 2.0]) == {"mean": 1.0, "lo": 1.0, "hi": 1.0, "n": 2, "confidence": 0.95}
     with pytest.raises(ValueError, match="≥ 2"):
         paired_mean_ci([1.0], [0.0])
+
+
+def test_ssim_in_strips_equals_ssim_of_the_whole_image():
+    """Large photos are measured in row strips with a halo (memory); the figure is the whole image's."""
+    g = torch.Generator().manual_seed(1)
+    x = F.interpolate(torch.rand(2, 3, 40, 30, generator=g), size=(203, 301), mode="bilinear")
+    y = (x + 0.1 * torch.randn(x.shape, generator=g)).clamp(0, 1)
+    whole = ssim(y, x, strip_pixels=10 ** 9)
+    for strip in (301 * 7, 301 * 50, 301 * 190):   # strips of 7 (one shorter at the end), 50 and 190 rows
+        assert torch.allclose(ssim(y, x, strip_pixels=strip), whole, atol=1e-6, rtol=0), strip
