@@ -9,7 +9,8 @@ the gain over the input, the largest per-channel mean error (a colour cast) agai
 the seam score (`pipeline.quality.seams`, photos with short side ≥ 128), tile-steps per
 megapixel against the tiles of a non-overlapping cut, and on `varying` the PSNR of the least
 (left third) and most (right third) damaged regions. Arms: starts region | image | image-max
-(default tiling), tiling shifted and 50 % overlap (mode image), the autoencoder and encoders
+(default tiling), tiling shifted, 50 % overlap and the denoiser untiled on the whole latent (mode
+image), the autoencoder and encoders
 with the whole photo's GroupNorm statistics instead of blended windows, and the user's workaround:
 independent 64-px crops, each restored on its own (as Flash on a crop) and stitched.
 Then seconds per megapixel at two areas (4×), on a fixed start so only the area changes.
@@ -45,6 +46,7 @@ ARMS = {   # name: (degradation, config overrides); None: stitched 64-px crops
     "image-max": ("varying", ["flash.starts=image-max"]),
     "shifted tiles": ("varying", ["flash.starts=image", "flash.tiling=shifted"]),
     "50 % overlap": ("varying", ["flash.starts=image", "flash.tile_overlap=8"]),
+    "untiled denoiser": ("varying", ["flash.starts=image", "flash.tiling=whole"]),
     "whole-image statistics": ("varying", ["flash.starts=region", "flash.statistics=whole"]),
     "64-px crops stitched": ("varying", None),
     "uniform · region": ("uniform", ["flash.starts=region"]),

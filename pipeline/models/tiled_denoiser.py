@@ -29,7 +29,7 @@ import torch
 from torch.utils.checkpoint import checkpoint
 
 from pipeline.models.latent import LatentDiffusion
-from pipeline.sampling.tiles import Axis, TileLayout
+from pipeline.sampling.tiles import Axis, TileLayout, reflect_pad
 
 
 # Under autograd (guided solvers), tiles go through the denoiser in chunks of at most this many,
@@ -49,6 +49,26 @@ def tile_activity(layout: TileLayout, active: torch.Tensor) -> torch.Tensor:
     xa, xb = (torch.tensor(v, device=active.device) for v in zip(*layout.x.cells))
     count = (s[yb][:, xb] - s[ya][:, xb] - s[yb][:, xa] + s[ya][:, xa])
     return count > 0
+
+
+def eps_whole(ldm: LatentDiffusion, z: torch.Tensor, timesteps: torch.Tensor,
+              layouts: Sequence[TileLayout], active: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """ε of canvases z (B, C, h, w) from one untiled denoiser call each (tiling mode `whole`), and the
+    cost in tile equivalents: the tiles of the non-overlapping cut `layouts` holding an active pixel.
+
+    The canvas is reflect-padded to a multiple of the UNet's downsampling (2^(levels − 1)) and
+    the prediction cropped back; a canvas without an active pixel is not computed."""
+    B = z.shape[0]
+    calls = torch.stack([tile_activity(layout, a.reshape(z.shape[-2:]).to(torch.bool)).sum()
+                         for layout, a in zip(layouts, active.reshape(B, -1))]).cpu()
+    eps = torch.zeros_like(z)
+    run = (calls > 0).nonzero().flatten().tolist()
+    if run:
+        m = 2 ** (len(getattr(ldm.unet.config, "block_out_channels", (0,))) - 1)
+        h, w = z.shape[-2:]
+        padded = reflect_pad(z[run], -(-h // m) * m, -(-w // m) * m)
+        eps[run] = ldm.eps(padded, torch.as_tensor(timesteps).reshape(-1)[run])[..., :h, :w]
+    return eps, calls.to(torch.long)
 
 
 def cut(z: torch.Tensor, layout: TileLayout) -> torch.Tensor:

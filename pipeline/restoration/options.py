@@ -86,7 +86,7 @@ class FlashConfig:
     start_step: int | None = None    # one start index for every sample (the fixed-start ablation); σ̂² is still reported
     decode_only: bool = False        # decode ẑ with no reverse step (the "autoencoder only" row, NFE 0)
     starts: str = "region"           # photos off the prior's size: region | image | image-max (docs/method.md §7)
-    tiling: str = "overlap"          # the canvas denoiser's tiles: overlap (blended windows) | shifted (moving cut)
+    tiling: str = "overlap"          # the canvas denoiser's tiles: overlap (blended windows) | shifted (moving cut) | whole (untiled)
     tile_overlap: int = 2            # latent pixels shared by neighbouring tiles in overlap mode
     statistics: str = "window"       # photos' encoders and decoder: window (blended crops) | whole (whole image)
 

@@ -24,7 +24,7 @@ from typing import Sequence
 
 import torch
 
-from pipeline.models.tiled_denoiser import eps_canvas
+from pipeline.models.tiled_denoiser import eps_canvas, eps_whole
 from pipeline.restoration.region_starts import RegionStarts, held_latent, region_starts
 from pipeline.sampling.seeding import NOISE_INJECTION, SAMPLER, generators, randn_per_sample, sample_seed
 from pipeline.sampling.tiles import TILE_SHIFT, Tiling
@@ -48,11 +48,11 @@ class CanvasResult:
 def region_tiling(tiling: Tiling) -> Tiling:
     """The region tiles: the denoiser's own tiles when its layout is fixed (overlap mode), so
     a tile runs exactly from its own start and costs start + 1 calls; a non-overlapping cut
-    when the layout moves every step (shifted mode)."""
-    return tiling if not tiling.per_step else Tiling(tiling.tile, "overlap", 0)
+    when the layout moves every step (shifted mode) or there are no tiles (whole)."""
+    return tiling if tiling.mode == "overlap" else Tiling(tiling.tile, "overlap", 0)
 
 
-def _reverse_step(solver: Solver, z, k, active, tiles_on, layouts, y, op, gens, count, tile_batch):
+def _reverse_step(solver: Solver, z, k, active, tiles_on, layouts, y, op, gens, count, tile_batch, whole=False):
     """`Solver.reverse_step` with the canvas denoiser: ε, the sampler's step, `correct` (its
     unsquared norms at a crop's per-pixel strength, `canvas_norms`)."""
     index = torch.full((z.shape[0],), k, dtype=torch.long)
@@ -60,8 +60,9 @@ def _reverse_step(solver: Solver, z, k, active, tiles_on, layouts, y, op, gens, 
     scale = math.sqrt(z.shape[-2] * z.shape[-1]) / solver.model.latent_shape[1]
     with grad, canvas_norms(solver, scale):
         z_t = z.detach().requires_grad_(solver.differentiable)
-        eps, calls = eps_canvas(solver.model, z_t, solver.sampler.timesteps(index), layouts, active, tile_batch,
-                                  tiles_on)
+        t = solver.sampler.timesteps(index)
+        eps, calls = eps_whole(solver.model, z_t, t, layouts, active) if whole else \
+            eps_canvas(solver.model, z_t, t, layouts, active, tile_batch, tiles_on)
         count["denoiser_calls"] += 1
         z_prev, z0_hat = solver.sampler.step(z_t, eps, index, gens)
         return solver.correct(z_t, z_prev, z0_hat, y, op, k, gens, count).detach(), calls
@@ -128,7 +129,7 @@ def solve_canvas(solver: Solver, y: torch.Tensor | None, operator, z_hat: torch.
         count = {key: torch.zeros(rows.numel(), dtype=torch.long) for key in ACCOUNT_KEYS}
         tiles_on = rs.tile_start[dev] >= k if same_layout else None
         z_new, calls = _reverse_step(solver, z_k, k, start >= k, tiles_on, layouts, y_act, op, gens_act, count,
-                                     tile_batch)
+                                     tile_batch, tiling.mode == "whole")
         z[dev] = z_new
         tile_steps[rows] += calls
         for key in ACCOUNT_KEYS:

@@ -34,7 +34,7 @@ import torch
 
 # The seeding purpose of the shifted layout's offsets (a stream apart from the sampler's noise).
 TILE_SHIFT = "tile_shift"
-TILINGS = ("overlap", "shifted")
+TILINGS = ("overlap", "shifted", "whole")
 
 
 def window_profile(tile: int, ramp: int, floor: float) -> torch.Tensor:
@@ -174,7 +174,9 @@ class Tiling:
 
     The default (overlap, 2 of 16 latent pixels) costs about (16/14)² ≈ 1.3× the tiles of a
     non-overlapping cut on large canvases; 50 % overlap (`overlap = tile // 2`, the peers'
-    choice) costs about 4×; `shifted` about 1.05×.
+    choice) costs about 4×; `shifted` about 1.05×. `whole` runs the denoiser untiled on the whole
+    canvas (a comparison arm: the prior never saw more than one tile); its layout is the
+    non-overlapping cut, which only counts its cost in tile equivalents.
     """
 
     tile: int
@@ -198,9 +200,10 @@ class Tiling:
 
     def layout(self, height: int, width: int, seed: int = 0, k: int = 0) -> TileLayout:
         """The layout of an (height, width) canvas at grid step k for a sample with this shift seed."""
-        if self.mode == "overlap":
-            return TileLayout(spread_axis(height, self.tile, self.overlap, self.floor),
-                              spread_axis(width, self.tile, self.overlap, self.floor))
+        if self.mode != "shifted":
+            overlap = self.overlap if self.mode == "overlap" else 0
+            return TileLayout(spread_axis(height, self.tile, overlap, self.floor),
+                              spread_axis(width, self.tile, overlap, self.floor))
         dy, dx = step_offset(seed, k, self.tile)
         return TileLayout(shifted_axis(height, self.tile, dy), shifted_axis(width, self.tile, dx))
 

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from pipeline.models.tiled_denoiser import blend, cut, eps_canvas, tile_activity
+from pipeline.models.tiled_denoiser import blend, cut, eps_canvas, eps_whole, tile_activity
 from pipeline.sampling.tiles import Tiling
 from tests.helpers import tiny_latent_diffusion
 
@@ -113,3 +113,21 @@ def test_bad_inputs_are_refused(ldm):
         eps_canvas(ldm, z, torch.tensor([1, 2]), Tiling(T).layout(8, 9))
     with pytest.raises(ValueError, match="tile_batch"):
         eps_canvas(ldm, z, torch.tensor([1, 2]), layout, tile_batch=0)
+
+
+def test_the_untiled_arm_runs_the_model_on_the_canvas_and_counts_tile_equivalents(ldm):
+    """Mode `whole` (a benchmark arm): one tile is the model itself; a larger odd canvas is padded to the
+    UNet's multiple and cropped back, costs the active tiles of the non-overlapping cut, and an idle canvas
+    costs nothing."""
+    z, t = canvas(2, T, T), torch.tensor([3, 20])
+    layouts = [Tiling(T, "whole").layout(T, T)] * 2
+    eps, calls = eps_whole(ldm, z, t, layouts, torch.ones(2, T, T, dtype=torch.bool))
+    assert torch.equal(eps, ldm.eps(z, t)) and calls.tolist() == [1, 1]
+    z = canvas(2, 3 * T + 1, 2 * T - 1)
+    layout = Tiling(T, "whole").layout(3 * T + 1, 2 * T - 1)
+    assert layout.num_tiles == 4 * 2
+    active = torch.zeros(2, 3 * T + 1, 2 * T - 1, dtype=torch.bool)
+    active[0, :2, :2] = True
+    eps, calls = eps_whole(ldm, z, t, [layout] * 2, active)
+    assert eps.shape == z.shape and calls.tolist() == [1, 0] and torch.isfinite(eps).all()
+    assert torch.equal(eps[1], torch.zeros_like(eps[1])) and eps[0].abs().sum() > 0
