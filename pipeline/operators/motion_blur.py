@@ -62,6 +62,7 @@ class MotionBlur(Operator):
     name = "motion_blur"
     label = "motion blur"
     linear = True
+    settings_of = "gaussian_blur"   # another blur: its tuned settings serve a solver and mode not tuned here
     defaults = {"intensity": 0.5, "min_size": 0.0, "max_size": 31.0}
 
     @classmethod

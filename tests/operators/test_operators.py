@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 
-from pipeline.operators import (OPERATORS, GaussianBlur, Inpainting, NoiseLevel, NonlinearBlur, build_operator,
-                                measure, to_model_domain, to_unit_domain)
+from pipeline.operators import (OPERATORS, GaussianBlur, Inpainting, MotionBlur, NoiseLevel, NonlinearBlur,
+                                build_operator, measure, to_model_domain, to_unit_domain)
 from pipeline.sampling.seeding import generators
 
 LINEAR = [name for name, cls in OPERATORS.items() if cls.linear]
@@ -232,6 +232,22 @@ def test_nonlinear_blur_gradients_and_monotone_damage():
     z = torch.tensor([-0.2, 0.0, 0.5, 1.0, 1.3]).view(1, 1, 1, 5).expand(1, 3, 4, 5).clone().requires_grad_()
     NonlinearBlur([NonlinearBlur.params_for(0.5, 0, 1, max_size=3.0)])(z).sum().backward()
     assert torch.isfinite(z.grad).all()
+
+
+def test_motion_blur_is_the_identity_at_zero_a_line_without_shake_and_grows_with_t():
+    ts = (0.0, 0.2, 0.4, 0.7, 1.0)
+    x = smooth_image(len(ts), 48, 48)
+    for intensity in (0.0, 0.5, 1.0):
+        op = MotionBlur([MotionBlur.params_for(t, 0, 4, intensity=intensity) for t in ts])
+        out = op(x)
+        damage = ((out - x) ** 2).mean(dim=(1, 2, 3))
+        assert damage[0] == 0 and torch.all(damage[1:] > damage[:-1]), (intensity, damage)
+    kernel = MotionBlur([MotionBlur.params_for(1.0, 0, 9, intensity=0.0)]).kernels(64, 64)[0]
+    assert abs(float(kernel.sum()) - 1) < 1e-12 and (kernel >= 0).all()
+    ys, xs = torch.nonzero(kernel > 1e-9, as_tuple=True)          # no shake: the support is a straight segment
+    pts = torch.stack([xs, ys], 1).double()
+    spread = torch.linalg.svdvals(pts - pts.mean(0))
+    assert spread[1] < 0.1 * spread[0] and 0.8 * 31 <= float(torch.cdist(pts, pts).max()) <= 31 + 3
 
 
 def test_noise_schedule_and_measure():
