@@ -20,17 +20,23 @@ from pipeline.solvers import default_sampler_name
 
 @dataclass
 class InputConfig:
-    """Sample validation limits and the job-wide operator for samples without `<key>.json`."""
+    """Sample validation limits, the job-wide operator for samples without `<key>.json`, and the
+    noise level of samples whose parameters do not give it (`noise`: a σ in [0,1], or "estimate"
+    from the image, `pipeline/quality/noise_level.py`; unset: such a sample is taken as noiseless)."""
 
     operator: dict[str, Any] | None = None
     expected_size: int | None = None
     max_pixels: int = 4096 * 4096
     allow_convert: bool = False
+    noise: float | str | None = None
 
     def validate(self) -> None:
         if (self.expected_size is not None and self.expected_size < 1) or self.max_pixels < 1:
             raise ValueError(f"input.expected_size and input.max_pixels must be ≥ 1, got "
                              f"{self.expected_size}, {self.max_pixels}")
+        if isinstance(self.noise, str) and self.noise != "estimate" or \
+                isinstance(self.noise, float) and not 0.0 <= self.noise <= 1.0:
+            raise ValueError(f"input.noise must be a noise σ in [0, 1] or 'estimate', got {self.noise!r}")
 
 
 @dataclass

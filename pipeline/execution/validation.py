@@ -14,12 +14,14 @@ from pipeline.io.samples import Sample, SampleError
 from pipeline.models.whole_image import MIN_SIDE
 from pipeline.operators import OPERATORS, build_operator
 from pipeline.operators.noise import to_model_domain
+from pipeline.quality.noise_level import NoiseUnknown, estimate_noise_sigma
 from pipeline.restoration.items import Prepared
 
 
 class SampleValidator:
     def __init__(self, cfg: RestoreConfig):
         self.default_operator = dict(cfg.input.operator) if cfg.input.operator else None
+        self.noise = cfg.input.noise
         self.families = set(cfg.models.severity) if cfg.flash.enabled else None
 
     def prepare(self, sample: Sample) -> Prepared:
@@ -38,13 +40,25 @@ class SampleValidator:
             raise SampleError("params", sample.key, f"no severity encoder configured for {family!r}",
                               sample.shard)
         image = sample.image01.to(torch.float32)
+        estimated = None
+        if "noise_sigma" not in params and self.noise is not None:
+            if self.noise != "estimate":
+                params["noise_sigma"] = float(self.noise)
+            else:
+                try:
+                    params["noise_sigma"] = round(estimate_noise_sigma(image), 6)
+                except NoiseUnknown as exc:
+                    raise SampleError("noise", sample.key, f"sample {sample.key}: cannot estimate the noise level: "
+                                      f"{exc}; give noise_sigma in {sample.key}.json or set input.noise",
+                                      sample.shard) from None
+                estimated = {"noise_sigma": params["noise_sigma"]}
         try:
             op = build_operator([params], [sample.key])
             op.check_fits(*image.shape[-2:])
         except ValueError as exc:
             raise SampleError("params", sample.key, str(exc), sample.shard) from exc
         return Prepared(sample.key, sample.shard, to_model_domain(image), sample.clean01, op.to_dicts()[0],
-                        sample.image_sha256)
+                        sample.image_sha256, estimated)
 
 
 def read_limits(cfg: RestoreConfig) -> dict:

@@ -40,7 +40,7 @@ class CommitConflict(RuntimeError):
 METRICS_SCHEMA = pa.schema([
     ("key", pa.string()), ("shard", pa.string()), ("status", pa.string()), ("error", pa.string()),
     ("error_kind", pa.string()), ("operator", pa.string()), ("severity", pa.float64()),
-    ("noise_sigma", pa.float64()), ("sigma2_hat", pa.float64()), ("start_step", pa.int64()),
+    ("noise_sigma", pa.float64()), ("estimated", pa.string()), ("sigma2_hat", pa.float64()), ("start_step", pa.int64()),
     ("nfe", pa.int64()), ("height", pa.int64()), ("width", pa.int64()), ("tiles", pa.int64()),
     ("tile_steps", pa.int64()), ("solver", pa.string()), ("flash", pa.bool_()),
     ("psnr", pa.float64()), ("ssim", pa.float64()), ("lpips", pa.float64()), ("psnr_input", pa.float64()),

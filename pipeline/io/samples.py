@@ -30,7 +30,7 @@ DEFAULT_MAX_PIXELS = 4096 * 4096
 
 # What went wrong; a reader's error rows and counters group by these.
 ERROR_KINDS = ("empty", "undecodable", "mode", "size", "pixel_bomb", "params", "nan", "duplicate",
-               "missing_image", "corrupt_tar", "key", "too_large", "unsafe_key", "link")
+               "missing_image", "corrupt_tar", "key", "too_large", "unsafe_key", "link", "noise")
 
 __all__ = ["Sample", "SampleError", "decode_image", "parse_sample", "encode_png", "ERROR_KINDS",
            "IMAGE_EXTS", "CLEAN_EXTS", "DEFAULT_MAX_PIXELS"]

@@ -20,6 +20,7 @@ class Prepared:
     clean01: torch.Tensor | None
     params: dict
     input_sha256: str | None = None
+    estimated: dict | None = None     # parameters the job estimated from the image (e.g. noise_sigma)
 
     @property
     def group(self) -> tuple:

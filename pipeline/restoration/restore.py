@@ -9,6 +9,7 @@ call it in whichever backend runs them, so outputs are the same for the same see
 """
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -235,6 +236,7 @@ class Restorer:
             "key": p.key, "shard": p.shard, "status": "ok", "error": None, "error_kind": None,
             "operator": p.params["operator"], "severity": p.params.get("severity"),
             "noise_sigma": p.params.get("noise_sigma"),
+            "estimated": json.dumps(p.estimated, sort_keys=True) if p.estimated else None,
             "sigma2_hat": None if e.sigma2 != e.sigma2 else e.sigma2, "start_step": int(res.start_index[i]),
             "nfe": int(res.nfe[i]), "height": int(x01.shape[-2]), "width": int(x01.shape[-1]),
             "tiles": getattr(res, "tiles", 1),
