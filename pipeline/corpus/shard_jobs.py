@@ -96,7 +96,7 @@ def make_shards(photos: str, output: str, size: int = 64, short_sides: str | Seq
         for start in range(0, len(crops), shard_size):
             name = f"clean-{start // shard_size:06d}.tar"
             chunk = crops[start:start + shard_size]
-            write_shard(_join(output, name), ({"__key__": c.key, "png": encode_png(_image01(c.pixels)),
+            write_shard(_join(output, name), ({"__key__": c.key, "png": encode_png(pixels01(c.pixels)),
                                                "json": c.meta()} for c in chunk))
             shards.append({"name": name, "count": len(chunk)})
             advance(len(chunk))
@@ -110,7 +110,7 @@ def make_shards(photos: str, output: str, size: int = 64, short_sides: str | Seq
     return index
 
 
-def _image01(pixels: np.ndarray) -> torch.Tensor:
+def pixels01(pixels: np.ndarray) -> torch.Tensor:
     """uint8 (H,W,3) -> (3,H,W) in [0,1]; `encode_png` rounds it back to the same bytes."""
     return torch.from_numpy(pixels).permute(2, 0, 1).float().div(255.0)
 
