@@ -44,6 +44,7 @@ TASKS = {t.name: t for t in (
     Task("blur_varying", "gaussian_blur", (0.0, 1.0), label="Gaussian blur, t ~ U[0,1]"),
     Task("blur_fixed", "gaussian_blur", (1.0, 1.0), label="Gaussian blur, t = 1"),
     Task("nonlinear_blur", "nonlinear_blur", (0.0, 1.0), label="nonlinear blur, t ~ U[0,1]"),
+    Task("motion_blur", "motion_blur", (0.0, 1.0), label="camera-shake motion blur, t ~ U[0,1]"),
     Task("inpainting", "inpainting", (0.0, 1.0), (("frac_max", 0.8), ("frac_min", 0.7)),
          label="random inpainting, 70–80 % of pixels missing"),
 )}
