@@ -69,32 +69,46 @@ def interpolate(table: dict[int, float], n: int) -> float:
     return table[lo] + (table[hi] - table[lo]) * (n - lo) / (hi - lo)
 
 
-def batch_seconds(samples: list[list[int]], entry: dict) -> float:
+def batch_seconds(samples: list[list[int]], entry: dict, pixels: list[int] | None = None) -> float:
     """Seconds of one batch; each sample is the start steps of its denoiser tiles (a crop: one).
 
-    A step with n tiles computing costs what a step of n crops costs: the tiles of a canvas go
-    through the denoiser in one batch, and its decode for data consistency grows with the area,
-    as a batch of crops' decodes do. Photos count their tiles as rows of the fixed cost too."""
+    Crops: Σ_k c(rows active at k) + f(B). A photo of T > 1 tiles (`pixels`: each sample's area)
+    with a canvas calibration (the entry's `canvas`, photos of two sizes timed by `bench
+    calibrate`; interpolated in pixels, through 0 below the smaller) costs a whole canvas step
+    for every step from its top start down, whichever of its tiles are running: the windowed
+    decode of the guidance and its backward cover the photo every step and dominate it (a
+    259×384 photo: 1.12 s a step with 26 of 35 tiles running on average, 1.07 s with all 35).
+    Without one, its tiles count as crops (the old, optimistic rule)."""
     step = {int(n): v["step_s"] for n, v in entry["per_batch"].items()}
     fixed = {int(n): v["fixed_s"] for n, v in entry["per_batch"].items()}
-    tiles = [s for sample in samples for s in sample]
+    canvas = entry.get("canvas") if pixels else None
+    photos = [bool(canvas) and len(sample) > 1 for sample in samples]
+    tiles = [s for sample, photo in zip(samples, photos) if not photo for s in sample]
     total = 0.0
-    for k in range(max(tiles), -1, -1):
+    for k in range(max(tiles, default=-1), -1, -1):
         total += interpolate(step, sum(s >= k for s in tiles))
-    return total + max(0.0, interpolate(fixed, len(tiles)))
+    total += max(0.0, interpolate(fixed, len(tiles))) if tiles else 0.0
+    if canvas:
+        canvas_step = {0: 0.0, **{c["pixels"]: c["step_s"] for c in canvas}}
+        canvas_fixed = {0: 0.0, **{c["pixels"]: c["fixed_s"] for c in canvas}}
+        for sample, area, photo in zip(samples, pixels, photos):
+            if photo:
+                total += (max(sample) + 1) * interpolate(canvas_step, area) + max(0.0, interpolate(canvas_fixed, area))
+    return total
 
 
-def batches(records: list[tuple[tuple, int, list[int]]], batch_size: int, width: int) -> list[list[list[int]]]:
-    """Tile starts per sample per batch, as the job's Bucketer forms them (records: (group, start
-    step, the sample's tile starts))."""
+def batches(records: list[tuple[tuple, int, list[int]]], batch_size: int,
+            width: int) -> list[list[tuple[list[int], int]]]:
+    """(tile starts, pixels) per sample per batch, as the job's Bucketer forms them (records: (group, start
+    step, the sample's tile starts); a group is (family, (height, width)))."""
     bucketer = Bucketer(batch_size, width)
-    out = bucketer.add_many((tiles, group, start) for group, start, tiles in records)
+    out = bucketer.add_many(((tiles, group[1][0] * group[1][1]), group, start) for group, start, tiles in records)
     return out + bucketer.flush()
 
 
 def predict_solve_seconds(records: list[tuple[tuple, int, list[int]]], batch_size: int, width: int,
                           entry: dict) -> float:
-    return sum(batch_seconds(b, entry) for b in batches(records, batch_size, width))
+    return sum(batch_seconds([t for t, _ in b], entry, [p for _, p in b]) for b in batches(records, batch_size, width))
 
 
 def record_starts(record, sampler, flash, cap: int | None) -> tuple[int, list[int]]:

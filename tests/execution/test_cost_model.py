@@ -20,19 +20,33 @@ def test_a_staggered_batch_pays_only_for_its_active_rows():
 
 
 def test_a_photo_pays_for_its_tiles_as_rows():
-    """A photo of tiles starting at 3, 1 and 1 costs what three crops with those starts cost;
+    """Without a canvas calibration, a photo of tiles starting at 3, 1 and 1 costs what three crops with those starts cost;
     beside a crop starting at 0 its tiles and the crop are the step's rows."""
     assert batch_seconds([[3, 1, 1]], ENTRY) == pytest.approx(batch_seconds([[3], [1], [1]], ENTRY))
     # steps 3, 2: one tile (1.0 s); step 1: three (2.0 s); step 0: four (2.5 s); f(4) = 1.0
     assert batch_seconds([[3, 1, 1], [0]], ENTRY) == pytest.approx(2 * 1.0 + 2.0 + 2.5 + 1.0)
 
 
+def test_a_photo_costs_a_whole_canvas_step_by_area_every_step_from_its_top_start():
+    """With canvases calibrated at 1000 and 3000 px (0.25 / 1.25 s a step, 1 / 2 s once), a 2000-px photo whose top
+    start is 3 costs 4 steps × 0.75 s + 1.5 s whatever its other tiles' starts, a 500-px one half the smaller
+    canvas's (through 0); crops beside it keep their own c(n) and f(B)."""
+    entry = {**ENTRY, "canvas": [{"pixels": 1000, "step_s": 0.25, "fixed_s": 1.0},
+                                 {"pixels": 3000, "step_s": 1.25, "fixed_s": 2.0}]}
+    assert batch_seconds([[3, 1, 1, 0]], entry, [2000]) == pytest.approx(4 * 0.75 + 1.5)
+    assert batch_seconds([[3, 3, 3, 3]], entry, [2000]) == batch_seconds([[3, 0]], entry, [2000])
+    assert batch_seconds([[3, 1, 1, 0]], entry, [500]) == pytest.approx(4 * 0.125 + 0.5)
+    assert batch_seconds([[3, 1, 1, 0], [1]], entry, [2000, 4096]) == pytest.approx(4 * 0.75 + 1.5 + 2 * 1.0 + 0.5)
+    assert batch_seconds([[3], [1]], entry, [4096, 4096]) == batch_seconds([[3], [1]], ENTRY)
+
+
 def test_batches_follow_the_jobs_bucketing():
     group = ("gaussian_blur", (64, 64))
     records = [(group, s, [s]) for s in (10, 12, 80)] + [(("inpainting", (64, 64)), 11, [11])]
     got = batches(records, batch_size=2, width=25)
-    assert sorted(sorted(t[0] for t in b) for b in got) == [[10, 12], [11], [80]]
-    assert predict_solve_seconds(records, 2, 25, ENTRY) == pytest.approx(sum(batch_seconds(b, ENTRY) for b in got))
+    assert sorted(sorted(t[0] for t, _ in b) for b in got) == [[10, 12], [11], [80]]
+    assert predict_solve_seconds(records, 2, 25, ENTRY) == pytest.approx(
+        sum(batch_seconds([t for t, _ in b], ENTRY) for b in got))
 
 
 def test_the_newest_matching_calibration_is_used():
