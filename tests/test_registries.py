@@ -113,7 +113,7 @@ def test_every_list_derives_from_the_registries(registered, monkeypatch, tmp_pat
     shipped = load_config(None, []).models.severity
     assert "brightness" not in shipped
     assert shipped == {f: str(options.MODELS_DIR / f"severity-{f}") for f in ("gaussian_blur", "inpainting",
-                                                                              "nonlinear_blur")}
+                                                                              "motion_blur", "nonlinear_blur")}
     (tmp_path / "severity-brightness").mkdir()
     monkeypatch.setattr(options, "MODELS_DIR", tmp_path)
     assert load_config(None, []).models.severity == {"brightness": str(tmp_path / "severity-brightness")}

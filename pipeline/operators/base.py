@@ -99,6 +99,15 @@ class Operator:
             raise ValueError(f"{self.name}: non-finite input for keys "
                              f"{[k for k, b in zip(self.keys, bad.tolist()) if b]}")
 
+    def for_size(self, x: torch.Tensor, build) -> torch.Tensor:
+        """`build(height, width)` (kernels, taps) in x's device and dtype, built once per image size, device
+        and dtype: a family whose kernels depend on the image size builds them on first use."""
+        cache = self.__dict__.setdefault("_size_cache", {})
+        key = (x.shape[-2], x.shape[-1], x.device, x.dtype)
+        if key not in cache:
+            cache[key] = build(x.shape[-2], x.shape[-1]).to(device=x.device, dtype=x.dtype)
+        return cache[key]
+
     def forward_pm(self, x: torch.Tensor) -> torch.Tensor:
         """Â(x) = 2·A((x+1)/2) − 1: the operator in the models' [−1,1] domain (method §5)."""
         return 2.0 * self.forward((x + 1.0) / 2.0) - 1.0

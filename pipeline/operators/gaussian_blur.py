@@ -165,17 +165,10 @@ class GaussianBlur(Operator):
         g = self.taps(height, width)
         return g[:, :, None] * g[:, None, :]
 
-    def _taps_on(self, x: torch.Tensor) -> torch.Tensor:
-        cache = self.__dict__.setdefault("_taps_cache", {})
-        key = (x.shape[-2], x.shape[-1], x.device, x.dtype)
-        if key not in cache:
-            cache[key] = self.taps(x.shape[-2], x.shape[-1]).to(device=x.device, dtype=x.dtype)
-        return cache[key]
-
     def forward(self, x01: torch.Tensor) -> torch.Tensor:
         self.check_input(x01)
-        return blur_separable(x01, self._taps_on(x01))
+        return blur_separable(x01, self.for_size(x01, self.taps))
 
     def adjoint(self, y01: torch.Tensor) -> torch.Tensor:
         self.check_input(y01)
-        return blur_separable_adjoint(y01, self._taps_on(y01))
+        return blur_separable_adjoint(y01, self.for_size(y01, self.taps))

@@ -27,8 +27,8 @@ import math
 import torch
 
 from pipeline.operators.base import Operator, check_common, fill_defaults, finite_number
-from pipeline.operators.gaussian_blur import blur_reflect, blur_reflect_adjoint, check_kernel_fits, stack_kernels
-from pipeline.operators.nonlinear_blur import rasterize_path, trim_zero_border
+from pipeline.operators.gaussian_blur import blur_reflect, blur_reflect_adjoint
+from pipeline.operators.nonlinear_blur import check_extent, extent, fitted_kernels, rasterize_path
 
 #: time steps of the exposure; enough that neighbouring splats overlap at the largest span
 STEPS = 512
@@ -76,36 +76,19 @@ class MotionBlur(Operator):
     def validate(self, params: dict, key: str) -> dict:
         params = fill_defaults(check_common(params, key, self.name), key, self.name, self.defaults)
         params["intensity"] = finite_number(params["intensity"], "intensity", key, 0.0, 1.0)
-        params["min_size"] = finite_number(params["min_size"], "min_size", key, 0.0, 1024.0)
-        params["max_size"] = finite_number(params["max_size"], "max_size", key, 0.0, 1024.0)
-        if params["max_size"] < params["min_size"]:
-            raise ValueError(f"sample {key}: max_size={params['max_size']} < min_size={params['min_size']}")
-        return params
+        return check_extent(params, key)
 
-    @staticmethod
-    def size(params: dict) -> float:
-        return params["min_size"] + (params["max_size"] - params["min_size"]) * params["severity"]
+    size = staticmethod(extent)
 
     def kernels(self, height: int, width: int) -> torch.Tensor:
         """(B, K, K) float64 kernels, flipped for correlation, zero-padded (centred) to one size."""
-        ks = []
-        for p, key in zip(self.params, self.keys):
-            k = trim_zero_border(rasterize_path(shake_path(p["seed"], p["intensity"]), self.size(p)))
-            check_kernel_fits(k.shape[-1], height, width, key, "max_size")
-            ks.append(k.flip(0, 1))
-        return stack_kernels(ks)
-
-    def _kernels_on(self, x: torch.Tensor) -> torch.Tensor:
-        cache = self.__dict__.setdefault("_kernel_cache", {})
-        key = (x.shape[-2], x.shape[-1], x.device, x.dtype)
-        if key not in cache:
-            cache[key] = self.kernels(x.shape[-2], x.shape[-1]).to(device=x.device, dtype=x.dtype)
-        return cache[key]
+        return fitted_kernels(self, height, width,
+                              lambda p: rasterize_path(shake_path(p["seed"], p["intensity"]), extent(p)))
 
     def forward(self, x01: torch.Tensor) -> torch.Tensor:
         self.check_input(x01)
-        return blur_reflect(x01, self._kernels_on(x01))
+        return blur_reflect(x01, self.for_size(x01, self.kernels))
 
     def adjoint(self, y01: torch.Tensor) -> torch.Tensor:
         self.check_input(y01)
-        return blur_reflect_adjoint(y01, self._kernels_on(y01))
+        return blur_reflect_adjoint(y01, self.for_size(y01, self.kernels))

@@ -102,6 +102,31 @@ def trim_zero_border(kernel: torch.Tensor) -> torch.Tensor:
     return kernel
 
 
+def check_extent(params: dict, key: str) -> dict:
+    """The `min_size` / `max_size` fields of a family whose kernel extent grows with severity."""
+    params["min_size"] = finite_number(params["min_size"], "min_size", key, 0.0, 1024.0)
+    params["max_size"] = finite_number(params["max_size"], "max_size", key, 0.0, 1024.0)
+    if params["max_size"] < params["min_size"]:
+        raise ValueError(f"sample {key}: max_size={params['max_size']} < min_size={params['min_size']}")
+    return params
+
+
+def extent(params: dict) -> float:
+    """The kernel's extent in px at the sample's severity: min_size + (max_size − min_size)·t."""
+    return params["min_size"] + (params["max_size"] - params["min_size"]) * params["severity"]
+
+
+def fitted_kernels(op: Operator, height: int, width: int, make) -> torch.Tensor:
+    """(B, K, K) kernels `make(params)` per sample, trimmed, checked to fit the image (reflect padding),
+    flipped for correlation and zero-padded (centred) to one size."""
+    ks = []
+    for p, key in zip(op.params, op.keys):
+        k = trim_zero_border(make(p))
+        check_kernel_fits(k.shape[-1], height, width, key, "max_size")
+        ks.append(k.flip(0, 1))
+    return stack_kernels(ks)
+
+
 def defocus_kernel(size: float) -> torch.Tensor:
     """A normalized anti-aliased disk of diameter `size` px (a delta at 0)."""
     r = size / 2.0
@@ -135,38 +160,23 @@ class NonlinearBlur(Operator):
         params = fill_defaults(check_common(params, key, self.name), key, self.name, self.defaults)
         if params["kernel_type"] not in KERNEL_TYPES:
             raise ValueError(f"sample {key}: kernel_type must be one of {KERNEL_TYPES}, got {params['kernel_type']!r}")
-        params["min_size"] = finite_number(params["min_size"], "min_size", key, 0.0, 1024.0)
-        params["max_size"] = finite_number(params["max_size"], "max_size", key, 0.0, 1024.0)
-        if params["max_size"] < params["min_size"]:
-            raise ValueError(f"sample {key}: max_size={params['max_size']} < min_size={params['min_size']}")
+        params = check_extent(params, key)
         params["exposure"] = finite_number(params["exposure"], "exposure", key, 1e-3, 1e3)
         params["saturation_sharpness"] = finite_number(params["saturation_sharpness"], "saturation_sharpness",
                                                        key, 1.0, 1e4)
         return params
 
-    @staticmethod
-    def size(params: dict) -> float:
-        return params["min_size"] + (params["max_size"] - params["min_size"]) * params["severity"]
+    size = staticmethod(extent)
 
     def kernels(self, height: int, width: int) -> torch.Tensor:
         """(B, K, K) float64 convolution kernels (already flipped for correlation), zero-padded to one size."""
-        ks = []
-        for p, key in zip(self.params, self.keys):
-            size = self.size(p)
-            k = trim_zero_border(motion_kernel(p["seed"], size) if p["kernel_type"] == "motion"
-                                 else defocus_kernel(size))
-            check_kernel_fits(k.shape[-1], height, width, key, "max_size")
-            ks.append(k.flip(0, 1))
-        return stack_kernels(ks)
+        return fitted_kernels(self, height, width, lambda p: motion_kernel(p["seed"], extent(p))
+                              if p["kernel_type"] == "motion" else defocus_kernel(extent(p)))
 
     def forward(self, x01: torch.Tensor) -> torch.Tensor:
         self.check_input(x01)
-        cache = self.__dict__.setdefault("_kernel_cache", {})
-        ckey = (x01.shape[-2], x01.shape[-1], x01.device, x01.dtype)
-        if ckey not in cache:
-            cache[ckey] = self.kernels(x01.shape[-2], x01.shape[-1]).to(device=x01.device, dtype=x01.dtype)
         shape = (-1, 1, 1, 1)
         exposure = torch.tensor([p["exposure"] for p in self.params], dtype=x01.dtype, device=x01.device)
         beta = torch.tensor([p["saturation_sharpness"] for p in self.params], dtype=x01.dtype, device=x01.device)
-        v = blur_reflect(srgb_decode(x01), cache[ckey]) * exposure.view(shape)
+        v = blur_reflect(srgb_decode(x01), self.for_size(x01, self.kernels)) * exposure.view(shape)
         return srgb_encode(soft_saturate(v, beta.view(shape)))
