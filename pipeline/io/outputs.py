@@ -272,7 +272,8 @@ class OutputStore:
         for info in manifest["parts"].values():
             with self.fs.open(self.path(info["metrics"]), "rb") as fh:
                 tables.append(pq.read_table(fh))
-        return pa.concat_tables(tables) if tables else METRICS_SCHEMA.empty_table()
+        # parts written by an older version may lack a newer column: it reads as null
+        return pa.concat_tables(tables, promote_options="default") if tables else METRICS_SCHEMA.empty_table()
 
 
 @dataclass
