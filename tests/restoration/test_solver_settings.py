@@ -61,11 +61,13 @@ def test_a_job_on_an_untuned_entry_is_refused_before_any_model_loads(table, tmp_
     got = {f: (s["entry"], s["source"], s["params"], s["noise_correction"]) for f, s in opted.settings_sources().items()}
     assert got == {"gaussian_blur": ("ldps/gaussian_blur/flash", "tuned", {"step_size": 2.0}, 0.6),
                    "inpainting": ("ldps/inpainting/flash", "defaults", {}, 1.2),
+                   # untuned here, motion_blur borrows its relative's entry (Operator.settings_of)
+                   "motion_blur": ("ldps/gaussian_blur/flash", "tuned", {"step_size": 2.0}, 0.6),
                    "nonlinear_blur": ("ldps/nonlinear_blur/flash", "defaults", {}, 1.2)}
     assert opted.output_hash() == cfg.output_hash()   # the choice decides whether a job runs, not what it writes
     explicit = load_config(None, ["solver.params.step_size=3", "flash.noise_correction=1.0"]).settings_sources()
     assert {f: s["source"] for f, s in explicit.items()} == {
-        "gaussian_blur": "tuned", "inpainting": "explicit", "nonlinear_blur": "explicit"}
+        "gaussian_blur": "tuned", "inpainting": "explicit", "motion_blur": "tuned", "nonlinear_blur": "explicit"}
     cfg.models.severity = {"gaussian_blur": "unused"}   # a caller restoring one family narrows the check to it
     assert list(cfg.settings_sources()) == ["gaussian_blur"]
 
