@@ -97,15 +97,21 @@ def table_hash(path: str | None = None) -> str:
     return hashlib.sha256(json.dumps(load_table(path), sort_keys=True).encode()).hexdigest()[:16]
 
 
+def entry_family(solver: str, family: str, mode: str, path: str | None = None) -> str:
+    """The family whose entry (solver, family, mode) reads: its own where the table has one, else the family
+    it borrows settings from (`Operator.settings_of`), else its own (absent)."""
+    own = load_table(path)["settings"].get(solver, {}).get(family, {}).get(mode) is not None
+    relative = OPERATORS[family].settings_of if family in OPERATORS else None
+    return family if own or relative is None else relative
+
+
 def entry(solver: str, family: str, mode: str, path: str | None = None) -> dict | None:
     """The table's entry for (solver, family, mode) as written, else the entry of the family it
-    borrows settings from (`Operator.settings_of`), None when the table lacks both."""
+    borrows settings from (`entry_family`), None when the table lacks both."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    solver_entries = load_table(path)["settings"].get(solver, {})
-    found = solver_entries.get(family, {}).get(mode)
-    relative = OPERATORS[family].settings_of if family in OPERATORS else None
-    return found if found is not None or relative is None else solver_entries.get(relative, {}).get(mode)
+    read = entry_family(solver, family, mode, path)
+    return load_table(path)["settings"].get(solver, {}).get(read, {}).get(mode)
 
 
 def tuned(solver: str, family: str, mode: str, path: str | None = None) -> dict:
@@ -168,9 +174,7 @@ def sources(solver: str, families, flash: bool, user_params: dict, user_c, setti
     out = {}
     for family in sorted(f for f in families if restorable(solver, f)):
         params, c = resolve(solver, family, flash, user_params, user_c, table, untuned=untuned)
-        own = table is None or load_table(table)["settings"].get(solver, {}).get(family, {}).get(mode) is not None
-        relative = OPERATORS[family].settings_of if family in OPERATORS else None
-        read = family if own or relative is None else relative   # the entry a borrowing family reads
+        read = family if table is None else entry_family(solver, family, mode, table)
         out[family] = {"entry": f"{solver}/{read}/{mode}", "table": table,
                        "source": source(solver, family, flash, user_params, user_c, table, untuned),
                        "params": params, "noise_correction": c if flash else None}
