@@ -60,10 +60,10 @@ def blend_windows(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, t
             side = tile * factor_out
             place = _Placement((x.shape[0], y.shape[1], h * factor_out, w * factor_out), side, factor_out,
                                window_weights(side, ay.ramp * factor_out, ax.ramp * factor_out, y.dtype, y.device))
+            out = None if grad else y.new_zeros(place.shape)
         if grad:
             ys.append(y)      # added in one autograd node below (_OverlapAdd)
         else:
-            out = y.new_zeros(place.shape) if out is None else out
             place.add(out, y, part)
     if grad:
         out = _OverlapAdd.apply(place, parts, *ys)
