@@ -12,14 +12,15 @@ from typing import Iterator
 import torch
 
 from pipeline.io.samples import encode_png
-from pipeline.operators import OPERATORS, measure
+from pipeline.operators import OPERATORS
 from pipeline.sampling.seeding import DEGRADATION, sample_generator, sample_seed
 
 # Random streams of the degradation job, each derived from (seed, key): adding a draw to
 # one never shifts another. The operator's own seed (masks, kernels) comes from DEGRADATION.
 SEVERITY_PURPOSE = "degradation_severity"
 CHOICE_PURPOSE = "degradation_choice"
-MEASUREMENT_NOTE = ("y01 = A(x01) + noise_sigma*n in [0,1], then clipped to [0,1] and quantized to 8-bit PNG; "
+MEASUREMENT_NOTE = ("y01 = A(x01) + noise_sigma*n in [0,1], then clipped to [0,1] and quantized to 8-bit PNG "
+                    "(jpeg: x01 + noise_sigma*n rounded to 8 bits and encoded by libjpeg as the .jpg member); "
                     "the clean reference is lossless")
 
 
@@ -88,13 +89,14 @@ def degrade_samples(batch: list, seed: int, families, severity, noise, overrides
         x01 = torch.stack([batch[i].image01 for i in rows])
         gens = [sample_generator(seed, k, DEGRADATION) for k in keys]
         with torch.no_grad():
-            y01 = measure(op, x01, gens).clamp(0.0, 1.0)
+            files = op.archive_files(x01, gens)
         for j, i in enumerate(rows):
             s = batch[i]
             source = dict(s.params or {})
             provenance = {"photo": source.get("photo"), "clean_key": s.key, "measurement": MEASUREMENT_NOTE,
                           **{k: source[k] for k in ("short_side", "row", "col") if k in source}}
-            out[s.key] = {"__key__": s.key, "png": encode_png(y01[j]), "clean.png": encode_png(s.image01),
+            ext, data = files[j]
+            out[s.key] = {"__key__": s.key, ext: data, "clean.png": encode_png(s.image01),
                           "json": {**op.to_dicts()[j], "provenance": provenance}}
     for s in batch:
         yield out[s.key]

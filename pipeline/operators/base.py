@@ -14,6 +14,9 @@ from typing import ClassVar, Sequence
 
 import torch
 
+from pipeline.io.samples import encode_png
+from pipeline.sampling.seeding import randn_per_sample
+
 
 class Operator:
     """Batched, per-sample forward model A; linear families also give the exact adjoint Aᵀ."""
@@ -107,6 +110,30 @@ class Operator:
         if key not in cache:
             cache[key] = build(x.shape[-2], x.shape[-1]).to(device=x.device, dtype=x.dtype)
         return cache[key]
+
+    def observing(self, y01: torch.Tensor) -> "Operator":
+        """Bind the batch's measurements in [0,1], for a family whose operator reads them (inpainting's
+        `zeros` mask); the others ignore them."""
+        return self
+
+    # --- what an archive holds ---------------------------------------------------------
+    def noisy(self, clean01: torch.Tensor, gens: Sequence[torch.Generator]) -> torch.Tensor:
+        """clean01 + noise_sigma_i·n_i, n_i ~ N(0, I) from gens[i] (float32 draws whatever the dtype)."""
+        if len(gens) != len(self):
+            raise ValueError(f"{self.name}: {len(gens)} generators for {len(self)} samples (keys {self.keys})")
+        sig = self.noise_sigmas.to(device=clean01.device, dtype=clean01.dtype).view(-1, 1, 1, 1)
+        noise = randn_per_sample(tuple(clean01.shape[1:]), list(gens), dtype=torch.float32, device=clean01.device)
+        return clean01 + sig * noise.to(clean01.dtype)
+
+    def measurement(self, x01: torch.Tensor, gens: Sequence[torch.Generator]) -> torch.Tensor:
+        """y01 = A(x01) + noise, not clipped. A family whose measurement is a real file's (JPEG) overrides it."""
+        return self.noisy(self.forward(x01), gens)
+
+    def archive_files(self, x01: torch.Tensor, gens: Sequence[torch.Generator]) -> list[tuple[str, bytes]]:
+        """(extension, bytes) of the degraded image an archive holds per sample: an 8-bit PNG of the clipped
+        measurement; JPEG writes its real `.jpg` file."""
+        y01 = self.measurement(x01, gens).clamp(0.0, 1.0)
+        return [("png", encode_png(y)) for y in y01]
 
     def forward_pm(self, x: torch.Tensor) -> torch.Tensor:
         """Â(x) = 2·A((x+1)/2) − 1: the operator in the models' [−1,1] domain (method §5)."""

@@ -12,7 +12,6 @@ from typing import Sequence
 
 import torch
 
-from pipeline.sampling.seeding import randn_per_sample
 from pipeline.operators.base import Operator
 
 
@@ -42,13 +41,9 @@ class NoiseLevel:
 
 
 def measure(operator: Operator, x01: torch.Tensor, gens: Sequence[torch.Generator]) -> torch.Tensor:
-    """y01 = A(x01) + noise_sigma_i·n_i with n_i ~ N(0, I) from gens[i]; not clipped."""
-    if len(gens) != len(operator):
-        raise ValueError(f"measure: {len(gens)} generators for {len(operator)} samples (keys {operator.keys})")
-    clean = operator(x01)
-    sig = operator.noise_sigmas.to(device=clean.device, dtype=clean.dtype).view(-1, 1, 1, 1)
-    noise = randn_per_sample(tuple(clean.shape[1:]), list(gens), dtype=torch.float32, device=clean.device)
-    return clean + sig * noise.to(clean.dtype)
+    """y01 = A(x01) + noise_sigma_i·n_i with n_i ~ N(0, I) from gens[i]; not clipped (the family's own
+    `measurement`: JPEG's is the real codec's decoded file)."""
+    return operator.measurement(x01, gens)
 
 
 def to_model_domain(y01: torch.Tensor) -> torch.Tensor:
