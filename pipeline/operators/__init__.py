@@ -12,6 +12,7 @@ from typing import Sequence
 from pipeline.operators.base import Operator, check_common, fill_defaults, finite_number
 from pipeline.operators.gaussian_blur import GaussianBlur
 from pipeline.operators.inpainting import Inpainting
+from pipeline.operators.jpeg import Jpeg
 from pipeline.operators.motion_blur import MotionBlur
 from pipeline.operators.noise import NoiseLevel, measure, to_model_domain, to_unit_domain
 from pipeline.operators.nonlinear_blur import NonlinearBlur
@@ -20,6 +21,7 @@ from pipeline.operators.varying_blur import VaryingBlur
 OPERATORS: dict[str, type[Operator]] = {
     "gaussian_blur": GaussianBlur,
     "inpainting": Inpainting,
+    "jpeg": Jpeg,
     "motion_blur": MotionBlur,
     "nonlinear_blur": NonlinearBlur,
     "varying_blur": VaryingBlur,
@@ -45,7 +47,7 @@ def build_operator(dicts: Sequence[dict], keys: Sequence[str] | None = None) -> 
 
 
 __all__ = [
-    "OPERATORS", "build_operator", "Operator", "GaussianBlur", "Inpainting", "MotionBlur", "NonlinearBlur", "VaryingBlur",
+    "OPERATORS", "build_operator", "Operator", "GaussianBlur", "Inpainting", "Jpeg", "MotionBlur", "NonlinearBlur", "VaryingBlur",
     "NoiseLevel", "measure", "to_model_domain", "to_unit_domain",
     "check_common", "fill_defaults", "finite_number",
 ]
