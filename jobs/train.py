@@ -1,4 +1,4 @@
-"""`flash-restore train-autoencoder | train-ldm | train-severity`: the commands and their presets.
+"""`flash-restore train-autoencoder | train-ldm | train-severity | train-estimator`: the commands and their presets.
 
 Each job is a dataclass config (`pipeline.training.config`), loaded by the project's one
 config loader (`pipeline.execution.typed_config`). Its values come from, in order: the dataclass defaults (the
@@ -96,3 +96,15 @@ def train_severity(ctx: typer.Context, autoencoder: Optional[str] = _AE,
     """Train a severity encoder for one operator family, starting from the autoencoder's encoder."""
     _main(ctx, "severity", preset, config, set_,
           _flags(data, output, max_steps, batch_size, seed, workers, autoencoder=autoencoder, operator=operator))
+
+
+def train_estimator(ctx: typer.Context,
+                    operator: Optional[str] = typer.Option(None, "--operator", help="the family whose severity it "
+                                                                                    "learns (gaussian_blur)"),
+                    data: Optional[str] = _DATA, output: Optional[str] = _OUTPUT,
+                    config: Optional[str] = _CONFIG, set_: list[str] = _SET, preset: Optional[str] = _PRESET,
+                    max_steps: Optional[int] = _STEPS, batch_size: Optional[int] = _BATCH,
+                    seed: Optional[int] = _SEED, workers: Optional[int] = _WORKERS) -> None:
+    """Train the blind parameter estimator of one family: its severity from the degraded image alone."""
+    _main(ctx, "estimator", preset, config, set_,
+          _flags(data, output, max_steps, batch_size, seed, workers, operator=operator))

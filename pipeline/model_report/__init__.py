@@ -1,4 +1,4 @@
 """Product: `flash-restore report-models` (measurements of the shipped models, figures for docs and cards)."""
 
 # what `report-models --only` can redo; here, not in the measurements, so the CLI names them without loading torch
-SECTIONS = ("autoencoder", "severity", "ldm", "step", "e2e")
+SECTIONS = ("autoencoder", "severity", "estimator", "ldm", "step", "e2e")

@@ -133,6 +133,17 @@ def figure_rows(fig: dict) -> list[tuple[str, object, str]]:
                    if "realised_spearman" in s else []),
                  (f"severity {fam}: start step mean (min–max)",
                   f"{s['start_step_mean']:.1f} ({s['start_step_min']}–{s['start_step_max']})", "DDPM grid, §3.2")]
+    for fam, e in (fig.get("estimator") or {}).items():
+        if "missing" in e:
+            rows.append((f"estimator {fam}", e, ""))
+            continue
+        how = f"one severity per crop, evenly over [0,1], noise {e['noise_sigma']}, 8-bit ({e['crops']} crops)"
+        rows += [(f"estimator {fam}: Spearman ρ(t̂, t)", e["spearman"], how),
+                 (f"estimator {fam}: mean |t̂ − t| / mean own std", f"{e['mean_abs_error']:.4g} / {e['mean_std']:.4g}",
+                  "t on [0,1]"),
+                 (f"estimator {fam}: true t within t̂ ± 2 std", e["within_2std"], "fraction of crops"),
+                 (f"estimator {fam}: cost", f"{e['ms_per_crop']:.2f} ms per 64-px crop, {e['parameters']} parameters",
+                  "batch of 64 on this machine")]
     ldm = fig.get("ldm")
     if ldm is not None:
         if "missing" in ldm:
@@ -206,6 +217,7 @@ def update_cards(models: Path, report: dict, families: Sequence[str], figures_di
     own = {"autoencoder": {"autoencoder": fig.get("autoencoder")},
            "ldm": {k: fig.get(k) for k in ("ldm", "step", "e2e")}}
     own.update({f"severity-{f}": {"severity": {f: sev[f]} if f in sev else None} for f in families})
+    own.update({f"estimator-{f}": {"estimator": {f: e}} for f, e in (fig.get("estimator") or {}).items()})
     written = []
     for name, sub in own.items():
         card = models / name / "MODEL_CARD.md"

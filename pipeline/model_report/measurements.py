@@ -21,6 +21,7 @@ from pipeline.corpus.crops import load_corpus_export
 from pipeline.corpus.photos import REPO_ROOT
 from pipeline.execution.config import load_config
 from pipeline.execution.crop_restore import degrade_crops, degraded_samples, restore_samples
+from pipeline.model_report.estimators import measure_estimator
 from pipeline.model_report.figures import contact_sheet, scatter_plot, to_uint8
 from pipeline.models.model_store import fingerprint, load_latent_diffusion, load_meta, load_model
 from pipeline.quality.image_sets import image_set_distances
@@ -40,6 +41,14 @@ def families(models: Path) -> list[str]:
     from pipeline.operators import OPERATORS
 
     return [f for f in OPERATORS if (Path(models) / f"severity-{f}").is_dir()]
+
+
+def estimator_families(models: Path) -> list[str]:
+    """The registered families with an `estimator-<family>` folder (blind parameter estimators)."""
+    # lazy: imports torch; the CLI imports this module at start (--help stays fast)
+    from pipeline.operators import OPERATORS
+
+    return [f for f in OPERATORS if (Path(models) / f"estimator-{f}").is_dir()]
 
 
 @dataclass
@@ -242,7 +251,8 @@ def measure_e2e(models: Path, crops01, params: dict, device, seed: int, n: int, 
 
 def model_info(models: Path) -> dict:
     out = {}
-    for name in ("autoencoder", "ldm", *(f"severity-{f}" for f in families(models))):
+    for name in ("autoencoder", "ldm", *(f"severity-{f}" for f in families(models)),
+                 *(f"estimator-{f}" for f in estimator_families(models))):
         path = models / name
         if not (path / "config.json").exists():
             out[name] = {"path": str(path), "missing": "no config.json"}
@@ -316,6 +326,15 @@ def measure_sections(root: Path, photos_url: str, wanted: set, figures: dict, de
                          "realised var(z_hat - z0) per image", "predicted sigma2_hat").save(
                 doc_dir / "severity_calibration.png")
         figures["severity"] = sev
+    if "estimator" in wanted:
+        est = {}
+        for fam in estimator_families(root):
+            def read(fam=fam):
+                model, meta = load_model(str(root / f"estimator-{fam}"), device=dev, return_meta=True)
+                return measure_estimator(model.float(), fam, crops01[spread(len(crops01), opts.severity_crops)],
+                                         meta.get("operator_params", {}), opts.seed)
+            guard(est, fam, read)
+        figures["estimator"] = est
     if ldm is None:
         for name in ("ldm", "step", "e2e"):
             if name in wanted:

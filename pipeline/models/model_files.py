@@ -24,13 +24,15 @@ import torch
 from safetensors.torch import load_file
 
 from pipeline.models.latent import autoencoder_class
+from pipeline.models.parameter_estimator import ParameterEstimator
 from pipeline.models.severity import SeverityEncoder
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
 META_NAME = "flash_model.json"
 PICKLE_SUFFIXES = (".bin", ".pt", ".ckpt", ".pth", ".pkl", ".pickle")
-ALLOWED_CLASSES = ("VQModel", "AutoencoderKL", "SpaceToDepthAutoencoder", "UNet2DModel", "SeverityEncoder")
+ALLOWED_CLASSES = ("VQModel", "AutoencoderKL", "SpaceToDepthAutoencoder", "UNet2DModel", "SeverityEncoder",
+                   "ParameterEstimator")
 
 # torch dtype -> safetensors dtype tag, so in-memory and on-disk fingerprints agree.
 _ST_DTYPES = {
@@ -46,6 +48,8 @@ def allowed_class(name: str):
         return SeverityEncoder
     if name == "UNet2DModel":
         return diffusers.UNet2DModel
+    if name == "ParameterEstimator":
+        return ParameterEstimator
     if name in ALLOWED_CLASSES:
         return autoencoder_class(name)
     raise ValueError(f"model class {name!r} is not allowed; expected one of {ALLOWED_CLASSES}")

@@ -1,4 +1,4 @@
-"""Typed configs of the training jobs (autoencoder, LDM, severity encoder); each section validates itself.
+"""Typed configs of the training jobs (autoencoder, LDM, severity encoder, parameter estimator); each section validates itself.
 
 Loaded by `pipeline.execution.typed_config.load`, the same loader as the restore config: defaults
 (the tiny CPU models) ← a preset ← YAML ← `--set` ← flags. Options that only one model
@@ -199,14 +199,50 @@ class SeverityJob:
                              f"got {self.noise_sigma_max}")
 
 
+@dataclass
+class EstimatorModelConfig:
+    channels: int = 32
+    hidden: int = 64
+
+    def validate(self) -> None:
+        if self.channels < 1 or self.hidden < 1:
+            raise ValueError("model.channels and model.hidden must be ≥ 1")
+
+
+@dataclass
+class EstimatorJob:
+    """The blind parameter estimator of one family (pipeline/models/parameter_estimator.py); no autoencoder."""
+
+    output: Optional[str] = None
+    operator: str = "gaussian_blur"
+    noise_sigma: float = 0.0        # each row's σ ~ U[noise_sigma, noise_sigma_max]: an archive's noise is unknown
+    noise_sigma_max: float = 0.1
+    operator_params: dict[str, Any] = field(default_factory=dict)
+    run: RunConfig = field(default_factory=lambda: RunConfig(batch_size=32))
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-3, ema_decay=0.99, warmup_steps=100))
+    model: EstimatorModelConfig = field(default_factory=EstimatorModelConfig)
+
+    def validate(self) -> None:
+        # lazy: the CLI reads these configs at start; the registry (torch) loads when one is checked
+        from pipeline.operators import OPERATORS
+
+        check_job(self)
+        if self.operator not in OPERATORS:
+            raise ValueError(f"--operator must be one of {sorted(OPERATORS)}, got {self.operator!r}")
+        if not 0 <= self.noise_sigma <= self.noise_sigma_max <= 1:
+            raise ValueError(f"need 0 ≤ noise_sigma ≤ noise_sigma_max ≤ 1, got {self.noise_sigma}, "
+                             f"{self.noise_sigma_max}")
+
+
 WHOLE = ("operator_params",)  # free-form mappings: merged and compared as one value
-JOBS = {"autoencoder": AutoencoderJob, "ldm": LDMJob, "severity": SeverityJob}
+JOBS = {"autoencoder": AutoencoderJob, "ldm": LDMJob, "severity": SeverityJob, "estimator": EstimatorJob}
 JOB_NAMES = {cls: name for name, cls in JOBS.items()}
 
 
 # GPU presets: the feasibility probe's models (H100), large batches, bf16 autocast.
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
-    "cpu": {"autoencoder": {}, "ldm": {}, "severity": {}},
+    "cpu": {"autoencoder": {}, "ldm": {}, "severity": {}, "estimator": {}},
     "gpu": {
         "autoencoder": {"model.block_out_channels": [128, 256], "model.stage_layers": [2, 3], "model.norm_num_groups": 32,
                         "run.batch_size": 128, "run.max_steps": 6000, "run.checkpoint_every": 500,
@@ -217,6 +253,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
                 "optim.ema_decay": 0.9995},
         "severity": {"run.batch_size": 128, "run.max_steps": 10000, "run.checkpoint_every": 500,
                      "run.log_every": 50},
+        "estimator": {"run.batch_size": 256, "run.max_steps": 10000, "run.checkpoint_every": 500},
     },
 }
 

@@ -36,9 +36,10 @@ from pipeline.models.pipeline_folder import is_pipeline_folder, load_pipeline_au
 from pipeline.training.config import WHOLE
 from pipeline.training.data import BatchPlan, load_crops, rank_rows
 from pipeline.training.state import EMA, load_checkpoint, save_checkpoint
+from pipeline.training.estimator_task import EstimatorTask
 from pipeline.training.tasks import AutoencoderTask, DenoiserTask, SeverityTask
 
-KINDS = ("autoencoder", "ldm", "severity")
+KINDS = ("autoencoder", "ldm", "severity", "estimator")
 CARD_NAME = "MODEL_CARD.md"
 # Settings that may change between a run and its resume without changing the result.
 RESUMABLE_KEYS = {"run.max_steps", "run.workers", "run.checkpoint_every", "run.log_every", "run.device",
@@ -207,6 +208,9 @@ def build_task(kind: str, cfg: dict, images: torch.Tensor, device: torch.device)
     seed = int(cfg["run"]["seed"])
     if kind == "autoencoder":
         return AutoencoderTask(images, cfg["model"], cfg["loss"], seed)
+    if kind == "estimator":
+        return EstimatorTask(images, cfg["operator"], cfg["noise_sigma"], cfg["noise_sigma_max"],
+                             cfg["operator_params"], cfg["model"], seed)
     ae, meta = load_frozen_autoencoder(cfg["autoencoder"], device)
     if kind == "ldm":
         if not meta.get("latent_scale"):
@@ -248,7 +252,7 @@ def model_card(kind: str, cfg: dict, summary: dict, data: dict, machine: str, co
     ]
     if cfg.get("autoencoder"):
         lines.append(f"- autoencoder: `{cfg['autoencoder']}`")
-    if kind == "severity":
+    if kind in ("severity", "estimator"):
         noise = cfg["noise_sigma"] if cfg.get("noise_sigma_max") is None else \
             f"~ U[{cfg['noise_sigma']}, {cfg['noise_sigma_max']}]"
         lines.append(f"- operator: {cfg['operator']} (noise σ {noise} in [0,1], "
