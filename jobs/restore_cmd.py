@@ -99,6 +99,8 @@ def restore(
                                                  help="Stop starting solves after this much solve time; rerun resumes"),
     noise: Optional[str] = typer.Option(None, "--noise", help="Noise σ in [0,1] of samples whose json lacks "
                                         "noise_sigma, or 'estimate' from each image (input.noise)"),
+    operator: Optional[str] = typer.Option(None, "--operator", help="The family of samples without a json; their "
+                                           "parameters are estimated per sample (input.operator, blind)"),
     set_: Optional[List[str]] = typer.Option(None, "--set", help="Config override section.key=value (repeatable)"),
 ):
     """Restore an archive of degraded images; rerunning the same command resumes."""
@@ -106,7 +108,8 @@ def restore(
 
     set_ = list(set_ or []) + [f"flash.max_nfe={max_nfe}"] * (max_nfe is not None) + \
         [f"execution.budget_hours={budget_hours}"] * (budget_hours is not None) + \
-        [f"flash.starts={starts}"] * (starts is not None) + [f"input.noise={noise}"] * (noise is not None)
+        [f"flash.starts={starts}"] * (starts is not None) + [f"input.noise={noise}"] * (noise is not None) + \
+        [f"input.operator={{operator: {operator}}}"] * (operator is not None)
     try:
         cfg = build_config(config, solver, baseline, batch_size, bucket_width, max_error_rate, engine, seed, set_)
         summary = execute(cfg, input, output, overwrite)

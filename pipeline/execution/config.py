@@ -12,10 +12,29 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipeline.execution.blind_parameters import NOT_ESTIMABLE, is_blind
 from pipeline.execution.typed_config import load, save
+from pipeline.operators import OPERATORS
 from pipeline.restoration.options import FlashConfig, ModelsConfig, SolverConfig
 from pipeline.restoration.solver_settings import sources, table_for, table_hash
 from pipeline.solvers import default_sampler_name
+
+
+def check_job_operator(params: dict) -> None:
+    """input.operator, before any compute: a known family, and either whole parameters or a family whose
+    parameters can be estimated blind (pipeline/execution/blind_parameters.py)."""
+    family = params.get("operator") if isinstance(params, dict) else None
+    if family not in OPERATORS:
+        raise ValueError(f"input.operator must name a family {sorted(OPERATORS)}, got {params!r}")
+    if is_blind(params):
+        if family in NOT_ESTIMABLE:
+            raise ValueError(f"input.operator {family!r} without severity: {family} parameters cannot be estimated "
+                             f"({NOT_ESTIMABLE[family]}); give them per sample or in input.operator")
+        return
+    try:
+        OPERATORS[family]([dict(params)], ["input.operator"])
+    except ValueError as exc:
+        raise ValueError(f"input.operator: {exc}") from None
 
 
 @dataclass
@@ -37,6 +56,8 @@ class InputConfig:
         if isinstance(self.noise, str) and self.noise != "estimate" or \
                 isinstance(self.noise, float) and not 0.0 <= self.noise <= 1.0:
             raise ValueError(f"input.noise must be a noise σ in [0, 1] or 'estimate', got {self.noise!r}")
+        if self.operator is not None:
+            check_job_operator(self.operator)
 
 
 @dataclass

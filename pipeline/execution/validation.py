@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from pipeline.execution.blind_parameters import fill_blind, is_blind
 from pipeline.execution.config import RestoreConfig
 from pipeline.io.samples import Sample, SampleError
 from pipeline.models.whole_image import MIN_SIDE
@@ -40,7 +41,12 @@ class SampleValidator:
             raise SampleError("params", sample.key, f"no severity encoder configured for {family!r}",
                               sample.shard)
         image = sample.image01.to(torch.float32)
-        estimated = None
+        estimated, pending = {}, ()
+        if sample.missing is not None and not (family == "inpainting" and is_blind(params)):
+            raise SampleError("mode", sample.key, f"sample {sample.key}: its {sample.missing_source} marks missing "
+                              "pixels, which only a blind inpainting job reads", sample.shard)
+        if is_blind(params):
+            params, estimated, image, pending = fill_blind(params, sample, image)
         if "noise_sigma" not in params and self.noise is not None:
             if self.noise != "estimate":
                 params["noise_sigma"] = float(self.noise)
@@ -51,14 +57,14 @@ class SampleValidator:
                     raise SampleError("noise", sample.key, f"sample {sample.key}: cannot estimate the noise level: "
                                       f"{exc}; give noise_sigma in {sample.key}.json or set input.noise",
                                       sample.shard) from None
-                estimated = {"noise_sigma": params["noise_sigma"]}
+                estimated["noise_sigma"] = params["noise_sigma"]
         try:
-            op = build_operator([params], [sample.key])
+            op = build_operator([params], [sample.key]).observing(image.unsqueeze(0))
             op.check_fits(*image.shape[-2:])
         except ValueError as exc:
             raise SampleError("params", sample.key, str(exc), sample.shard) from exc
         return Prepared(sample.key, sample.shard, to_model_domain(image), sample.clean01, op.to_dicts()[0],
-                        sample.image_sha256, estimated)
+                        sample.image_sha256, estimated or None, pending)
 
 
 def read_limits(cfg: RestoreConfig) -> dict:
@@ -67,5 +73,7 @@ def read_limits(cfg: RestoreConfig) -> dict:
     and a smaller one is a `size` error row before any compute; `input.expected_size`, when
     set, requires exactly that size instead."""
     size = cfg.input.expected_size
+    blind = cfg.input.operator or {}
     return {"expected_size": None if size is None else (size, size), "min_side": MIN_SIDE,
-            "max_pixels": cfg.input.max_pixels, "allow_convert": cfg.input.allow_convert}
+            "max_pixels": cfg.input.max_pixels, "allow_convert": cfg.input.allow_convert,
+            "alpha_masks": blind.get("operator") == "inpainting" and is_blind(blind)}

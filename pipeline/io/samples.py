@@ -5,6 +5,7 @@ A sample is the tar members sharing one key:
     <key>.png | .jpg | .jpeg | .webp   the degraded image (exactly one; 8-bit RGB)
     <key>.clean.png                    optional clean reference (same size; .jpg/.jpeg/.webp accepted)
     <key>.json                         optional object: operator parameters, seed, …
+    <key>.mask.png                     optional inpainting mask (non-zero = missing), read by a blind job
 
 Bad input never stops a job: every problem is a `SampleError` (a ValueError) with a `kind`
 and a message naming the key, which the reader turns into an error row.
@@ -23,9 +24,12 @@ import numpy as np
 import torch
 from PIL import Image, ImageFile, ImageOps
 
+from pipeline.io.jpeg_tables import jpeg_quality
+
 IMAGE_EXTS = ("png", "jpg", "jpeg", "webp")
 CLEAN_EXTS = tuple(f"clean.{e}" for e in IMAGE_EXTS)
 PARAMS_EXT = "json"
+MASK_EXT = "mask.png"
 DEFAULT_MAX_PIXELS = 4096 * 4096
 
 # What went wrong; a reader's error rows and counters group by these.
@@ -54,6 +58,9 @@ class Sample:
     clean01: torch.Tensor | None     # (3,H,W) float32 in [0,1], or None
     params: dict[str, Any] | None    # the <key>.json object, or None
     image_sha256: str                # of the degraded image's bytes: lineage for reprocessing
+    jpeg: dict | None = None         # a JPEG member's quality read from its tables (`jpeg_tables.jpeg_quality`)
+    missing: torch.Tensor | None = None  # (H,W) bool: pixels marked missing by <key>.mask.png or alpha = 0
+    missing_source: str | None = None    # "mask.png" | "alpha"
 
 
 def _png_bit_depth(data: bytes) -> int | None:
@@ -83,13 +90,16 @@ def _to_rgb(img: Image.Image, key: str, allow_convert: bool) -> Image.Image:
 
 def decode_image(data: bytes, key: str, *, expected_size: tuple[int, int] | None = None,
                  max_pixels: int = DEFAULT_MAX_PIXELS, allow_convert: bool = False,
-                 min_side: int | None = None) -> torch.Tensor:
+                 min_side: int | None = None, with_alpha: bool = False):
     """Validate and decode image bytes to a (3,H,W) float32 tensor in [0,1].
 
     The header is read first: a size above `max_pixels` is refused before any pixel is
     decoded (PIL's own decompression-bomb limit also counts, as an error). `expected_size`
     is (H, W); without it any size with both sides ≥ `min_side` is taken (photos are restored
     at their own size). Truncated files are errors even if PIL's LOAD_TRUNCATED_IMAGES is set.
+    `with_alpha` returns (image, missing): missing is the (H,W) bool map of fully transparent
+    pixels of an image with an alpha channel (None when it has none or is opaque), which a blind
+    inpainting job reads as its mask; the image's mode rules then apply to its colour channels.
     """
     if not data:
         raise SampleError("empty", key, "zero-byte image")
@@ -122,11 +132,37 @@ def decode_image(data: bytes, key: str, *, expected_size: tuple[int, int] | None
             upright = ImageOps.exif_transpose(img)   # camera photos come out upright (docs/architecture.md)
         except Exception as exc:
             raise SampleError("undecodable", key, f"decoding failed ({type(exc).__name__}: {exc})") from None
+        missing = None
+        if with_alpha and (upright.mode in ("RGBA", "LA", "PA") or "transparency" in upright.info):
+            rgba = upright.convert("RGBA")
+            alpha = np.asarray(rgba.getchannel("A"))
+            if alpha.min() < 255:   # transparency is a mask the job may read; the colour channels stay
+                missing = torch.from_numpy(alpha == 0)
+                upright = rgba.convert("RGB")
         rgb = _to_rgb(upright, key, allow_convert)
         arr = np.asarray(rgb, dtype=np.uint8)
     if arr.ndim != 3 or arr.shape[2] != 3:
         raise SampleError("mode", key, f"decoded to array of shape {arr.shape}, expected (H,W,3)")
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0).contiguous()
+    image = torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0).contiguous()
+    return (image, missing) if with_alpha else image
+
+
+def decode_mask(data: bytes, key: str, size: tuple[int, int]) -> torch.Tensor:
+    """A `<key>.mask.png` member → (H,W) bool, True = missing (non-zero pixels, the convention of
+    inpainting datasets: white marks the hole). It must match the image's size."""
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            if img.size[0] * img.size[1] > DEFAULT_MAX_PIXELS:
+                raise SampleError("pixel_bomb", key, f"mask.png header says {img.size}; refused before decoding")
+            if (img.size[1], img.size[0]) != tuple(size):
+                raise SampleError("size", key, f"mask.png is {img.size[1]}×{img.size[0]} (H×W), the image "
+                                               f"{size[0]}×{size[1]}")
+            arr = np.asarray(img.convert("L"))
+    except SampleError:
+        raise
+    except Exception as exc:
+        raise SampleError("undecodable", key, f"mask.png is not a readable image ({type(exc).__name__}: {exc})") from None
+    return torch.from_numpy(arr != 0)
 
 
 def encode_png(image01: torch.Tensor) -> bytes:
@@ -208,10 +244,12 @@ def parse_params(data: bytes, key: str) -> dict[str, Any]:
 
 def parse_sample(raw: dict[str, Any], shard: str, *, expected_size: tuple[int, int] | None = None,
                  max_pixels: int = DEFAULT_MAX_PIXELS, allow_convert: bool = False,
-                 min_side: int | None = None) -> Sample:
+                 min_side: int | None = None, alpha_masks: bool = False) -> Sample:
     """Build a `Sample` from a webdataset-style dict (`__key__`, extension → bytes).
 
     Unknown extensions are ignored. The clean reference must match the degraded image's size.
+    `alpha_masks` (a blind inpainting job) reads fully transparent pixels as missing instead of
+    refusing the image; a `mask.png` member is read as the missing map either way.
     """
     key = raw.get("__key__")
     if not isinstance(key, str) or not key:
@@ -225,7 +263,12 @@ def parse_sample(raw: dict[str, Any], shard: str, *, expected_size: tuple[int, i
             raise SampleError("duplicate", key, f"several degraded images: {found}")
         data = bytes(raw[found[0]])
         limits = dict(max_pixels=max_pixels, allow_convert=allow_convert)
-        image = decode_image(data, key, expected_size=expected_size, min_side=min_side, **limits)
+        image, missing = decode_image(data, key, expected_size=expected_size, min_side=min_side,
+                                      with_alpha=True, **limits) if alpha_masks else \
+            (decode_image(data, key, expected_size=expected_size, min_side=min_side, **limits), None)
+        source = "alpha" if missing is not None else None
+        if MASK_EXT in raw:
+            missing, source = decode_mask(bytes(raw[MASK_EXT]), key, tuple(image.shape[1:])), MASK_EXT
         cleans = [e for e in CLEAN_EXTS if e in raw]
         if len(cleans) > 1:
             raise SampleError("duplicate", key, f"several clean references: {cleans}")
@@ -240,4 +283,6 @@ def parse_sample(raw: dict[str, Any], shard: str, *, expected_size: tuple[int, i
             exc.key = key
         raise
     return Sample(key=key, shard=shard, image01=image, clean01=clean, params=params,
-                  image_sha256=hashlib.sha256(data).hexdigest())
+                  image_sha256=hashlib.sha256(data).hexdigest(),
+                  jpeg=jpeg_quality(data) if found[0] in ("jpg", "jpeg") else None, missing=missing,
+                  missing_source=source)

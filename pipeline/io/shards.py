@@ -94,7 +94,7 @@ def keyless_name(shard: str, err: SampleError) -> str:
 
 def iter_samples(shard_url: str, *, expected_size: tuple[int, int] | None = None,
                  max_pixels: int = DEFAULT_MAX_PIXELS, allow_convert: bool = False, min_side: int | None = None,
-                 max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES,
+                 max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES, alpha_masks: bool = False,
                  select: Callable[[str], bool] | None = None) -> Iterator[Sample | SampleError]:
     """Yield one `Sample` or `SampleError` per key of a shard, in tar order.
 
@@ -108,7 +108,8 @@ def iter_samples(shard_url: str, *, expected_size: tuple[int, int] | None = None
     no credentials, network errors: OSError) raises, because a retry may fix it and the
     data is not to blame.
     """
-    limits = dict(expected_size=expected_size, max_pixels=max_pixels, allow_convert=allow_convert, min_side=min_side)
+    limits = dict(expected_size=expected_size, max_pixels=max_pixels, allow_convert=allow_convert, min_side=min_side,
+                  alpha_masks=alpha_masks)
     seen: set[str] = set()
     with fsspec.open(shard_url, "rb") as f:
         for item in _read_groups(f, shard_url, max_member_bytes):

@@ -9,6 +9,12 @@ thus gives nested masks across t, which keeps severity monotone. docs/method.md 
 masks; `shared_mask: true` reproduces the reference protocol, where one field drawn from
 seed 0 serves every image. The field is drawn on the CPU (float32) and then moved, so a
 mask is the same on every device. Masked pixels are 0 in [0,1], hence −1 in [−1,1].
+
+`mask: "zeros"` is a real archive's mask (issue 28): the pixels that are exactly zero in every
+channel of the measurement are the missing ones. A blind job turns a `<key>.mask.png` member or
+an alpha channel into this rule by zeroing the pixels they mark (docs/blind-parameters.md), and
+binds the measurement to the operator with `observing(y01)`; on a photo's padded canvas the map
+is mirrored as the measurement is (`reflect_pad`). There `severity` only reports the missing fraction.
 """
 from __future__ import annotations
 
@@ -17,6 +23,9 @@ from functools import lru_cache
 import torch
 
 from pipeline.operators.base import Operator, check_common, fill_defaults, finite_number
+from pipeline.sampling.tiles import reflect_pad
+
+MASK_RULES = ("random", "zeros")
 
 
 @lru_cache(maxsize=32)
@@ -42,12 +51,28 @@ class Inpainting(Operator):
     name = "inpainting"
     label = "random inpainting"
     linear = True
-    defaults = {"frac_min": 0.0, "frac_max": 0.8, "shared_mask": False}
+    defaults = {"frac_min": 0.0, "frac_max": 0.8, "shared_mask": False, "mask": "random"}
+
+    def __init__(self, params, keys=None):
+        super().__init__(params, keys)
+        self._observed: torch.Tensor | None = None
 
     @classmethod
     def example_params(cls, height: int, width: int) -> list[dict]:
         """Per-sample masks, the shared mask, and a narrower masked fraction (any image size fits)."""
         return [{}, {"shared_mask": True}, {"frac_min": 0.1, "frac_max": 0.5}]
+
+    def observing(self, y01: torch.Tensor) -> "Inpainting":
+        """Bind the measurements (B,3,H,W) in [0,1]: the `zeros` rule reads its mask from them."""
+        self._observed = (y01.detach() != 0).any(dim=1, keepdim=True).cpu()
+        return self
+
+    def subset(self, index) -> "Inpainting":
+        out = super().subset(index)
+        if self._observed is not None:
+            idx = [int(i) for i in (index.tolist() if isinstance(index, torch.Tensor) else index)]
+            out._observed = self._observed[idx]
+        return out
 
     def validate(self, params: dict, key: str) -> dict:
         params = fill_defaults(check_common(params, key, self.name), key, self.name, self.defaults)
@@ -57,6 +82,8 @@ class Inpainting(Operator):
             raise ValueError(f"sample {key}: frac_max={params['frac_max']} < frac_min={params['frac_min']}")
         if not isinstance(params["shared_mask"], bool):
             raise ValueError(f"sample {key}: shared_mask must be true or false, got {params['shared_mask']!r}")
+        if params["mask"] not in MASK_RULES:
+            raise ValueError(f"sample {key}: mask must be one of {MASK_RULES}, got {params['mask']!r}")
         return params
 
     @staticmethod
@@ -66,7 +93,13 @@ class Inpainting(Operator):
     def masks(self, height: int, width: int, device: torch.device | str = "cpu") -> torch.Tensor:
         """(B, 1, H, W) boolean keep masks."""
         rows = []
-        for p in self.params:
+        for i, p in enumerate(self.params):
+            if p["mask"] == "zeros":
+                if self._observed is None:
+                    raise ValueError(f"sample {self.keys[i]}: mask 'zeros' reads the measurement; bind it with "
+                                     "observing(y01) first")
+                rows.append(reflect_pad(self._observed[i, 0], height, width).to(device))
+                continue
             u = keep_field(0 if p["shared_mask"] else p["seed"], height, width, device)
             rows.append(u >= self.frac(p))
         return torch.stack(rows).unsqueeze(1)

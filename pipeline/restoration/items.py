@@ -21,6 +21,7 @@ class Prepared:
     params: dict
     input_sha256: str | None = None
     estimated: dict | None = None     # parameters the job estimated from the image (e.g. noise_sigma)
+    pending: tuple = ()               # fields the severity stage estimates (blind Gaussian blur: severity)
 
     @property
     def group(self) -> tuple:

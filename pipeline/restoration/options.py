@@ -26,13 +26,21 @@ def default_severity_models() -> dict[str, str]:
     return {fam: str(MODELS_DIR / f"severity-{fam}") for fam in OPERATORS if (MODELS_DIR / f"severity-{fam}").is_dir()}
 
 
+def default_estimator_models() -> dict[str, str]:
+    """The shipped blind parameter estimators, `models/estimator-<family>` (docs/blind-parameters.md)."""
+    return {fam: str(MODELS_DIR / f"estimator-{fam}") for fam in OPERATORS
+            if (MODELS_DIR / f"estimator-{fam}").is_dir()}
+
+
 @dataclass
 class ModelsConfig:
-    """Where the models live (any fsspec URL). `severity` maps operator family → encoder."""
+    """Where the models live (any fsspec URL). `severity` maps operator family → encoder; `estimators`
+    family → the blind parameter estimator a job without per-sample parameters reads (restore --operator)."""
 
     autoencoder: str = str(MODELS_DIR / "autoencoder")
     denoiser: str = str(MODELS_DIR / "ldm")
     severity: dict[str, str] = field(default_factory=default_severity_models)
+    estimators: dict[str, str] = field(default_factory=default_estimator_models)
     device: str = "auto"          # auto | cpu | cuda | cuda:N
     dtype: str = "float32"        # float32 | float64
 

@@ -22,7 +22,9 @@ from pipeline.models.pipeline_folder import autoencoder_fingerprint
 from pipeline.operators import build_operator
 from pipeline.operators.noise import to_unit_domain
 from pipeline.quality import metrics
+from pipeline.quality.blocking import BLOCK, blocking_ratio
 from pipeline.quality.no_reference import residuals, severity_ood
+from pipeline.restoration.blind_estimate import ParameterEstimators
 from pipeline.restoration.flash import Flash
 from pipeline.restoration.items import Estimated, Prepared
 from pipeline.restoration.options import FlashConfig, ModelsConfig, SolverConfig
@@ -88,6 +90,7 @@ class Restorer:
         self._flash: dict[str, Flash] = {}
         self._sigma2_train: dict[str, dict | None] = {}
         self._lpips = metrics.lpips_metric(lpips_weights)
+        self.estimators = ParameterEstimators(models.estimators, self.device, self.dtype)
         self.ae_fingerprint = autoencoder_fingerprint(models.autoencoder)  # a pipeline folder: its vqvae/
         self.model_hash = "+".join([self.ae_fingerprint, fingerprint(models.denoiser)])
         self._family_hash: dict[str, str] = {}
@@ -120,7 +123,9 @@ class Restorer:
         return self._flash[family]
 
     def estimate(self, items: list[Prepared]) -> list[Estimated]:
-        """σ̂² and start step per sample, in batches of one group; the baseline starts at K−1."""
+        """σ̂² and start step per sample, in batches of one group; the baseline starts at K−1. A blind
+        sample's pending parameters are estimated first (`ParameterEstimators.fill`)."""
+        self.estimators.fill(items)
         out: dict[str, Estimated] = {}
         groups: dict[tuple, list[Prepared]] = {}
         for p in items:
@@ -182,8 +187,8 @@ class Restorer:
         family = batch[0].prepared.params["operator"]
         keys = [e.key for e in batch]
         flash = self.flash_for(family)
-        op = build_operator([e.prepared.params for e in batch], keys)
         y = torch.stack([e.prepared.y for e in batch]).to(self.device, self.dtype)
+        op = build_operator([e.prepared.params for e in batch], keys).observing(to_unit_domain(y))
         t0 = time.perf_counter()
         res = (self._solve_native if self.native(y.shape[-2:]) else self._solve_whole)(flash, batch, y, op, keys)
         seconds = (time.perf_counter() - t0) / len(batch)
@@ -279,6 +284,9 @@ class Restorer:
                "psnr_input": float(metrics.psnr(to_unit_domain(p.y)[None].clamp(0, 1), clean)[0]),
                "colour_shift": float(metrics.colour_shift(x01[None], clean)[0]),
                "colour_shift_input": float(metrics.colour_shift(to_unit_domain(p.y)[None].clamp(0, 1), clean)[0])}
+        if p.params["operator"] == "jpeg" and min(clean.shape[-2:]) > BLOCK:   # the 8-px grid's seams (jpeg rows)
+            out["blocking"] = float(blocking_ratio(x01[None], clean)[0])
+            out["blocking_input"] = float(blocking_ratio(to_unit_domain(p.y)[None].clamp(0, 1), clean)[0])
         if isinstance(self._lpips, metrics.Missing):
             out["metrics_missing"] = f"lpips: {self._lpips.reason}"
         else:

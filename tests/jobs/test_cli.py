@@ -62,7 +62,9 @@ def test_error_budget_exceeded_exits_nonzero_after_writing(models, tmp_path):
 def test_calibrate_then_estimate_prices_the_archive_without_restoring(models, tmp_path):
     import json
 
-    write_shard(str(tmp_path / "in" / "a.tar"), archive_samples(6) + [{"__key__": "bad", "png": b""}])
+    # calibration times each family's samples, two at least: three families, two samples each
+    families = ("gaussian_blur", "inpainting", "motion_blur")
+    write_shard(str(tmp_path / "in" / "a.tar"), archive_samples(6, families=families) + [{"__key__": "bad", "png": b""}])
     res = runner.invoke(app, ["bench", "calibrate", "--solvers", "ldps", "--batch-sizes", "1,2", "--steps", "3",
                               "--repeats", "1", "--input", str(tmp_path / "in"), *_sets(models)])
     assert res.exit_code == 0, res.output

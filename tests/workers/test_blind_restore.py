@@ -1,0 +1,70 @@
+"""A job that names only the family: parameters estimated per sample, json parameters kept, rows say so."""
+import io
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline.io.outputs import OutputStore
+from pipeline.io.shards import write_shard
+from tests.helpers import archive_samples, build_tiny_models, tiny_config
+from workers.execute import execute
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    return build_tiny_models(tmp_path_factory.mktemp("blind") / "models")
+
+
+def _rows(out: str) -> dict:
+    return {r["key"]: r for r in OutputStore(out).read_metrics().to_pylist()}
+
+
+def test_blind_gaussian_blur_estimates_width_and_noise_and_keeps_given_parameters(models, tmp_path):
+    samples = archive_samples(6, families=("gaussian_blur",))
+    for s in samples[:4]:
+        del s["json"]                       # as a real archive: no parameters
+    write_shard(str(tmp_path / "a.tar"), samples)
+    cfg = tiny_config(models, "input.operator={operator: gaussian_blur, kernel_size: 7}", "input.noise=estimate")
+    out = str(tmp_path / "out")
+    summary = execute(cfg, str(tmp_path / "a.tar"), out)
+    assert summary["ok"] == 6 and summary["errors"] == 0
+    rows = _rows(out)
+    for s in samples[:4]:
+        est = json.loads(rows[s["__key__"]]["estimated"])
+        assert set(est) == {"severity", "severity_std", "blur_std_px", "noise_sigma"}
+        assert rows[s["__key__"]]["severity"] == est["severity"] and 0 <= est["severity"] <= 1 and est["severity_std"] > 0
+        assert est["blur_std_px"] == pytest.approx(0.3 + 2.7 * est["severity"], abs=1e-3)
+    for s in samples[4:]:                   # mixed archive: a json's parameters stand
+        assert rows[s["__key__"]]["estimated"] is None
+        assert rows[s["__key__"]]["severity"] == s["json"]["severity"]
+
+
+def test_blind_inpainting_reads_alpha_and_jpeg_reads_quality_and_motion_blur_is_an_error_row(models, tmp_path):
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(1, 256, (16, 16, 3), dtype=np.uint8)
+    alpha = np.full((16, 16), 255, np.uint8)
+    alpha[:4] = 0
+    png, jpg = io.BytesIO(), io.BytesIO()
+    Image.fromarray(np.dstack([rgb, alpha]), "RGBA").save(png, "PNG")
+    Image.fromarray(rgb).save(jpg, "JPEG", quality=20)
+    write_shard(str(tmp_path / "i.tar"), [{"__key__": "holes", "png": png.getvalue()}])
+    write_shard(str(tmp_path / "j.tar"), [{"__key__": "web", "jpg": jpg.getvalue()}])
+    out_i, out_j = str(tmp_path / "oi"), str(tmp_path / "oj")
+    assert execute(tiny_config(models, "input.operator={operator: inpainting}", "input.noise=0.01"),
+                   str(tmp_path / "i.tar"), out_i)["ok"] == 1
+    assert json.loads(_rows(out_i)["holes"]["estimated"]) == {"mask": "alpha", "missing_fraction": 0.25}
+    assert execute(tiny_config(models, "input.operator={operator: jpeg}"), str(tmp_path / "j.tar"), out_j)["ok"] == 1
+    row = _rows(out_j)["web"]
+    assert json.loads(row["estimated"]) == {"quality": 20, "quality_exact": True, "subsampling": "4:2:0"}
+    assert row["severity"] == pytest.approx(30 / 45, abs=1e-6)
+
+    plain = io.BytesIO()
+    Image.fromarray(rgb).save(plain, "PNG")
+    write_shard(str(tmp_path / "m.tar"), [{"__key__": "shake", "png": plain.getvalue(),
+                                           "json": {"operator": "motion_blur"}}])
+    out_m = str(tmp_path / "om")
+    execute(tiny_config(models, "execution.max_error_rate=1.0"), str(tmp_path / "m.tar"), out_m)
+    row = _rows(out_m)["shake"]
+    assert row["status"] == "error" and row["error_kind"] == "params" and "cannot be estimated" in row["error"]
