@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from pipeline.operators.base import Operator, check_common, fill_defaults, finite_number
+from pipeline.operators.downsample import Downsample
 from pipeline.operators.gaussian_blur import GaussianBlur
 from pipeline.operators.inpainting import Inpainting
 from pipeline.operators.jpeg import Jpeg
@@ -19,6 +20,7 @@ from pipeline.operators.nonlinear_blur import NonlinearBlur
 from pipeline.operators.varying_blur import VaryingBlur
 
 OPERATORS: dict[str, type[Operator]] = {
+    "downsample": Downsample,
     "gaussian_blur": GaussianBlur,
     "inpainting": Inpainting,
     "jpeg": Jpeg,
@@ -47,7 +49,7 @@ def build_operator(dicts: Sequence[dict], keys: Sequence[str] | None = None) -> 
 
 
 __all__ = [
-    "OPERATORS", "build_operator", "Operator", "GaussianBlur", "Inpainting", "Jpeg", "MotionBlur", "NonlinearBlur", "VaryingBlur",
+    "OPERATORS", "build_operator", "Operator", "Downsample", "GaussianBlur", "Inpainting", "Jpeg", "MotionBlur", "NonlinearBlur", "VaryingBlur",
     "NoiseLevel", "measure", "to_model_domain", "to_unit_domain",
     "check_common", "fill_defaults", "finite_number",
 ]

@@ -111,6 +111,14 @@ class Operator:
             cache[key] = build(x.shape[-2], x.shape[-1]).to(device=x.device, dtype=x.dtype)
         return cache[key]
 
+    def restored_size(self, height: int, width: int) -> tuple[int, int]:
+        """The size a measurement of height×width restores to (one sample); `downsample`'s is larger."""
+        return height, width
+
+    def lift(self, y01: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """The measurement as the pipeline holds it at the restored size (identity unless the sizes differ)."""
+        return y01
+
     def observing(self, y01: torch.Tensor) -> "Operator":
         """Bind the batch's measurements in [0,1], for a family whose operator reads them (inpainting's
         `zeros` mask); the others ignore them."""
