@@ -80,6 +80,13 @@ def finish(cfg, summary: dict, output: str) -> None:
         raise typer.Exit(code=2)
 
 
+def blind_operator(family: str | None, scale: float | None) -> str:
+    """The input.operator override of `--operator FAMILY [--scale S]`."""
+    if scale is not None and family not in (None, "downsample"):
+        raise typer.BadParameter(f"--scale is the downsample factor; --operator {family} takes none")
+    return f"input.operator={{operator: {family or 'downsample'}" + (f", scale: {scale}}}" if scale else "}")
+
+
 def restore(
     input: str = typer.Option(..., "--input", help="WebDataset shards: folder, glob, brace pattern; local or s3://"),
     output: str = typer.Option(..., "--output", help="Output folder URL (local or s3://)"),
@@ -101,6 +108,8 @@ def restore(
                                         "noise_sigma, or 'estimate' from each image (input.noise)"),
     operator: Optional[str] = typer.Option(None, "--operator", help="The family of samples without a json; their "
                                            "parameters are estimated per sample (input.operator, blind)"),
+    scale: Optional[float] = typer.Option(None, "--scale", help="Super-resolution factor of small copies without a "
+                                          "json (implies --operator downsample)"),
     set_: Optional[List[str]] = typer.Option(None, "--set", help="Config override section.key=value (repeatable)"),
 ):
     """Restore an archive of degraded images; rerunning the same command resumes."""
@@ -109,7 +118,7 @@ def restore(
     set_ = list(set_ or []) + [f"flash.max_nfe={max_nfe}"] * (max_nfe is not None) + \
         [f"execution.budget_hours={budget_hours}"] * (budget_hours is not None) + \
         [f"flash.starts={starts}"] * (starts is not None) + [f"input.noise={noise}"] * (noise is not None) + \
-        [f"input.operator={{operator: {operator}}}"] * (operator is not None)
+        [blind_operator(operator, scale)] * (operator is not None or scale is not None)
     try:
         cfg = build_config(config, solver, baseline, batch_size, bucket_width, max_error_rate, engine, seed, set_)
         summary = execute(cfg, input, output, overwrite)

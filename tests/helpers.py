@@ -20,7 +20,7 @@ from pipeline.models.model_store import save_latent_diffusion, save_model
 from pipeline.execution.blind_parameters import BY_MODEL as BLIND_BY_MODEL
 from pipeline.models.parameter_estimator import ParameterEstimator
 from pipeline.models.severity import SeverityEncoder
-from pipeline.operators import OPERATORS, measure
+from pipeline.operators import OPERATORS
 from pipeline.sampling.schedules import NoiseSchedule
 from pipeline.sampling.seeding import generators
 
@@ -142,16 +142,18 @@ def tiny_clean_images(n: int, seed: int = 0) -> torch.Tensor:
 
 def archive_samples(n: int, families=tuple(OPERATORS), seed: int = 0,
                     prefix: str = "s") -> list[dict]:
-    """n degraded samples with references and per-sample operator json, severities spread over [0,1]."""
+    """n degraded samples with references and per-sample operator json, severities spread over [0,1]; the
+    degraded member is what `degrade` writes for the family (a PNG; libjpeg's .jpg; a small copy)."""
     clean = tiny_clean_images(n, seed)
     samples = []
     for i in range(n):
         fam = families[i % len(families)]
         key = f"{prefix}{i:04d}"
-        params = OPERATORS[fam].params_for(round((i * 0.37) % 1.0, 3), 0.05, 1000 + i, **FAMILY_PARAMS[fam])
+        sized = {"size": [IMAGE_SIZE, IMAGE_SIZE]} if "size" in OPERATORS[fam].defaults else {}
+        params = OPERATORS[fam].params_for(round((i * 0.37) % 1.0, 3), 0.05, 1000 + i, **FAMILY_PARAMS[fam], **sized)
         op = OPERATORS[fam]([params], [key])
-        y01 = measure(op, clean[i:i + 1], generators(seed, [key], "degradation"))[0].clamp(0, 1)
-        samples.append({"__key__": key, "png": y01, "clean.png": clean[i], "json": params})
+        (ext, data), = op.archive_files(clean[i:i + 1], generators(seed, [key], "degradation"))  # what degrade writes
+        samples.append({"__key__": key, ext: data, "clean.png": clean[i], "json": params})
     return samples
 
 

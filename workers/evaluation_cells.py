@@ -23,6 +23,7 @@ from pipeline.io.outputs import OutputStore
 from pipeline.io.samples import Sample
 from pipeline.io.shards import iter_samples, write_shard
 from pipeline.models.model_store import fingerprint, load_meta
+from pipeline.operators import build_operator
 from pipeline.quality.metrics import lpips_metric
 from pipeline.reproduction.cell_store import (load_cell, reference_rows, save_cell, save_task,
                                             set_metrics)
@@ -129,7 +130,9 @@ class Evaluation:
             (folder / "index.json").write_text(json.dumps({"task": task.name, "data_key": dk}) + "\n")
         degraded, cleans, sev = {}, {}, {}
         for s in iter_samples(str(shard)):
-            degraded[s.key], cleans[s.key], sev[s.key] = s.image01, s.clean01, float(s.params["severity"])
+            op = build_operator([s.params], [s.key])   # a small copy (downsample) at the restored size, as a job reads it
+            lifted = op.lift(s.image01[None], op.restored_size(*s.image01.shape[-2:]))[0]
+            degraded[s.key], cleans[s.key], sev[s.key] = lifted, s.clean01, float(s.params["severity"])
         keys = sorted(sev, key=lambda k: (sev[k], k))
         grid = spread_keys(keys, self.budget.n_baseline)
         data = TaskData(task, str(shard), dk, keys, sev, degraded, cleans, grid)

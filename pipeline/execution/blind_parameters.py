@@ -11,6 +11,8 @@ sample's parameters, the read stage fills what the image itself says, per family
   image's alpha channel (alpha 0 = missing), else the pixels that are exactly zero in every
   channel. The first two are written into the measurement as zeros, so one rule (`mask: zeros`)
   serves the solver; severity reports the missing fraction on the family's scale.
+* downsample: the factor is the job's (`--scale`, input.operator.scale) or the json's, never guessed:
+  a thumbnail does not say how large its original was.
 * jpeg: the quality, read exactly from the file's quantisation tables (`pipeline.io.jpeg_tables`);
   a PNG cannot say what JPEG quality its pixels went through, so it is an error row.
 * motion_blur, nonlinear_blur, varying_blur: a shake path, a random network's weights or a field
@@ -50,6 +52,12 @@ def fill_blind(params: dict, sample: Sample, image: torch.Tensor) -> tuple[dict,
         return {**params, "severity": 1.0}, {}, image, ("severity",)
     if family == "inpainting":
         return _inpainting(params, sample, image)
+    if family == "downsample":
+        if params.get("scale") is None:
+            raise SampleError("params", key, f"sample {key}: a small copy does not say how much larger it was; give "
+                              f"the factor with --scale (input.operator.scale) or in {key}.json", sample.shard)
+        t = OPERATORS["downsample"].severity_of(float(params["scale"]), float(params.get("max_scale", 4.0)))
+        return {**params, "severity": round(t, 6)}, {}, image, ()
     if family == "jpeg":
         found = sample.jpeg
         if found is None:

@@ -30,7 +30,9 @@ def check_job_operator(params: dict) -> None:
         if family in NOT_ESTIMABLE:
             raise ValueError(f"input.operator {family!r} without severity: {family} parameters cannot be estimated "
                              f"({NOT_ESTIMABLE[family]}); give them per sample or in input.operator")
-        return
+        if family == "downsample" and params.get("scale") is None:
+            raise ValueError("input.operator downsample: give the factor (--scale, input.operator.scale)")
+        params = {**params, "severity": 0.0}
     try:
         OPERATORS[family]([dict(params)], ["input.operator"])
     except ValueError as exc:

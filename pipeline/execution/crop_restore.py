@@ -13,9 +13,9 @@ import numpy as np
 import torch
 
 from pipeline.execution.restorer import build_restorer, prepare_samples
-from pipeline.io.samples import Sample
+from pipeline.io.jpeg_tables import jpeg_quality
+from pipeline.io.samples import Sample, decode_image
 from pipeline.operators import OPERATORS, build_operator, measure, to_model_domain
-from pipeline.operators.noise import to_unit_domain
 from pipeline.sampling.seeding import DEGRADATION, generators
 
 NOISE = 0.05   # [0,1] units, as the severity encoders are trained
@@ -37,10 +37,16 @@ def degrade_crops(family: str, x01: torch.Tensor, severities: Sequence[float], p
 
 def degraded_samples(family: str, x01: torch.Tensor, severities: Sequence[float], params: dict, seed: int,
                      prefix: str, noise: float = NOISE) -> list:
-    """`Sample`s as a shard would hold them: the measurement quantised to 8 bits, the clean reference."""
-    y, op, keys = degrade_crops(family, x01, severities, params, seed, prefix, noise)
-    y01 = (to_unit_domain(y).clamp(0, 1) * 255).round() / 255
-    return [Sample(k, prefix, y01[i], x01[i], p, "") for i, (k, p) in enumerate(zip(keys, op.to_dicts()))]
+    """`Sample`s as a shard would hold them: the family's archive file decoded (an 8-bit PNG of the
+    measurement; libjpeg's file for jpeg; the small copy for downsample), and the clean reference."""
+    keys = [f"{prefix}-{i:05d}" for i in range(len(x01))]
+    sized = {"size": list(x01.shape[-2:])} if "size" in OPERATORS[family].defaults else {}
+    dicts = [OPERATORS[family].params_for(float(t), noise, 1000 + i, **params, **sized) for i, t in enumerate(severities)]
+    op = build_operator(dicts, keys)
+    with torch.no_grad():
+        files = op.archive_files(x01, generators(seed, keys, DEGRADATION))
+    return [Sample(k, prefix, decode_image(data, k), x01[i], p, "", jpeg=jpeg_quality(data) if ext == "jpg" else None)
+            for i, (k, p, (ext, data)) in enumerate(zip(keys, op.to_dicts(), files))]
 
 
 def restore_samples(cfg, samples: list, batch: int) -> list[dict]:

@@ -23,6 +23,7 @@ class SampleValidator:
     def __init__(self, cfg: RestoreConfig):
         self.default_operator = dict(cfg.input.operator) if cfg.input.operator else None
         self.noise = cfg.input.noise
+        self.max_pixels = cfg.input.max_pixels
         self.families = set(cfg.models.severity) if cfg.flash.enabled else None
 
     def prepare(self, sample: Sample) -> Prepared:
@@ -59,10 +60,21 @@ class SampleValidator:
                                       sample.shard) from None
                 estimated["noise_sigma"] = params["noise_sigma"]
         try:
-            op = build_operator([params], [sample.key]).observing(image.unsqueeze(0))
-            op.check_fits(*image.shape[-2:])
+            op = build_operator([params], [sample.key])
+            size = op.restored_size(*image.shape[-2:])
         except ValueError as exc:
             raise SampleError("params", sample.key, str(exc), sample.shard) from exc
+        if size[0] * size[1] > self.max_pixels:
+            raise SampleError("pixel_bomb", sample.key, f"restores to {size[0]}×{size[1]} = {size[0] * size[1]} "
+                              f"pixels, limit input.max_pixels = {self.max_pixels}", sample.shard)
+        try:
+            image = op.lift(image.unsqueeze(0), size)[0]
+            op.observing(image.unsqueeze(0)).check_fits(*size)
+        except ValueError as exc:
+            raise SampleError("params", sample.key, str(exc), sample.shard) from exc
+        if sample.clean01 is not None and tuple(sample.clean01.shape[-2:]) != tuple(size):
+            raise SampleError("size", sample.key, f"clean reference {tuple(sample.clean01.shape[-2:])} is not the "
+                              f"restored size {tuple(size)} (H×W)", sample.shard)
         return Prepared(sample.key, sample.shard, to_model_domain(image), sample.clean01, op.to_dicts()[0],
                         sample.image_sha256, estimated or None, pending)
 

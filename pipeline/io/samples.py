@@ -247,7 +247,8 @@ def parse_sample(raw: dict[str, Any], shard: str, *, expected_size: tuple[int, i
                  min_side: int | None = None, alpha_masks: bool = False) -> Sample:
     """Build a `Sample` from a webdataset-style dict (`__key__`, extension → bytes).
 
-    Unknown extensions are ignored. The clean reference must match the degraded image's size.
+    Unknown extensions are ignored. The clean reference may not be smaller than the degraded image;
+    the read stage checks it has the restored size (the image's own, or `downsample`'s larger one).
     `alpha_masks` (a blind inpainting job) reads fully transparent pixels as missing instead of
     refusing the image; a `mask.png` member is read as the missing map either way.
     """
@@ -274,8 +275,10 @@ def parse_sample(raw: dict[str, Any], shard: str, *, expected_size: tuple[int, i
             raise SampleError("duplicate", key, f"several clean references: {cleans}")
         clean = None
         if cleans:
-            clean = decode_image(bytes(raw[cleans[0]]), f"{key}.{cleans[0]}",
-                                 expected_size=tuple(image.shape[1:]), **limits)
+            clean = decode_image(bytes(raw[cleans[0]]), f"{key}.{cleans[0]}", **limits)
+            if any(c < i for c, i in zip(clean.shape[1:], image.shape[1:])):   # larger: a super-resolution reference
+                raise SampleError("size", key, f"clean reference {tuple(clean.shape[1:])} is smaller than the degraded "
+                                               f"image {tuple(image.shape[1:])} (H×W)")
         params = parse_params(bytes(raw[PARAMS_EXT]), key) if PARAMS_EXT in raw else None
     except SampleError as exc:
         exc.shard = exc.shard or shard

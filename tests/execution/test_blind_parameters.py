@@ -85,3 +85,19 @@ def test_families_that_cannot_be_estimated_fail_the_config_and_give_error_rows(f
     sample = parse_sample({"__key__": "k", "png": _png(_rgb()), "json": f'{{"operator": "{family}"}}'.encode()}, "s")
     with pytest.raises(SampleError, match="k: .*cannot be estimated"):
         SampleValidator(cfg).prepare(sample)
+
+
+def test_a_small_copy_is_lifted_to_the_scale_the_job_gives_and_its_reference_must_match():
+    small = _png(_rgb(size=(10, 12)))
+    clean = _png(_rgb(1, size=(40, 48)))
+    p = _prepare("downsample", {"png": small, "clean.png": clean}, "input.operator.scale=4", "flash.enabled=false")
+    assert p.y.shape == (3, 40, 48) and p.params["scale"] == 4.0 and p.params["severity"] == pytest.approx(1.0)
+    with pytest.raises(SampleError, match="restored size") as exc:
+        _prepare("downsample", {"png": small, "clean.png": clean}, "input.operator.scale=2", "flash.enabled=false")
+    assert exc.value.kind == "size"
+    with pytest.raises(SampleError) as exc:
+        _prepare("downsample", {"png": small}, "input.operator.scale=16", "input.max_pixels=20000",
+                 "flash.enabled=false")
+    assert exc.value.kind == "pixel_bomb"
+    with pytest.raises(ValueError, match="--scale"):
+        load_config(None, ["input.operator={operator: downsample}"])

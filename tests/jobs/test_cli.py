@@ -184,3 +184,12 @@ def test_restore_lists_the_input_once(models, tmp_path, monkeypatch):
                               "--engine", "local", *_sets(models)])
     assert res.exit_code == 0, res.output
     assert calls == [str(tmp_path / "in")]
+
+
+def test_blind_operator_flags_fail_fast_where_nothing_can_be_estimated(tmp_path):
+    args = ["restore", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--engine", "local"]
+    shake = runner.invoke(app, args + ["--operator", "motion_blur"])
+    assert shake.exit_code == 1 and "cannot be estimated" in " ".join(shake.output.split())
+    scaled_jpeg = runner.invoke(app, args + ["--operator", "jpeg", "--scale", "2"])
+    assert scaled_jpeg.exit_code != 0 and "--scale" in scaled_jpeg.output
+    assert not (tmp_path / "out").exists()

@@ -127,10 +127,23 @@ def _weights(folder: str) -> dict:
     return load_file(os.path.join(folder, "diffusion_pytorch_model.safetensors"))
 
 
-@pytest.mark.parametrize("kind", ["autoencoder", "ldm", "severity"])
+def test_train_estimator_learns_the_severity_of_its_family(corpus, tmp_path):
+    """No autoencoder: its own small model, saved with its role, reading t̂ and a std per image."""
+    out = _train("estimator", corpus, tmp_path / "est", "--operator", "gaussian_blur", steps=3,
+                 sets=SEVERITY_PARAMS["gaussian_blur"] + ["model.channels=4", "model.hidden=8"])
+    model, meta = load_model(out, return_meta=True)
+    assert type(model).__name__ == "ParameterEstimator"
+    assert meta["role"] == "estimator" and meta["operator"] == "gaussian_blur" and meta["noise_sigma_range"] == [0.0, 0.1]
+    t, log_var = model(torch.zeros(2, 3, 16, 16))
+    assert t.shape == log_var.shape == (2,) and ((t >= 0) & (t <= 1)).all()
+
+
+@pytest.mark.parametrize("kind", ["autoencoder", "ldm", "severity", "estimator"])
 def test_resume_equals_uninterrupted(corpus, autoencoder, tmp_path, kind):
     extra, sets = [], TINY_AE
-    if kind != "autoencoder":
+    if kind == "estimator":
+        extra, sets = ["--operator", "gaussian_blur"], SEVERITY_PARAMS["gaussian_blur"] + ["model.channels=4"]
+    elif kind != "autoencoder":
         extra, sets = ["--autoencoder", autoencoder], TINY_UNET if kind == "ldm" else SEVERITY_PARAMS["gaussian_blur"]
     full = _train(kind, corpus, tmp_path / "full", *extra, steps=4, sets=sets)
     _train(kind, corpus, tmp_path / "split", *extra, steps=2, sets=sets)

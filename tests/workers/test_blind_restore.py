@@ -48,7 +48,7 @@ def test_blind_inpainting_reads_alpha_and_jpeg_reads_quality_and_motion_blur_is_
     alpha[:4] = 0
     png, jpg = io.BytesIO(), io.BytesIO()
     Image.fromarray(np.dstack([rgb, alpha]), "RGBA").save(png, "PNG")
-    Image.fromarray(rgb).save(jpg, "JPEG", quality=20)
+    Image.fromarray(rng.integers(1, 256, (20, 28, 3), dtype=np.uint8)).save(jpg, "JPEG", quality=20)  # a photo
     write_shard(str(tmp_path / "i.tar"), [{"__key__": "holes", "png": png.getvalue()}])
     write_shard(str(tmp_path / "j.tar"), [{"__key__": "web", "jpg": jpg.getvalue()}])
     out_i, out_j = str(tmp_path / "oi"), str(tmp_path / "oj")
@@ -58,7 +58,7 @@ def test_blind_inpainting_reads_alpha_and_jpeg_reads_quality_and_motion_blur_is_
     assert execute(tiny_config(models, "input.operator={operator: jpeg}"), str(tmp_path / "j.tar"), out_j)["ok"] == 1
     row = _rows(out_j)["web"]
     assert json.loads(row["estimated"]) == {"quality": 20, "quality_exact": True, "subsampling": "4:2:0"}
-    assert row["severity"] == pytest.approx(30 / 45, abs=1e-6)
+    assert row["severity"] == pytest.approx(30 / 45, abs=1e-6) and (row["height"], row["width"]) == (20, 28)
 
     plain = io.BytesIO()
     Image.fromarray(rgb).save(plain, "PNG")
@@ -68,3 +68,19 @@ def test_blind_inpainting_reads_alpha_and_jpeg_reads_quality_and_motion_blur_is_
     execute(tiny_config(models, "execution.max_error_rate=1.0"), str(tmp_path / "m.tar"), out_m)
     row = _rows(out_m)["shake"]
     assert row["status"] == "error" and row["error_kind"] == "params" and "cannot be estimated" in row["error"]
+
+
+def test_thumbnails_restore_at_the_scale_the_job_gives(models, tmp_path):
+    """`--scale 2`: a 10×14 copy restores to a 20×28 photo (the whole-photo path) and is measured at that size."""
+    rng = np.random.default_rng(1)
+    clean = rng.integers(1, 256, (20, 28, 3), dtype=np.uint8)
+    small, ref = io.BytesIO(), io.BytesIO()
+    Image.fromarray(clean).resize((14, 10), Image.Resampling.BICUBIC).save(small, "PNG")
+    Image.fromarray(clean).save(ref, "PNG")
+    write_shard(str(tmp_path / "t.tar"), [{"__key__": "thumb", "png": small.getvalue(), "clean.png": ref.getvalue()}])
+    out = str(tmp_path / "ot")
+    assert execute(tiny_config(models, "input.operator={operator: downsample, scale: 2}"), str(tmp_path / "t.tar"),
+                   out)["ok"] == 1
+    row = _rows(out)["thumb"]
+    assert (row["height"], row["width"]) == (20, 28) and row["severity"] == pytest.approx(0.5)
+    assert row["psnr"] is not None and row["psnr_input"] is not None   # against the 20×28 reference
