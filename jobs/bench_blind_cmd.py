@@ -7,9 +7,8 @@ from __future__ import annotations
 from typing import List, Optional
 
 import typer
-from rich.table import Table
 
-from jobs.bench_cmd import write_section
+from jobs.bench_cmd import print_table, write_section
 from jobs.restore_cmd import REPO, console
 
 
@@ -31,12 +30,7 @@ def bench_blind(
     except (ValueError, OSError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1)
-    table = Table(title="flash-restore bench blind")
-    for col in ("figure", "dev crops", "whole dev photos", "target"):
-        table.add_column(col)
-    for row in bench.table_rows(result):
-        table.add_row(*row)
-    console.print(table)
+    print_table("flash-restore bench blind", ("figure", "dev crops", "whole dev photos", "target"), bench.table_rows(result))
     command = (f"flash-restore bench blind --crops {crops} --photos {photos} --short {short}"
                + "".join(f" --set {s}" for s in set_ or []))
     write_section(write, "`flash-restore bench blind`", bench.section(result, command))

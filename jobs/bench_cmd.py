@@ -23,6 +23,16 @@ def write_section(path: str, title: str, lines: list[str]) -> None:
     console.print(f"report written to {written}")
 
 
+def print_table(title: str, columns: tuple, rows) -> None:
+    """A benchmark's result table on the console."""
+    table = Table(title=title)
+    for col in columns:
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+
+
 @bench_app.command("pipeline")
 def bench_pipeline(
     samples: int = typer.Option(64, "--samples", help="Archive size for the Ray pipeline run"),

@@ -8,9 +8,8 @@ from __future__ import annotations
 from typing import List, Optional
 
 import typer
-from rich.table import Table
 
-from jobs.bench_cmd import write_section
+from jobs.bench_cmd import print_table, write_section
 from jobs.restore_cmd import REPO, SAMPLE_ARCHIVE, console
 
 
@@ -33,12 +32,7 @@ def bench_mixed_size(
     except (ValueError, OSError) as exc:   # no calibration here, or the photo packages are missing
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1)
-    table = Table(title="flash-restore bench mixed-size")
-    for col in ("figure", "value", "target"):
-        table.add_column(col)
-    for row in bench.table_rows(result):
-        table.add_row(*row)
-    console.print(table)
+    print_table("flash-restore bench mixed-size", ("figure", "value", "target"), bench.table_rows(result))
     command = (f"flash-restore bench mixed-size --photos {photos} --batch-size {batch_size}"
                + "".join(f" --set {s}" for s in set_ or []))
     write_section(write, "`flash-restore bench mixed-size`", bench.section(result, cfg, command))
