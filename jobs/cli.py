@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import typer
 
-from jobs import bench_any_size_cmd, bench_blind_cmd, bench_cmd, bench_mixed_size_cmd, bench_estimate_cmd, bench_scale_cmd, calibrate_cmd, corpus, estimate_cmd, evaluate_cmd, inspect_cmd, reprocess_cmd, restore_cmd, submit_cmd, tune_cmd
+from jobs import bench_any_size_cmd, bench_blind_cmd, bench_cmd, bench_photo_families_cmd, bench_mixed_size_cmd, bench_estimate_cmd, bench_scale_cmd, calibrate_cmd, corpus, estimate_cmd, evaluate_cmd, inspect_cmd, reprocess_cmd, restore_cmd, submit_cmd, tune_cmd
 from jobs import train
 from jobs import report_models
 
@@ -25,6 +25,7 @@ bench_cmd.bench_app.command("scale")(bench_scale_cmd.bench_scale)
 bench_cmd.bench_app.command("any-size")(bench_any_size_cmd.bench_any_size)
 bench_cmd.bench_app.command("mixed-size")(bench_mixed_size_cmd.bench_mixed_size)
 bench_cmd.bench_app.command("blind")(bench_blind_cmd.bench_blind)
+bench_cmd.bench_app.command("photo-families")(bench_photo_families_cmd.bench_photo_families)
 app.add_typer(bench_cmd.bench_app, name="bench")
 app.command("train-autoencoder")(train.train_autoencoder)
 app.command("train-ldm")(train.train_ldm)

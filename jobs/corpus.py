@@ -65,7 +65,7 @@ def degrade(
     params: Annotated[str, typer.Option(help="JSON object of extra operator fields for every key")] = "",
     batch_size: Annotated[int, typer.Option(help="samples per operator call (does not change results)")] = 64,
 ) -> dict:
-    """Clean shards -> degraded shards (`<key>.png` measurement, `<key>.clean.png`, `<key>.json`).
+    """Clean shards -> degraded shards (`<key>.png` measurement, or `.jpg` for jpeg and a small copy for downsample; `<key>.clean.png`, `<key>.json`).
 
     The json holds the operator dict plus a `provenance` object: drop `provenance` before
     handing the dict to `pipeline.operators.build_operator`.

@@ -117,7 +117,7 @@ def pixels01(pixels: np.ndarray) -> torch.Tensor:
 
 def degrade(input: str, output: str, operator: str, severity: str = "uniform", noise: float = 0.05, seed: int = 0,
             params: dict | None = None, batch_size: int = 64, progress: Callable = silent) -> dict:
-    """Clean shards -> degraded shards (`<key>.png` measurement, `<key>.clean.png`, `<key>.json`).
+    """Clean shards -> degraded shards (`<key>.png` measurement, or `.jpg` for jpeg and a small copy for downsample; `<key>.clean.png`, `<key>.json`).
 
     The json holds the operator dict (as the family's params_for gives it) plus a
     `provenance` object (photo, clean key, grid cell, how the measurement was stored):

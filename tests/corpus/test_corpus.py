@@ -136,6 +136,26 @@ def test_degrade_mix_and_blur_families(clean, tmp_path):
         assert s.params["operator"] in ("gaussian_blur", "inpainting")
 
 
+def test_degrade_writes_what_an_archive_holds_a_jpeg_file_and_a_small_copy(clean, tmp_path):
+    from pipeline.io.jpeg_tables import jpeg_quality
+    import tarfile
+
+    degrade(input=str(clean), output=str(tmp_path / "j"), operator="jpeg", noise=0.0, seed=0)
+    degrade(input=str(clean), output=str(tmp_path / "d"), operator="downsample", noise=0.05, seed=0)
+    for shard in sorted((tmp_path / "j").glob("*.tar")):
+        with tarfile.open(shard) as tar:
+            jpgs = {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.name.endswith(".jpg")}
+            assert jpgs and not any(n.endswith(".png") and ".clean." not in n for n in tar.getnames())
+        for name, data in jpgs.items():
+            assert jpeg_quality(data)["exact"]
+    for s in _by_key(tmp_path / "j").values():
+        assert s.jpeg["quality"] == s.params["quality"]
+    for s in _by_key(tmp_path / "d").values():
+        h, w = s.params["size"]
+        assert tuple(s.clean01.shape[-2:]) == (h, w)
+        assert tuple(s.image01.shape[-2:]) == (max(1, round(h / s.params["scale"])), max(1, round(w / s.params["scale"])))
+
+
 def test_severity_specs():
     assert parse_severity("uniform") == (0.0, 1.0)
     assert parse_severity("fixed:0.3") == (0.3, 0.3)
