@@ -55,6 +55,7 @@ class Downsample(Operator):
     name = "downsample"
     label = "downsampling (super-resolution)"
     linear = True
+    settings_of = "gaussian_blur"   # where the table has no entry of its own (other solvers, baselines)
     defaults = {"max_scale": 4.0, "scale": None, "filter": "bicubic", "size": None}
 
     @classmethod

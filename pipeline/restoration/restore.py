@@ -29,7 +29,7 @@ from pipeline.restoration.flash import Flash
 from pipeline.restoration.items import Estimated, Prepared
 from pipeline.restoration.options import FlashConfig, ModelsConfig, SolverConfig
 from pipeline.restoration.region_starts import tile_starts
-from pipeline.restoration.solver_settings import resolve, table_for
+from pipeline.restoration.solver_settings import resolve, sampler_of, table_for
 from pipeline.restoration.whole_photo import decode_whole, estimate_whole, native_size, restore_whole
 from pipeline.sampling.schedules import make_sampler
 from pipeline.sampling.tiles import Tiling, canvas_size
@@ -118,7 +118,11 @@ class Restorer:
             sc = self.solver_cfg
             params, c = resolve(sc.name, family, self.flash_cfg.enabled, sc.params, self.flash_cfg.noise_correction,
                                 table_for(sc.settings), untuned=sc.untuned)
-            solver = make_solver(sc.name, self.ldm, self.sampler, **params)
+            own = None if sc.sampler else sampler_of(sc.name, family, self.flash_cfg.enabled, table_for(sc.settings))
+            sampler = self.sampler if own is None else make_sampler(   # a grid no finer than the prior's
+                own["name"], self.ldm.schedule, **({"num_steps": min(own["steps"], self.ldm.schedule.num_timesteps)}
+                                                   if "steps" in own else {}), **({"eta": own["eta"]} if "eta" in own else {}))
+            solver = make_solver(sc.name, self.ldm, sampler, **params)
             self._flash[family] = Flash(encoder, solver, c, self.flash_cfg.init)
         return self._flash[family]
 
@@ -169,7 +173,8 @@ class Restorer:
             ch, cw = canvas_size(h, w, f, T)
             e.tiles = self.tiling.layout(ch // f, cw // f).num_tiles
         mode = "image" if self.flash_cfg.start_step is not None else self.flash_cfg.starts
-        e.tile_steps = sum(s + 1 for s in tile_starts(self.sampler, e.region_sigma2, e.tiles, mode, e.start_step))
+        sampler = self.flash_for(e.prepared.params["operator"]).solver.sampler   # the family's grid
+        e.tile_steps = sum(s + 1 for s in tile_starts(sampler, e.region_sigma2, e.tiles, mode, e.start_step))
         return e
 
     def _capped(self, e: Estimated) -> Estimated:
@@ -203,7 +208,8 @@ class Restorer:
         z_hat = torch.stack([e.z_hat for e in batch]).to(self.device, self.dtype)
         sigma2 = torch.tensor([e.sigma2 for e in batch], dtype=torch.float64)
         k = torch.tensor([e.start_step for e in batch], dtype=torch.long)
-        level = sigma2 if self.flash_cfg.start_step is None else self.sampler.noise_level(k).double()
+        sampler = self.flash_for(batch[0].prepared.params["operator"]).solver.sampler
+        level = sigma2 if self.flash_cfg.start_step is None else sampler.noise_level(k).double()
         return z_hat, sigma2, level, k
 
     def _solve_native(self, flash: Flash, batch: list[Estimated], y, op, keys):

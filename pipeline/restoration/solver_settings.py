@@ -14,7 +14,8 @@ A (solver, family, mode) the table lacks is refused, not run on the solver's bui
 defaults behind the user's back: the user sets the settings explicitly (`solver.params.*`,
 and in Flash mode a number for `flash.noise_correction`) or opts in with
 `solver.untuned: defaults`. `solver.settings: null` asks for the built-ins outright. Which
-source each family used is reported (`sources`, in stats.json).
+source each family used is reported (`sources`, in stats.json). An entry may also name its
+sampler (`sampler: {name, steps, eta}`), used unless the job sets `solver.sampler` itself.
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from pathlib import Path
 import yaml
 
 from pipeline.operators import OPERATORS
+from pipeline.sampling.schedules import SAMPLERS
 from pipeline.solvers import SOLVERS
 from pipeline.solvers.base import number
 
@@ -89,8 +91,32 @@ def _check_entry(where: str, solver: str, entry: dict) -> None:
         SOLVERS[solver].check_names(params)
         if "noise_correction" in entry:
             number("noise_correction", entry["noise_correction"])
+        if "sampler" in entry:
+            check_sampler(entry["sampler"])
     except ValueError as exc:
         raise ValueError(f"{where}: {exc}") from None
+
+
+def check_sampler(spec) -> None:
+    """An entry's own sampler: {name: ddpm|ddim, steps: N, eta: η} (steps and eta optional)."""
+    if not isinstance(spec, dict) or spec.get("name") not in SAMPLERS or set(spec) - {"name", "steps", "eta"}:
+        raise ValueError(f"sampler must be {{name: one of {sorted(SAMPLERS)}, steps, eta}}, got {spec!r}")
+    steps = spec.get("steps", 1)
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"sampler steps must be an integer ≥ 1, got {steps!r}")
+    eta = spec.get("eta", 0.0)
+    if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not 0 <= eta < float("inf"):
+        raise ValueError(f"sampler eta must be a number ≥ 0, got {eta!r}")
+
+
+def sampler_of(solver: str, family: str, flash: bool, table: str | None) -> dict | None:
+    """The sampler the table's entry names for (solver, family, mode), None where it names none (the
+    solver's own). A PSNR-led family (super-resolution, JPEG) restores best from ẑ along a deterministic
+    DDIM path (docs/tuning.md), a blur along DDPM's."""
+    if table is None:
+        return None
+    found = entry(solver, family, "flash" if flash else "baseline", table) or {}
+    return dict(found["sampler"]) if "sampler" in found else None
 
 
 def table_hash(path: str | None = None) -> str:
@@ -177,5 +203,6 @@ def sources(solver: str, families, flash: bool, user_params: dict, user_c, setti
         read = family if table is None else entry_family(solver, family, mode, table)
         out[family] = {"entry": f"{solver}/{read}/{mode}", "table": table,
                        "source": source(solver, family, flash, user_params, user_c, table, untuned),
-                       "params": params, "noise_correction": c if flash else None}
+                       "params": params, "noise_correction": c if flash else None,
+                       "sampler": sampler_of(solver, family, flash, table)}
     return out

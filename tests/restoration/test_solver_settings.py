@@ -59,15 +59,18 @@ def test_a_job_on_an_untuned_entry_is_refused_before_any_model_loads(table, tmp_
         load_config(None, ["solver.untuned=maybe"])
     opted = load_config(None, ["solver.untuned=defaults"])
     got = {f: (s["entry"], s["source"], s["params"], s["noise_correction"]) for f, s in opted.settings_sources().items()}
-    assert got == {"gaussian_blur": ("ldps/gaussian_blur/flash", "tuned", {"step_size": 2.0}, 0.6),
+    assert got == {"downsample": ("ldps/gaussian_blur/flash", "tuned", {"step_size": 2.0}, 0.6),
+                   "gaussian_blur": ("ldps/gaussian_blur/flash", "tuned", {"step_size": 2.0}, 0.6),
                    "inpainting": ("ldps/inpainting/flash", "defaults", {}, 1.2),
                    # untuned here, motion_blur borrows its relative's entry (Operator.settings_of)
                    "motion_blur": ("ldps/gaussian_blur/flash", "tuned", {"step_size": 2.0}, 0.6),
+                   "jpeg": ("ldps/gaussian_blur/flash", "tuned", {"step_size": 2.0}, 0.6),
                    "nonlinear_blur": ("ldps/nonlinear_blur/flash", "defaults", {}, 1.2)}
     assert opted.output_hash() == cfg.output_hash()   # the choice decides whether a job runs, not what it writes
     explicit = load_config(None, ["solver.params.step_size=3", "flash.noise_correction=1.0"]).settings_sources()
     assert {f: s["source"] for f, s in explicit.items()} == {
-        "gaussian_blur": "tuned", "inpainting": "explicit", "motion_blur": "tuned", "nonlinear_blur": "explicit"}
+        "downsample": "tuned", "gaussian_blur": "tuned", "inpainting": "explicit", "jpeg": "tuned",
+        "motion_blur": "tuned", "nonlinear_blur": "explicit"}
     cfg.models.severity = {"gaussian_blur": "unused"}   # a caller restoring one family narrows the check to it
     assert list(cfg.settings_sources()) == ["gaussian_blur"]
 
@@ -95,7 +98,7 @@ def test_the_shipped_table_tunes_every_combination_a_default_job_can_run():
     assert "nonlinear_blur" not in load_config(None, ["solver.name=psld"]).settings_sources()
     # ... and a job's Restorer builds it a solver all the same (its samples fail on their own, as before)
     assert ss.resolve("psld", "nonlinear_blur", True, {}, "tuned", ss.table_for("tuned"), untuned="error") == ({}, 1.2)
-    with pytest.raises(ValueError, match="no entry unconditional/gaussian_blur/flash"):
+    with pytest.raises(ValueError, match="no entry unconditional/downsample/flash"):
         load_config(None, ["solver.name=unconditional"]).settings_sources()   # Flash's c for it was never tuned
 
 
@@ -257,3 +260,28 @@ def test_tune_merge_keeps_the_better_entry_and_refuses_scores_that_do_not_compar
     assert junk.exit_code == 2 and main.read_text() == merged
     nowhere = CliRunner().invoke(app, ["tune-merge", str(edge), "--table", str(tmp_path / "no" / "such.yaml")])
     assert nowhere.exit_code == 2 and "cannot write" in nowhere.output
+
+
+def test_an_entry_may_name_its_sampler_and_a_job_that_sets_one_keeps_its_own(tiny_models):
+    from pipeline.execution.restorer import build_restorer
+
+    shipped = ss.table_for("tuned")
+    assert ss.sampler_of("ldps", "downsample", True, shipped) == {"name": "ddim", "steps": 100, "eta": 0.0}
+    assert ss.sampler_of("ldps", "gaussian_blur", True, shipped) is None and ss.sampler_of("ldps", "downsample", True,
+                                                                                            None) is None
+    for bad in ({"name": "euler"}, {"name": "ddim", "steps": 0}, {"name": "ddim", "eta": -1}, {"name": "ddim", "x": 1}):
+        with pytest.raises(ValueError, match="sampler"):
+            ss.check_sampler(bad)
+    models = [f"models.autoencoder={tiny_models / 'autoencoder'}", f"models.denoiser={tiny_models / 'ldm'}",
+              "models.device=cpu"]
+
+    def restorer(*extra):
+        cfg = load_config(None, models + list(extra))
+        cfg.models.severity = {f: str(tiny_models / f"severity-{f}") for f in ("downsample", "gaussian_blur")}
+        return build_restorer(cfg)
+    r = restorer()
+    own = r.flash_for("downsample").solver.sampler
+    assert type(own).__name__ == "DDIMSampler" and own.num_steps == min(100, r.ldm.schedule.num_timesteps)
+    assert r.flash_for("gaussian_blur").solver.sampler is r.sampler
+    fixed = restorer("solver.sampler=ddpm")
+    assert fixed.flash_for("downsample").solver.sampler is fixed.sampler

@@ -19,7 +19,7 @@ def test_restores_every_sample_once_and_reruns_as_noop(setup, tmp_path):
     assert summary["ok"] == 9 and summary["errors"] == 0
     assert 0 < summary["startup_seconds"] < summary["wall_seconds"]  # model loading, reported apart
     assert summary["images_per_s_after_startup"] > summary["images_per_s"]
-    tuned = ("gaussian_blur", "inpainting", "motion_blur", "nonlinear_blur")   # the shipped table's families; the rest run on built-ins
+    tuned = ("downsample", "gaussian_blur", "inpainting", "jpeg", "motion_blur", "nonlinear_blur")   # the shipped table's
     borrowed = {"varying_blur": "gaussian_blur"}                  # Operator.settings_of: a relative's tuned entry
     assert {f: (s["entry"], s["source"]) for f, s in summary["solver_settings"].items()} == {
         f: (f"ldps/{borrowed.get(f, f)}/flash", "tuned" if f in tuned or f in borrowed else "defaults")
