@@ -120,7 +120,8 @@ def figure_rows(fig: dict) -> list[tuple[str, object, str]]:
             rows.append((f"severity {fam}", s, ""))
             continue
         n = f"({s['crops']} crops)"
-        rows += [(f"severity {fam}: ordering accuracy", s["ordering_accuracy"], f"{HOW['ordering_accuracy']} {n}"),
+        how = HOW["ordering_accuracy"].replace("noise 0.05", f"noise {s.get('noise_sigma', 0.05):g}")
+        rows += [(f"severity {fam}: ordering accuracy", s["ordering_accuracy"], f"{how} {n}"),
                  (f"severity {fam}: Spearman", s["spearman"], HOW["spearman"]),
                  (f"severity {fam}: Pearson", s["pearson"], "ρ(σ̂², t) pooled"),
                  (f"severity {fam}: calibration Pearson", s["calibration_pearson"], HOW["calibration_pearson"]),
@@ -139,7 +140,7 @@ def figure_rows(fig: dict) -> list[tuple[str, object, str]]:
             continue
         how = f"one severity per crop, evenly over [0,1], noise {e['noise_sigma']}, 8-bit ({e['crops']} crops)"
         rows += [(f"estimator {fam}: Spearman ρ(t̂, t)", e["spearman"], how),
-                 (f"estimator {fam}: mean |t̂ − t| / mean own std", f"{e['mean_abs_error']:.4g} / {e['mean_std']:.4g}",
+                 (f"estimator {fam}: mean abs(t̂ − t) / mean own std", f"{e['mean_abs_error']:.4g} / {e['mean_std']:.4g}",
                   "t on [0,1]"),
                  (f"estimator {fam}: true t within t̂ ± 2 std", e["within_2std"], "fraction of crops"),
                  (f"estimator {fam}: cost", f"{e['ms_per_crop']:.2f} ms per 64-px crop, {e['parameters']} parameters",

@@ -113,7 +113,7 @@ def measure_autoencoder(ae, crops01, device, batch: int) -> dict:
 
 
 def measure_severity(encoder, ae, family: str, crops01, params: dict, device, seed: int, batch: int,
-                     sampler) -> dict:
+                     sampler, noise: float = 0.05) -> dict:
     """Ordering accuracy, Spearman/Pearson ρ(σ̂², t) and calibration against var(ẑ − z0) (method §2.3, §7).
 
     Each crop's ladder keeps one operator seed (kernel shape, mask field) for all its severities,
@@ -129,7 +129,7 @@ def measure_severity(encoder, ae, family: str, crops01, params: dict, device, se
             xb = x01[i:i + batch]
             crop = np.arange(i, i + len(xb)) // K
             y, _, _ = degrade_crops(family, xb, t_all[i:i + batch], params, seed, f"sev-{family}-{i}",
-                                    op_seeds=1000 + crop)
+                                    noise=noise, op_seeds=1000 + crop)
             z_hat, sig = encoder(y.to(device))
             z0 = ae.encode(xb.to(device) * 2 - 1)
             s2.append(sig.float().cpu())
@@ -144,6 +144,7 @@ def measure_severity(encoder, ae, family: str, crops01, params: dict, device, se
             "sigma2_mean": float(s2.mean()), "sigma2_min": float(s2.min()), "sigma2_max": float(s2.max()),
             "realised_var_mean": float(real.mean()), "start_step_mean": float(k.mean()),
             "start_step_min": int(k.min()), "start_step_max": int(k.max()), "crops": n, "severities": K,
+            "noise_sigma": noise,
             "operator_params": params, "_calibration": (real.tolist(), s2.tolist())}
 
 
@@ -318,7 +319,7 @@ def measure_sections(root: Path, photos_url: str, wanted: set, figures: dict, de
                     return missing("autoencoder or LDM not loadable")
                 enc, meta = load_model(str(url), device=dev, return_meta=True)
                 return measure_severity(enc.float(), ae, fam, sev_crops, meta.get("operator_params", {}), dev,
-                                        opts.seed, opts.batch_size, sampler)
+                                        opts.seed, opts.batch_size, sampler, meta.get("noise_sigma", 0.05))
             guard(sev, fam, one)
         calib = {f: s.pop("_calibration") for f, s in sev.items() if "_calibration" in s}
         if calib:
