@@ -112,8 +112,8 @@ def test_every_list_derives_from_the_registries(registered, monkeypatch, tmp_pat
     # default severity encoders: every registered family with a shipped folder; the shipped ones stay as they were
     shipped = load_config(None, []).models.severity
     assert "brightness" not in shipped
-    assert shipped == {f: str(options.MODELS_DIR / f"severity-{f}") for f in ("gaussian_blur", "inpainting",
-                                                                              "motion_blur", "nonlinear_blur")}
+    assert shipped == {f: str(options.MODELS_DIR / f"severity-{f}") for f in ("downsample", "gaussian_blur", "inpainting",
+                                                                              "jpeg", "motion_blur", "nonlinear_blur")}
     (tmp_path / "severity-brightness").mkdir()
     monkeypatch.setattr(options, "MODELS_DIR", tmp_path)
     assert load_config(None, []).models.severity == {"brightness": str(tmp_path / "severity-brightness")}

@@ -130,7 +130,8 @@ class Evaluation:
             (folder / "index.json").write_text(json.dumps({"task": task.name, "data_key": dk}) + "\n")
         degraded, cleans, sev = {}, {}, {}
         for s in iter_samples(str(shard)):
-            op = build_operator([s.params], [s.key])   # a small copy (downsample) at the restored size, as a job reads it
+            params = {k: v for k, v in s.params.items() if k != "provenance"}
+            op = build_operator([params], [s.key])   # a small copy (downsample) at the restored size, as a job reads it
             lifted = op.lift(s.image01[None], op.restored_size(*s.image01.shape[-2:]))[0]
             degraded[s.key], cleans[s.key], sev[s.key] = lifted, s.clean01, float(s.params["severity"])
         keys = sorted(sev, key=lambda k: (sev[k], k))

@@ -16,7 +16,7 @@ subsampled 4:2:0, as PIL's encoder does by default, or kept whole (`subsampling:
   equals the measurement, the data term is zero and the prior is free: that is what lets the
   solver remove blocking the measurement cannot tell apart from detail.
   How far it is from libjpeg on our crops: docs/method.md §4 (measured by tests/operators/test_jpeg.py).
-It is not linear: it has no adjoint, so PSLD and ReSample's pixel step do not apply.
+It is not linear: it has no adjoint, so PSLD (whose gluing term uses Aᵀ) does not apply.
 """
 from __future__ import annotations
 

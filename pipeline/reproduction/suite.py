@@ -47,7 +47,7 @@ TASKS = {t.name: t for t in (
     Task("motion_blur", "motion_blur", (0.0, 1.0), label="camera-shake motion blur, t ~ U[0,1]"),
     Task("inpainting", "inpainting", (0.0, 1.0), (("frac_max", 0.8), ("frac_min", 0.7)),
          label="random inpainting, 70–80 % of pixels missing"),
-    Task("jpeg_q10", "jpeg", (40 / 45, 40 / 45), (("quality", 10),), noise=0.0,
+    Task("jpeg_q10", "jpeg", (round(40 / 45, 6),) * 2, (("quality", 10),), noise=0.0,
          label="JPEG at quality 10 (libjpeg, 4:2:0), no added noise"),
     Task("sr_x4", "downsample", (1.0, 1.0), label="super-resolution ×4 (16-px bicubic copies of 64-px crops)"),
     Task("sr_x2", "downsample", (0.5, 0.5), label="super-resolution ×2 (32-px bicubic copies)"),

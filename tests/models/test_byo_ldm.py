@@ -21,7 +21,7 @@ from pipeline.models import model_store as ms
 from pipeline.execution.config import load_config
 from pipeline.models.pipeline_folder import autoencoder_fingerprint
 from pipeline.execution.restorer import build_restorer, prepare_samples
-from pipeline.io.samples import Sample
+from pipeline.io.samples import Sample, decode_image
 from pipeline.sampling.schedules import NoiseSchedule
 from pipeline.training.loop import load_frozen_autoencoder
 from tests.helpers import archive_samples, tiny_vq
@@ -159,7 +159,7 @@ def test_restore_a_sample_through_the_pipeline(pipe, encoder):
                              "solver.steps=20"])
     cfg.models.severity = {"gaussian_blur": encoder}  # the merge keeps the default families' (absent) encoders
     r = build_restorer(cfg)
-    samples = [Sample(d["__key__"], "byo", d["png"], d["clean.png"], d["json"], "")
+    samples = [Sample(d["__key__"], "byo", decode_image(d["png"], d["__key__"]), d["clean.png"], d["json"], "")
                for d in archive_samples(2, families=("gaussian_blur",))]
     rows = [row for row, _, _ in r.solve(r.estimate(prepare_samples(cfg, samples)))]
     assert len(rows) == 2
