@@ -149,8 +149,8 @@ def archive_samples(n: int, families=tuple(OPERATORS), seed: int = 0,
     for i in range(n):
         fam = families[i % len(families)]
         key = f"{prefix}{i:04d}"
-        sized = {"size": [IMAGE_SIZE, IMAGE_SIZE]} if "size" in OPERATORS[fam].defaults else {}
-        params = OPERATORS[fam].params_for(round((i * 0.37) % 1.0, 3), 0.05, 1000 + i, **FAMILY_PARAMS[fam], **sized)
+        params = OPERATORS[fam].for_image(OPERATORS[fam].params_for(round((i * 0.37) % 1.0, 3), 0.05, 1000 + i,
+                                                                    **FAMILY_PARAMS[fam]), IMAGE_SIZE, IMAGE_SIZE)
         op = OPERATORS[fam]([params], [key])
         (ext, data), = op.archive_files(clean[i:i + 1], generators(seed, [key], "degradation"))  # what degrade writes
         samples.append({"__key__": key, ext: data, "clean.png": clean[i], "json": params})

@@ -16,8 +16,7 @@ from typing import Callable
 
 import numpy as np
 
-from pipeline.execution.config import load_config
-from pipeline.execution.crop_restore import degraded_samples, restore_samples
+from pipeline.execution.crop_restore import degraded_samples, restore_family
 from pipeline.model_report.measurements import load_eval_crops, resolve_photos, spread
 from pipeline.quality.statistics import paired_mean_ci, spearman
 
@@ -29,20 +28,12 @@ PSNR_GAP = 0.5
 SPEARMAN = 0.9
 
 
-def _restore(sets: list[str], samples: list, batch: int) -> tuple[list[dict], float]:
-    t0 = time.perf_counter()
-    cfg = load_config(None, sets)
-    cfg.models.severity = {FAMILY: cfg.models.severity[FAMILY]}   # the one family restored here
-    rows = restore_samples(cfg, samples, batch)
-    return rows, time.perf_counter() - t0
-
-
 def compare(sets: list[str], samples: list, batch: int) -> dict:
     """True-parameter and blind rows of the same samples, and what the blind estimate got right."""
-    true_rows, true_s = _restore(sets, samples, batch)
+    true_rows, true_s = restore_family(sets, FAMILY, samples, batch)
     blind = [dataclasses.replace(s, params=None) for s in samples]
-    blind_rows, blind_s = _restore(sets + [f"input.operator={{operator: {FAMILY}}}", "input.noise=estimate"], blind,
-                                   batch)
+    blind_rows, blind_s = restore_family(sets + [f"input.operator={{operator: {FAMILY}}}", "input.noise=estimate"],
+                                         FAMILY, blind, batch)
     truth = {s.key: s.params for s in samples}
     est = {r["key"]: json.loads(r["estimated"]) for r in blind_rows if r["status"] == "ok"}
     keys = [r["key"] for r in true_rows if r["status"] == "ok" and r["key"] in est]

@@ -12,25 +12,15 @@ import time
 from typing import Callable
 
 import numpy as np
-import torch
 import torch.nn.functional as F
 
-from pipeline.execution.config import load_config
-from pipeline.execution.crop_restore import degraded_samples, restore_samples
+from pipeline.execution.crop_restore import degraded_samples, restore_family
 
 from .bench_any_size import dev_photos
 
 CASES = {"jpeg q10": ("jpeg", 40 / 45, {"quality": 10}, 0.0),
          "super-resolution ×4": ("downsample", 1.0, {}, 0.05),
          "super-resolution ×2": ("downsample", 0.5, {}, 0.05)}
-
-
-def _restore(sets: list[str], family: str, samples: list) -> tuple[list[dict], float]:
-    cfg = load_config(None, sets)
-    cfg.models.severity = {family: cfg.models.severity[family]}
-    t0 = time.perf_counter()
-    rows = restore_samples(cfg, samples, 1)
-    return rows, time.perf_counter() - t0
 
 
 def _mean(rows: list[dict], key: str) -> float | None:
@@ -46,7 +36,7 @@ def run(sets: list[str], photos: int, short: int, big: bool, seed: int = 0,
         samples = [s for i, (slug, x) in enumerate(clean)
                    for s in degraded_samples(family, x[None], [t], params, seed, f"{slug}", noise)]
         log(f"bench photo-families: {name} on {len(samples)} photos")
-        rows, seconds = _restore(sets, family, samples)
+        rows, seconds = restore_family(sets, family, samples, 1)
         out[name] = {"n": len(rows), "ok": sum(r["status"] == "ok" for r in rows), "psnr": _mean(rows, "psnr"),
                      "psnr_input": _mean(rows, "psnr_input"), "blocking": _mean(rows, "blocking"),
                      "blocking_input": _mean(rows, "blocking_input"), "nfe": _mean(rows, "nfe"),
@@ -57,7 +47,7 @@ def run(sets: list[str], photos: int, short: int, big: bool, seed: int = 0,
         x = F.interpolate(x[None], size=(800, 1200), mode="bilinear", antialias=True, align_corners=False)[0]
         samples = degraded_samples("downsample", x.clamp(0, 1)[None], [1.0], {}, seed, f"{slug}-big", 0.05)
         log("bench photo-families: one 300×200 copy to 1200×800")
-        rows, seconds = _restore(sets, "downsample", samples)
+        rows, seconds = restore_family(sets, "downsample", samples, 1)
         out["300×200 → 1200×800 (×4)"] = {"n": 1, "ok": sum(r["status"] == "ok" for r in rows),
                                           "psnr": _mean(rows, "psnr"), "psnr_input": _mean(rows, "psnr_input"),
                                           "blocking": None, "blocking_input": None, "nfe": _mean(rows, "nfe"),

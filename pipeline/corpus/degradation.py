@@ -85,9 +85,8 @@ def degrade_samples(batch: list, seed: int, families, severity, noise, overrides
     for family, size in dict.fromkeys(groups):
         rows = [i for i, g in enumerate(groups) if g == (family, size)]
         keys = [batch[i].key for i in rows]
-        if "size" in OPERATORS[family].defaults:   # a family whose archive image is smaller records the clean size
-            for i in rows:
-                params[i] = OPERATORS[family].params_for(**{**params[i], "size": list(size)})
+        for i in rows:
+            params[i] = OPERATORS[family].for_image(params[i], *size)
         op = OPERATORS[family].from_dicts([params[i] for i in rows], keys)
         x01 = torch.stack([batch[i].image01 for i in rows])
         gens = [sample_generator(seed, k, DEGRADATION) for k in keys]

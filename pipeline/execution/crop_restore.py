@@ -7,11 +7,13 @@ same `Restorer` path the jobs use, or tuning would optimise something the produc
 """
 from __future__ import annotations
 
+import time
 from typing import Sequence
 
 import numpy as np
 import torch
 
+from pipeline.execution.config import load_config
 from pipeline.execution.restorer import build_restorer, prepare_samples
 from pipeline.io.jpeg_tables import jpeg_quality
 from pipeline.io.samples import Sample, decode_image
@@ -40,8 +42,9 @@ def degraded_samples(family: str, x01: torch.Tensor, severities: Sequence[float]
     """`Sample`s as a shard would hold them: the family's archive file decoded (an 8-bit PNG of the
     measurement; libjpeg's file for jpeg; the small copy for downsample), and the clean reference."""
     keys = [f"{prefix}-{i:05d}" for i in range(len(x01))]
-    sized = {"size": list(x01.shape[-2:])} if "size" in OPERATORS[family].defaults else {}
-    dicts = [OPERATORS[family].params_for(float(t), noise, 1000 + i, **params, **sized) for i, t in enumerate(severities)]
+    cls = OPERATORS[family]
+    dicts = [cls.for_image(cls.params_for(float(t), noise, 1000 + i, **params), *x01.shape[-2:])
+             for i, t in enumerate(severities)]
     op = build_operator(dicts, keys)
     with torch.no_grad():
         files = op.archive_files(x01, generators(seed, keys, DEGRADATION))
@@ -57,6 +60,16 @@ def restore_samples(cfg, samples: list, batch: int) -> list[dict]:
     for i in range(0, len(est), batch):
         rows += [row for row, _, _ in r.solve(est[i:i + batch])]
     return sorted(rows, key=lambda row: row["key"])
+
+
+def restore_family(sets: list[str], family: str, samples: list, batch: int) -> tuple[list[dict], float]:
+    """(rows, seconds): `samples` of one family restored by a job config built from `sets`, loading that
+    family's severity encoder only (the others' settings need not exist for it)."""
+    cfg = load_config(None, sets)
+    cfg.models.severity = {family: cfg.models.severity[family]}
+    t0 = time.perf_counter()
+    rows = restore_samples(cfg, samples, batch)
+    return rows, time.perf_counter() - t0
 
 
 def mean_of(rows: list[dict], key: str) -> float | None:

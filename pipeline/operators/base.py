@@ -111,6 +111,12 @@ class Operator:
             cache[key] = build(x.shape[-2], x.shape[-1]).to(device=x.device, dtype=x.dtype)
         return cache[key]
 
+    @classmethod
+    def for_image(cls, params: dict, height: int, width: int) -> dict:
+        """A degradation's dict for a clean image of this size: unchanged, except where the archive image
+        is smaller and the dict records the clean size (`downsample`)."""
+        return params
+
     def restored_size(self, height: int, width: int) -> tuple[int, int]:
         """The size a measurement of height×width restores to (one sample); `downsample`'s is larger."""
         return height, width

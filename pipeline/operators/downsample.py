@@ -80,6 +80,10 @@ class Downsample(Operator):
                 raise ValueError(f"sample {key}: size must be [height, width] in pixels, got {size!r}")
         return params
 
+    @classmethod
+    def for_image(cls, params: dict, height: int, width: int) -> dict:
+        return cls.params_for(**{**params, "size": [int(height), int(width)]})
+
     @staticmethod
     def severity_of(scale: float, max_scale: float = 4.0) -> float:
         return min(max(math.log(scale) / math.log(max_scale), 0.0), 1.0) if max_scale > 1 else 1.0
@@ -120,12 +124,16 @@ class Downsample(Operator):
             out.append(dh @ x01[i] @ dw.T)
         return out
 
-    def forward(self, x01: torch.Tensor) -> torch.Tensor:
+    def _upsampled(self, smalls: list[torch.Tensor], x01: torch.Tensor) -> torch.Tensor:
+        """U of each sample's small image, back at x01's size."""
         rows = []
-        for i, s in enumerate(self.small(x01)):
+        for i, s in enumerate(smalls):
             _, _, uh, uw = self._mats(i, *x01.shape[-2:], x01)
             rows.append(uh @ s @ uw.T)
         return torch.stack(rows)
+
+    def forward(self, x01: torch.Tensor) -> torch.Tensor:
+        return self._upsampled(self.small(x01), x01)
 
     def adjoint(self, y01: torch.Tensor) -> torch.Tensor:
         rows = []
@@ -146,11 +154,7 @@ class Downsample(Operator):
 
     def measurement(self, x01: torch.Tensor, gens) -> torch.Tensor:
         """U(D(x) + n): the small copy's noise, lifted to the restored size as the read stage lifts it."""
-        rows = []
-        for i, s in enumerate(self.noisy_small(x01, gens)):
-            _, _, uh, uw = self._mats(i, *x01.shape[-2:], x01)
-            rows.append(uh @ s @ uw.T)
-        return torch.stack(rows)
+        return self._upsampled(self.noisy_small(x01, gens), x01)
 
     def archive_files(self, x01: torch.Tensor, gens) -> list[tuple[str, bytes]]:
         """The small copies as 8-bit PNGs (what a thumbnail archive holds)."""

@@ -56,6 +56,12 @@ def isolating(run, items: list, on_error) -> list:
         return out
 
 
+def named_sampler(schedule, name: str, steps: int | None, eta: float | None):
+    """A sampler by name; steps and eta as given, the sampler's own defaults where None."""
+    kwargs = {k: v for k, v in (("num_steps", steps), ("eta", eta)) if v is not None}
+    return make_sampler(name, schedule, **kwargs)
+
+
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -81,8 +87,7 @@ class Restorer:
             raise ValueError(f"flash.tiling / flash.tile_overlap: {exc}") from None
         sc = solver
         if sc.sampler:
-            kwargs = {k: v for k, v in (("num_steps", sc.steps), ("eta", sc.eta)) if v is not None}
-            sampler = make_sampler(sc.sampler, self.ldm.schedule, **kwargs)
+            sampler = named_sampler(self.ldm.schedule, sc.sampler, sc.steps, sc.eta)
         else:
             sampler = default_sampler(sc.name, self.ldm.schedule)
         self.sampler = sampler
@@ -119,9 +124,9 @@ class Restorer:
             params, c = resolve(sc.name, family, self.flash_cfg.enabled, sc.params, self.flash_cfg.noise_correction,
                                 table_for(sc.settings), untuned=sc.untuned)
             own = None if sc.sampler else sampler_of(sc.name, family, self.flash_cfg.enabled, table_for(sc.settings))
-            sampler = self.sampler if own is None else make_sampler(   # a grid no finer than the prior's
-                own["name"], self.ldm.schedule, **({"num_steps": min(own["steps"], self.ldm.schedule.num_timesteps)}
-                                                   if "steps" in own else {}), **({"eta": own["eta"]} if "eta" in own else {}))
+            T = self.ldm.schedule.num_timesteps   # the table's grid, no finer than the prior's
+            sampler = self.sampler if own is None else named_sampler(
+                self.ldm.schedule, own["name"], min(own["steps"], T) if "steps" in own else None, own.get("eta"))
             solver = make_solver(sc.name, self.ldm, sampler, **params)
             self._flash[family] = Flash(encoder, solver, c, self.flash_cfg.init)
         return self._flash[family]

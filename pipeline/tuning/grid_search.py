@@ -10,7 +10,6 @@ versioned table `pipeline/restoration/solver_settings.yaml` that jobs read.
 from __future__ import annotations
 
 import itertools
-import time
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +18,8 @@ import torch.nn.functional as F
 import yaml
 
 from pipeline.corpus.crops import load_corpus_export
-from pipeline.execution.config import load_config, schedule_sets
-from pipeline.execution.crop_restore import NOISE, degraded_samples, mean_of, restore_samples
+from pipeline.execution.config import schedule_sets
+from pipeline.execution.crop_restore import NOISE, degraded_samples, mean_of, restore_family
 
 VALIDATION_EVERY = 7   # every 7th training crop in export order (crops of all training photos)
 
@@ -42,12 +41,9 @@ def score(base_sets: list[str], family: str, samples: list, flash: bool, setting
     sets += [f"solver.params.{k}={v}" for k, v in settings.items() if k != "noise_correction"]
     if "noise_correction" in settings:
         sets.append(f"flash.noise_correction={settings['noise_correction']}")
-    cfg = load_config(None, sets)
-    cfg.models.severity = {family: cfg.models.severity[family]}
-    t0 = time.perf_counter()
-    rows = restore_samples(cfg, samples, batch)
+    rows, seconds = restore_family(sets, family, samples, batch)
     return {**settings, "psnr": mean_of(rows, "psnr"), "ssim": mean_of(rows, "ssim"), "nfe": mean_of(rows, "nfe"),
-            "input_psnr": mean_of(rows, "psnr_input"), "seconds": time.perf_counter() - t0, "n": len(rows)}
+            "input_psnr": mean_of(rows, "psnr_input"), "seconds": seconds, "n": len(rows)}
 
 
 def grid(spec: dict[str, list]) -> list[dict]:
