@@ -62,6 +62,7 @@ def portable_hash(cfg, family: str) -> str:
     c = copy.deepcopy(cfg)
     c.models.autoencoder, c.models.denoiser = "autoencoder", "ldm"
     c.models.severity = {f: f"severity-{f}" for f in c.models.severity}
+    c.models.estimators = {}  # a cell's samples carry their parameters: no estimator runs
     if c.solver.settings is not None:
         params, nc = resolve(c.solver.name, family, c.flash.enabled, c.solver.params, c.flash.noise_correction,
                              table_for(c.solver.settings))

@@ -12,10 +12,10 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.execution.blind_parameters import NOT_ESTIMABLE, is_blind
+from pipeline.execution.blind_parameters import is_blind, unreadable
 from pipeline.execution.typed_config import load, save
 from pipeline.operators import OPERATORS
-from pipeline.restoration.options import FlashConfig, ModelsConfig, SolverConfig
+from pipeline.restoration.options import MODELS_DIR, FlashConfig, ModelsConfig, SolverConfig
 from pipeline.restoration.solver_settings import sources, table_for, table_hash
 from pipeline.solvers import default_sampler_name
 
@@ -27,11 +27,9 @@ def check_job_operator(params: dict) -> None:
     if family not in OPERATORS:
         raise ValueError(f"input.operator must name a family {sorted(OPERATORS)}, got {params!r}")
     if is_blind(params):
-        if family in NOT_ESTIMABLE:
-            raise ValueError(f"input.operator {family!r} without severity: {family} parameters cannot be estimated "
-                             f"({NOT_ESTIMABLE[family]}); give them per sample or in input.operator")
-        if family == "downsample" and params.get("scale") is None:
-            raise ValueError("input.operator downsample: give the factor (--scale, input.operator.scale)")
+        reason = unreadable(params)
+        if reason:
+            raise ValueError(f"input.operator {family!r} without severity: {reason} (or give the parameters per sample)")
         params = {**params, "severity": 0.0}
     try:
         OPERATORS[family]([dict(params)], ["input.operator"])
@@ -160,19 +158,40 @@ class RestoreConfig:
 
     def output_hash(self) -> str:
         """Fingerprint of everything that determines outputs (execution settings excluded)."""
+        return hashlib.sha256(json.dumps(self.hashed_fields(), sort_keys=True).encode()).hexdigest()[:16]
+
+    def hashed_fields(self) -> dict:
+        """What `output_hash` covers."""
         d = self.to_dict()
         d.pop("execution")
         d["models"].pop("device")
         d["solver"].pop("untuned")  # only decides whether a job runs, never what it writes
-        for name, default in WHOLE_PHOTO_DEFAULTS.items():  # options that change only photos off the prior's
-            if d["flash"][name] == default:                  # size: at their defaults, hashes of outputs made
-                d["flash"].pop(name)                         # before they existed stay the same
+        for section, defaults in LATER_DEFAULTS.items():  # options added later: at their defaults they change
+            for name, default in defaults.items():          # nothing, so hashes of outputs made before they
+                if d[section][name] == default:             # existed stay the same
+                    d[section].pop(name)
+        d["models"] = shipped_relative(d["models"])
         if self.solver.settings is not None:
             d["solver_settings_table"] = table_hash(table_for(self.solver.settings))
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+        return d
 
 
-WHOLE_PHOTO_DEFAULTS = {"starts": "region", "tiling": "overlap", "tile_overlap": 2, "statistics": "window"}
+LATER_DEFAULTS = {
+    "flash": {"starts": "region", "tiling": "overlap", "tile_overlap": 2, "statistics": "window"},  # photos only
+    "input": {"noise": None},   # None: each sample's parameters give their noise, as before the option
+    "models": {"estimators": {}},   # none: a blind sample is an error row, as before blind parameters
+}
+
+
+def shipped_relative(value):
+    """Model URLs with the shipped folder written as `models/…`, so the same commit hashes alike in any
+    checkout (a job resumes from a clone at another path); other URLs are kept as given."""
+    if isinstance(value, dict):
+        return {k: shipped_relative(v) for k, v in value.items()}
+    root = str(MODELS_DIR)
+    if isinstance(value, str) and (value == root or value.startswith(root + "/")):
+        return "models" + value[len(root):]
+    return value
 WHOLE = ("params", "operator", "severity")  # free-form mappings: merged one level
 
 

@@ -1,4 +1,6 @@
 """The typed config: YAML + overrides, fail-fast validation, an output hash that ignores execution."""
+from pathlib import Path
+
 import pytest
 
 from pipeline.execution.config import load_config, save_config
@@ -18,6 +20,33 @@ def test_hash_ignores_execution_but_not_solver(tmp_path):
     assert load_config(None, ["execution.batch_size=3", "execution.engine=local"]).output_hash() == base
     assert load_config(None, ["solver.params.step_size=2"]).output_hash() != base
     assert load_config(None, ["seed=1"]).output_hash() != base
+
+
+def test_hash_is_the_same_in_a_checkout_at_another_path(monkeypatch):
+    """A clone elsewhere names the shipped models by its own absolute paths; its job is the same job
+    (and resumes the same output), while a model from anywhere else still changes the hash."""
+    import pipeline.execution.config as config
+
+    here, root = load_config(), str(config.MODELS_DIR)
+    moved = load_config()
+    m = moved.models
+    m.autoencoder, m.denoiser = (u.replace(root, "/elsewhere/models") for u in (m.autoencoder, m.denoiser))
+    m.severity = {f: u.replace(root, "/elsewhere/models") for f, u in m.severity.items()}
+    m.estimators = {f: u.replace(root, "/elsewhere/models") for f, u in m.estimators.items()}
+    base = here.output_hash()
+    monkeypatch.setattr(config, "MODELS_DIR", Path("/elsewhere/models"))
+    assert moved.output_hash() == base
+    assert load_config(None, ["models.denoiser=s3://bucket/ldm"]).output_hash() != base
+
+
+def test_options_added_later_keep_older_hashes_at_their_defaults():
+    """input.noise unset and no estimators behave as before those options existed, so they hash alike."""
+    base = load_config()
+    bare = load_config()
+    bare.models.estimators = {}
+    assert load_config(None, ["input.noise=0.05"]).output_hash() != base.output_hash()
+    assert bare.output_hash() != base.output_hash()   # the shipped estimator decides blind samples' outputs
+    assert "estimators" not in bare.hashed_fields()["models"] and "noise" not in base.hashed_fields()["input"]
 
 
 def test_round_trip(tmp_path):

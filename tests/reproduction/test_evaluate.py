@@ -301,6 +301,8 @@ def test_cell_key_follows_the_cells_own_settings_not_the_whole_table(tmp_path, m
     moved = load_config(None, ["solver.name=ldps", "models.autoencoder=/elsewhere/autoencoder"])
     key = portable_hash(ldps, "gaussian_blur")
     assert portable_hash(moved, "gaussian_blur") == key  # model folders enter by fingerprint, not path
+    moved.models.estimators = {"gaussian_blur": "/elsewhere/estimator"}
+    assert portable_hash(moved, "gaussian_blur") == key  # a cell's samples carry their parameters
     gml_key = portable_hash(gml, "gaussian_blur")
     write_table(ss.TABLE, "gml_dps", "gaussian_blur", flash, "retuned another solver")
     assert portable_hash(ldps, "gaussian_blur") == key and portable_hash(gml, "gaussian_blur") != gml_key
