@@ -40,22 +40,30 @@ def is_blind(params: dict) -> bool:
     return "severity" not in params
 
 
+def unreadable(params: dict) -> str | None:
+    """Why a blind sample of this family cannot be filled from its image alone; None where it can.
+    The job's config check and the read stage both ask it, so one rule fails a job or a sample."""
+    family = params["operator"]
+    if family in NOT_ESTIMABLE:
+        return f"{family} parameters cannot be estimated: {NOT_ESTIMABLE[family]}"
+    if family == "downsample" and params.get("scale") is None:
+        return "a small copy does not say how much larger it was; give the factor with --scale (input.operator.scale)"
+    return None
+
+
 def fill_blind(params: dict, sample: Sample, image: torch.Tensor) -> tuple[dict, dict, torch.Tensor, tuple]:
     """(params, estimated, image, pending): the parameters the image gives, what was estimated (the
     row's `estimated` column), the measurement (inpainting zeroes its missing pixels) and the fields
     the severity stage still has to estimate. SampleError naming the key where nothing can be read."""
     family, key = params["operator"], sample.key
-    if family in NOT_ESTIMABLE:
-        raise SampleError("params", key, f"sample {key}: {family} parameters cannot be estimated: "
-                          f"{NOT_ESTIMABLE[family]}; give them in {key}.json", sample.shard)
+    reason = unreadable(params)
+    if reason:
+        raise SampleError("params", key, f"sample {key}: {reason} (or give the parameters in {key}.json)", sample.shard)
     if family in BY_MODEL:
         return {**params, "severity": 1.0}, {}, image, ("severity",)
     if family == "inpainting":
         return _inpainting(params, sample, image)
     if family == "downsample":
-        if params.get("scale") is None:
-            raise SampleError("params", key, f"sample {key}: a small copy does not say how much larger it was; give "
-                              f"the factor with --scale (input.operator.scale) or in {key}.json", sample.shard)
         t = OPERATORS["downsample"].severity_of(float(params["scale"]), float(params.get("max_scale", 4.0)))
         return {**params, "severity": round(t, 6)}, {}, image, ()
     if family == "jpeg":

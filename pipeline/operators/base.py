@@ -30,6 +30,8 @@ class Operator:
     settings_of: ClassVar[str | None] = None
     #: the family's own dict fields and their defaults (filled in by `fill_defaults`)
     defaults: ClassVar[dict] = {}
+    #: a block codec's family: its rows add the blocking metric across the 8-px grid (pipeline/quality/blocking.py)
+    blocky: ClassVar[bool] = False
 
     def __init__(self, params: Sequence[dict], keys: Sequence[str] | None = None):
         self.keys = list(keys) if keys is not None else [f"#{i}" for i in range(len(params))]

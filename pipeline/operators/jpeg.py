@@ -77,6 +77,7 @@ class Jpeg(Operator):
     name = "jpeg"
     label = "JPEG compression"
     linear = False
+    blocky = True
     settings_of = "gaussian_blur"   # where the table has no entry of its own (other solvers, baselines)
     defaults = {"q_min": 5, "q_max": 50, "quality": None, "subsampling": "4:2:0"}
 

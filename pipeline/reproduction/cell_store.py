@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 import torch
 from PIL import Image
 
+from pipeline.operators import OPERATORS
 from pipeline.quality.blocking import blocking_ratio
 from pipeline.quality.image_sets import image_set_distances
 from pipeline.quality.metrics import Missing, colour_shift, psnr, ssim
@@ -83,7 +84,7 @@ def reference_rows(keys: list[str], degraded01: torch.Tensor, clean01: torch.Ten
     """Rows for the degraded input itself, in the restore job's metric columns (no solver ran)."""
     p, s, c = psnr(degraded01, clean01), ssim(degraded01, clean01), colour_shift(degraded01, clean01)
     lp = None if isinstance(lpips, Missing) else lpips(degraded01, clean01)
-    b = blocking_ratio(degraded01, clean01) if family == "jpeg" else None
+    b = blocking_ratio(degraded01, clean01) if OPERATORS[family].blocky else None
     return [{"key": k, "status": "ok", "operator": family, "severity": severities[k], "noise_sigma": noise,
              "nfe": 0, "psnr": float(p[i]), "ssim": float(s[i]), "lpips": None if lp is None else float(lp[i]),
              "psnr_input": float(p[i]), "colour_shift": float(c[i]),

@@ -19,7 +19,7 @@ from pipeline.io.outputs import error_for
 from pipeline.io.samples import encode_png
 from pipeline.models.model_store import fingerprint, load_latent_diffusion, load_model
 from pipeline.models.pipeline_folder import autoencoder_fingerprint
-from pipeline.operators import build_operator
+from pipeline.operators import OPERATORS, build_operator
 from pipeline.operators.noise import to_unit_domain
 from pipeline.quality import metrics
 from pipeline.quality.blocking import BLOCK, blocking_ratio
@@ -295,7 +295,7 @@ class Restorer:
                "psnr_input": float(metrics.psnr(to_unit_domain(p.y)[None].clamp(0, 1), clean)[0]),
                "colour_shift": float(metrics.colour_shift(x01[None], clean)[0]),
                "colour_shift_input": float(metrics.colour_shift(to_unit_domain(p.y)[None].clamp(0, 1), clean)[0])}
-        if p.params["operator"] == "jpeg" and min(clean.shape[-2:]) > BLOCK:   # the 8-px grid's seams (jpeg rows)
+        if OPERATORS[p.params["operator"]].blocky and min(clean.shape[-2:]) > BLOCK:
             out["blocking"] = float(blocking_ratio(x01[None], clean)[0])
             out["blocking_input"] = float(blocking_ratio(to_unit_domain(p.y)[None].clamp(0, 1), clean)[0])
         if isinstance(self._lpips, metrics.Missing):
