@@ -58,7 +58,8 @@ def build_report(cfg, input: str, shards: list[str], sample_fraction: float = 1.
               "config_hash": cfg.output_hash(), "config": cfg.to_dict(), "solvers": {}}
     for name in dict.fromkeys([cfg.solver.name, *solvers]):
         sampler = restorer.sampler if name == cfg.solver.name else default_sampler(name, restorer.ldm.schedule)
-        priced = [record_starts(r, sampler, cfg.flash, cfg.flash.max_nfe) for r in records]
+        by_family = {f: restorer.sampler_for(name, f) for f in {r.family for r in records}}
+        priced = [record_starts(r, by_family[r.family], cfg.flash, cfg.flash.max_nfe) for r in records]
         starts = [top for top, _ in priced]
         nfe = [s + 1 for s in starts]
         tile_steps = sum(s + 1 for _, tiles in priced for s in tiles)

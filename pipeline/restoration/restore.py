@@ -105,6 +105,18 @@ class Restorer:
         for family in (models.severity if flash.enabled else ()):
             self.flash_for(family)  # load every encoder now: a mismatched model fails before any compute
 
+    def sampler_for(self, solver: str, family: str):
+        """The sampler `solver` runs on `family` in this job: the job's `solver.sampler` where it names
+        one, else the settings table entry's (`sampler_of`), else the solver's own. `estimate` prices
+        other solvers with it too, so a family restored on a short DDIM path is priced on that path."""
+        sc = self.solver_cfg
+        own = None if sc.sampler else sampler_of(solver, family, self.flash_cfg.enabled, table_for(sc.settings))
+        if own is None:
+            return self.sampler if solver == sc.name else default_sampler(solver, self.ldm.schedule)
+        T = self.ldm.schedule.num_timesteps   # the table's grid, no finer than the prior's
+        return named_sampler(self.ldm.schedule, own["name"], min(own["steps"], T) if "steps" in own else None,
+                             own.get("eta"))
+
     # --- stage 1: severity ---------------------------------------------------------
     def flash_for(self, family: str) -> Flash:
         if family not in self._flash:
@@ -123,11 +135,7 @@ class Restorer:
             sc = self.solver_cfg
             params, c = resolve(sc.name, family, self.flash_cfg.enabled, sc.params, self.flash_cfg.noise_correction,
                                 table_for(sc.settings), untuned=sc.untuned)
-            own = None if sc.sampler else sampler_of(sc.name, family, self.flash_cfg.enabled, table_for(sc.settings))
-            T = self.ldm.schedule.num_timesteps   # the table's grid, no finer than the prior's
-            sampler = self.sampler if own is None else named_sampler(
-                self.ldm.schedule, own["name"], min(own["steps"], T) if "steps" in own else None, own.get("eta"))
-            solver = make_solver(sc.name, self.ldm, sampler, **params)
+            solver = make_solver(sc.name, self.ldm, self.sampler_for(sc.name, family), **params)
             self._flash[family] = Flash(encoder, solver, c, self.flash_cfg.init)
         return self._flash[family]
 

@@ -43,3 +43,17 @@ def test_a_sample_fraction_reads_the_seeded_keys_with_the_same_start_steps(setup
     assert 0 < len(chosen) < len(every) and [r.key for r in half] == chosen
     assert {r.key: r.start_step for r in half} == {r.key: r.start_step for r in every if r.key in chosen}
     assert seen == len(chosen) + sampled("bad", 0.5, cfg.seed) + sampled("s0002", 0.5, cfg.seed)
+
+
+def test_each_family_is_priced_on_the_sampler_it_runs(setup, tmp_path):
+    """jpeg and downsample restore on the table's short DDIM path, the blurs on DDPM's: the estimate's
+    NFE is the job's, sample by sample, not every start read on the job's default grid."""
+    from workers.estimate import build_report
+
+    models, archive = setup
+    cfg = tiny_config(models)
+    report = build_report(cfg, archive, list_shards(archive))
+    execute(cfg, archive, str(tmp_path / "out"))
+    rows = [r for r in OutputStore(str(tmp_path / "out")).read_metrics().to_pylist() if r["status"] == "ok"]
+    assert {r["operator"] for r in rows} >= {"jpeg", "downsample", "gaussian_blur"}
+    assert report["solvers"]["ldps"]["predicted_nfe_total"] == sum(r["nfe"] for r in rows)
