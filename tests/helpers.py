@@ -18,7 +18,7 @@ from pipeline.io.shards import write_shard
 from pipeline.models.latent import Autoencoder, LatentDiffusion
 from pipeline.models.model_store import save_latent_diffusion, save_model
 from pipeline.execution.blind_parameters import BY_MODEL as BLIND_BY_MODEL
-from pipeline.models.parameter_estimator import ParameterEstimator
+from pipeline.models.parameter_estimator import ESTIMATOR_OF, ParameterEstimator
 from pipeline.models.severity import SeverityEncoder
 from pipeline.operators import OPERATORS
 from pipeline.sampling.schedules import NoiseSchedule
@@ -113,7 +113,7 @@ def model_set(root: Path) -> Path:
             enc = SeverityEncoder.from_autoencoder(ldm.autoencoder).float()
         save_model(enc, str(root / f"severity-{fam}"),
                    extra={"role": "severity", "operator": fam, "operator_params": FAMILY_PARAMS[fam]})
-    for fam in BLIND_BY_MODEL:
+    for fam in sorted({ESTIMATOR_OF.get(f, f) for f in BLIND_BY_MODEL}):
         est = _seeded(200, lambda: ParameterEstimator(channels=4, hidden=8))
         save_model(est, str(root / f"estimator-{fam}"), extra={"role": "estimator", "operator": fam})
     for name in ("autoencoder", "ldm", *(f"severity-{f}" for f in FAMILY_PARAMS)):
@@ -126,7 +126,8 @@ def build_tiny_models(root: Path) -> dict:
     model_set(root)
     overrides = [f"models.autoencoder={root / 'autoencoder'}", f"models.denoiser={root / 'ldm'}"]
     overrides += [f"models.severity.{fam}={root / f'severity-{fam}'}" for fam in FAMILY_PARAMS]
-    overrides += [f"models.estimators.{fam}={root / f'estimator-{fam}'}" for fam in BLIND_BY_MODEL]
+    overrides += [f"models.estimators.{fam}={root / f'estimator-{fam}'}"
+                  for fam in sorted({ESTIMATOR_OF.get(f, f) for f in BLIND_BY_MODEL})]
     # random models: the shipped prior's tuned table applies where it has an entry, the built-ins elsewhere
     # (a family registered after the table was tuned, e.g. varying_blur)
     overrides.append("solver.untuned=defaults")

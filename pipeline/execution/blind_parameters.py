@@ -7,6 +7,8 @@ sample's parameters, the read stage fills what the image itself says, per family
 * gaussian_blur: the width is left to the severity stage, which runs the family's trained
   estimator (`models.estimators`, `pipeline.models.parameter_estimator`); until then the
   sample is checked at the widest kernel (t = 1).
+* varying_blur: the same estimator, read on windows spread over the image, fits the four
+  corners' severities (`estimate_corners`); checked at t = 1 until then.
 * inpainting: the missing pixels, from a `<key>.mask.png` member (non-zero = missing), else the
   image's alpha channel (alpha 0 = missing), else the pixels that are exactly zero in every
   channel. The first two are written into the measurement as zeros, so one rule (`mask: zeros`)
@@ -15,8 +17,8 @@ sample's parameters, the read stage fills what the image itself says, per family
   a thumbnail does not say how large its original was.
 * jpeg: the quality, read exactly from the file's quantisation tables (`pipeline.io.jpeg_tables`);
   a PNG cannot say what JPEG quality its pixels went through, so it is an error row.
-* motion_blur, nonlinear_blur, varying_blur: a shake path, a random network's weights or a field
-  of widths cannot be read from one image by anything we ship: an error row, never a guess.
+* motion_blur, nonlinear_blur: a shake path or a random network's weights cannot be read from one
+  image by anything we ship: an error row, never a guess.
 A sample whose parameters give `severity` keeps them (mixed archives work).
 """
 from __future__ import annotations
@@ -27,11 +29,10 @@ from pipeline.io.samples import Sample, SampleError
 from pipeline.operators import OPERATORS
 
 # Families whose missing severity the severity stage estimates with a trained model.
-BY_MODEL = ("gaussian_blur",)
+BY_MODEL = ("gaussian_blur", "varying_blur")
 NOT_ESTIMABLE = {
     "motion_blur": "its shake path (a random curve) cannot be read from one blurred image by any estimator we ship",
     "nonlinear_blur": "its kernel is a random network's output; nothing recovers the network's seed from the image",
-    "varying_blur": "a field of blur widths per region is not estimated yet",
 }
 
 

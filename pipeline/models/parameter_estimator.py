@@ -24,6 +24,8 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
 LOG_VAR_RANGE = (-12.0, 2.0)
+#: families read by another family's estimator: a varying blur is Gaussian blur, window by window
+ESTIMATOR_OF = {"varying_blur": "gaussian_blur"}
 WINDOW = 256          # a photo larger than this on a side is read through windows of this size
 MAX_WINDOWS = 16
 
@@ -89,3 +91,37 @@ def estimate_image(model: ParameterEstimator, y: torch.Tensor) -> tuple[float, f
     spread = float((w * (mean - t).pow(2)).sum() / w.sum())
     std = float((1.0 / w.sum()) ** 0.5) if len(parts) == 1 else (float(var.mean()) + spread) ** 0.5
     return min(max(t, 0.0), 1.0), std
+
+
+CORNER_WINDOW = 64    # the crop size the estimator was trained on: the finest region it reads reliably
+CORNER_GRID = 4       # windows per side for a blur field
+
+
+@torch.no_grad()
+def estimate_corners(model: ParameterEstimator, y: torch.Tensor, size: int = CORNER_WINDOW,
+                     per_side: int = CORNER_GRID) -> tuple[list[float], list[float]]:
+    """(t̂ at the four corners [tl, tr, bl, br], their standard deviations) of a blur that varies
+    bilinearly over one image (3, H, W) in [−1, 1] (`varying_blur`'s field).
+
+    Windows on a per_side × per_side grid are read one by one; a window's mean of a bilinear field
+    is the field at its centre, so the corners are the inverse-variance weighted least-squares fit
+    of the bilinear basis at the window centres. A weak pull (1 % of the windows' total weight)
+    toward the pooled t̂ fixes what the windows cannot tell apart: an image of one window gets four
+    equal corners. Standard deviations come from the fit's covariance."""
+    param = next(model.parameters())
+    y = y.to(param.device, param.dtype)
+    h, w = y.shape[-2:]
+    sh, sw = min(size, h), min(size, w)
+    rows = torch.linspace(0, h - sh, per_side).round().long().unique().tolist()
+    cols = torch.linspace(0, w - sw, per_side).round().long().unique().tolist()
+    mean, log_var = model(torch.stack([y[:, r:r + sh, c:c + sw] for r in rows for c in cols]))
+    v = torch.tensor([(r + (sh - 1) / 2) / max(h - 1, 1) for r in rows for _ in cols], dtype=torch.float64)
+    u = torch.tensor([(c + (sw - 1) / 2) / max(w - 1, 1) for _ in rows for c in cols], dtype=torch.float64)
+    basis = torch.stack([(1 - u) * (1 - v), u * (1 - v), (1 - u) * v, u * v], dim=1)
+    t, weight = mean.double().flatten(), log_var.double().flatten().neg().exp()
+    pooled = float((weight * t).sum() / weight.sum())
+    pull = 0.01 * float(weight.sum())
+    normal = basis.T @ (weight[:, None] * basis) + pull * torch.eye(4, dtype=torch.float64)
+    corners = torch.linalg.solve(normal, basis.T @ (weight * t) + pull * pooled)
+    stds = torch.linalg.inv(normal).diagonal().sqrt()
+    return [min(max(float(c), 0.0), 1.0) for c in corners], [float(s) for s in stds]

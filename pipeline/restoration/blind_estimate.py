@@ -5,15 +5,17 @@ has none). The read stage (`pipeline.execution.blind_parameters`) marks what is 
 fills it before the severity encoder runs, so σ̂², the start step and the solver all see the
 estimated operator. The row's `estimated` column records t̂, its standard deviation (the
 estimator's own, `pipeline.models.parameter_estimator.estimate_image`) and, for Gaussian blur,
-the kernel width in pixels that t̂ stands for.
+the kernel width in pixels that t̂ stands for. A varying blur's four corners are fitted to the
+Gaussian estimator's reading of windows spread over the image (`estimate_corners`); the row
+records them and their standard deviations.
 """
 from __future__ import annotations
 
 import torch
 
 from pipeline.models.model_store import fingerprint, load_model
-from pipeline.operators import OPERATORS, build_operator
-from pipeline.models.parameter_estimator import estimate_image
+from pipeline.operators import build_operator
+from pipeline.models.parameter_estimator import ESTIMATOR_OF, estimate_corners, estimate_image
 
 
 class ParameterEstimators:
@@ -44,9 +46,19 @@ class ParameterEstimators:
             if not p.pending:
                 continue
             family = p.params["operator"]
-            t, std = estimate_image(self.model(family), p.y)
-            params = build_operator([{**p.params, "severity": round(t, 6)}], [p.key]).to_dicts()[0]
-            found = {"severity": round(t, 6), "severity_std": round(std, 6)}
+            model = self.model(ESTIMATOR_OF.get(family, family))
+            if family == "varying_blur":
+                corners, stds = estimate_corners(model, p.y)
+                corners = [round(c, 6) for c in corners]
+                found = {"severity": round(sum(corners) / 4, 8), "severity_corners": corners,
+                         "severity_corners_std": [round(s, 6) for s in stds]}
+                fields = {"severity": found["severity"], "severity_corners": corners}
+            else:
+                t, std = estimate_image(model, p.y)
+                found = {"severity": round(t, 6), "severity_std": round(std, 6)}
+                fields = {"severity": found["severity"]}
+            params = build_operator([{**p.params, **fields}], [p.key]).to_dicts()[0]
             if family == "gaussian_blur":
+                t = found["severity"]
                 found["blur_std_px"] = round(params["std_min"] + (params["std_max"] - params["std_min"]) * t, 4)
             p.params, p.estimated, p.pending = params, {**(p.estimated or {}), **found}, ()

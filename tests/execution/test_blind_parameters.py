@@ -77,7 +77,7 @@ def test_gaussian_width_is_left_pending_for_the_estimator_and_json_parameters_wi
     assert given.pending == () and given.params["severity"] == 0.25 and given.estimated is None
 
 
-@pytest.mark.parametrize("family", ["motion_blur", "nonlinear_blur", "varying_blur"])
+@pytest.mark.parametrize("family", ["motion_blur", "nonlinear_blur"])
 def test_families_that_cannot_be_estimated_fail_the_config_and_give_error_rows(family):
     with pytest.raises(ValueError, match="cannot be estimated"):
         load_config(None, [f"input.operator={{operator: {family}}}"])

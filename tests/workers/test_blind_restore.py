@@ -84,3 +84,19 @@ def test_thumbnails_restore_at_the_scale_the_job_gives(models, tmp_path):
     row = _rows(out)["thumb"]
     assert (row["height"], row["width"]) == (20, 28) and row["severity"] == pytest.approx(0.5)
     assert row["psnr"] is not None and row["psnr_input"] is not None   # against the 20×28 reference
+
+
+def test_blind_varying_blur_fits_four_corners(models, tmp_path):
+    """A varying blur without json: the Gaussian estimator's windows give its corners; severity is their mean."""
+    samples = archive_samples(2, families=("varying_blur",))
+    for s in samples:
+        del s["json"]
+    write_shard(str(tmp_path / "v.tar"), samples)
+    cfg = tiny_config(models, "input.operator={operator: varying_blur, kernel_size: 7}", "input.noise=estimate")
+    out = str(tmp_path / "ov")
+    assert execute(cfg, str(tmp_path / "v.tar"), out)["ok"] == 2
+    for row in _rows(out).values():
+        est = json.loads(row["estimated"])
+        assert set(est) == {"severity", "severity_corners", "severity_corners_std", "noise_sigma"}
+        assert len(est["severity_corners"]) == 4 and all(0 <= c <= 1 for c in est["severity_corners"])
+        assert row["severity"] == pytest.approx(sum(est["severity_corners"]) / 4, abs=1e-6)
