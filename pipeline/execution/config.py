@@ -192,6 +192,8 @@ def shipped_relative(value):
     if isinstance(value, str) and (value == root or value.startswith(root + "/")):
         return "models" + value[len(root):]
     return value
+
+
 WHOLE = ("params", "operator", "severity")  # free-form mappings: merged one level
 
 
