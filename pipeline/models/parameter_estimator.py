@@ -93,8 +93,10 @@ def estimate_image(model: ParameterEstimator, y: torch.Tensor) -> tuple[float, f
     return min(max(t, 0.0), 1.0), std
 
 
-CORNER_WINDOW = 64    # the crop size the estimator was trained on: the finest region it reads reliably
-CORNER_GRID = 4       # windows per side for a blur field
+# Windows for a blur field, chosen on 256-px mosaics of training crops under random corners: 48 px × 5
+# per side read the corners with mean error 0.098 (Spearman 0.94), 64 px × 4 with 0.132 (0.92)
+CORNER_WINDOW = 48
+CORNER_GRID = 5
 
 
 @torch.no_grad()

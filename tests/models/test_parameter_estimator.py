@@ -31,9 +31,9 @@ def test_a_large_photo_is_read_through_spread_windows_and_pooled():
 
 def test_a_blur_field_is_read_corner_by_corner():
     """varying_blur's blind corners: the shipped Gaussian estimator on windows of a 256-px mosaic of dev
-    crops finds which side is blurred (measured gaps 0.46, 0.38, 0.21); one window gives four equal corners."""
+    crops finds which side is blurred (measured gaps 0.49, 0.43, 0.36); one window gives four equal corners."""
     from pipeline.execution.crop_restore import degrade_crops
-    from pipeline.models.parameter_estimator import estimate_corners
+    from pipeline.models.parameter_estimator import CORNER_WINDOW, estimate_corners
 
     model = load_model("models/estimator-gaussian_blur").float()
     crops = load_eval_crops(resolve_photos("dev"), 64)
@@ -44,6 +44,6 @@ def test_a_blur_field_is_read_corner_by_corner():
         found, stds = estimate_corners(model, y[0])
         high = [f for f, c in zip(found, corners) if c > 0.5]
         low = [f for f, c in zip(found, corners) if c < 0.5]
-        assert min(high) - max(low) > 0.15 and abs(sum(found) / 4 - 0.5) < 0.15 and all(0 < s < 0.5 for s in stds)
-    found, _ = estimate_corners(model, y[0, :, :64, :64])
+        assert min(high) - max(low) > 0.25 and abs(sum(found) / 4 - 0.5) < 0.15 and all(0 < s < 0.5 for s in stds)
+    found, _ = estimate_corners(model, y[0, :, :CORNER_WINDOW, :CORNER_WINDOW])
     assert max(found) - min(found) < 1e-6
