@@ -32,8 +32,8 @@ SPEARMAN = 0.9
 
 
 def severities(params: dict) -> list[float]:
-    """What the estimator reads: the severity, or a varying blur's four corners."""
-    return list(params["severity_corners"]) if params["operator"] == "varying_blur" else [params["severity"]]
+    """What the estimator reads: a varying blur's four corners, else the severity."""
+    return list(params.get("severity_corners") or [params["severity"]])
 
 
 def compare(sets: list[str], samples: list, batch: int, family: str = FAMILY) -> dict:
@@ -52,7 +52,7 @@ def compare(sets: list[str], samples: list, batch: int, family: str = FAMILY) ->
     ci = paired_mean_ci([psnr_blind[k] for k in keys], [psnr_true[k] for k in keys]) if len(keys) > 1 else \
         {"mean": psnr_blind[keys[0]] - psnr_true[keys[0]], "lo": float("nan"), "hi": float("nan")}
     t_true = np.array([t for k in keys for t in severities(truth[k])])
-    t_est = np.array([t for k in keys for t in severities({**est[k], "operator": family})])
+    t_est = np.array([t for k in keys for t in severities(est[k])])
     noise = np.array([est[k]["noise_sigma"] for k in keys])
     return {"n": len(samples), "ok": len(keys), "psnr_true": float(np.mean([psnr_true[k] for k in keys])),
             "psnr_blind": float(np.mean([psnr_blind[k] for k in keys])),
@@ -107,7 +107,8 @@ def table_rows(r: dict) -> list[tuple[str, str, str, str]]:
                                                               f"{v['diff_ci'][1]:+.2f})"),
              f"≥ −{PSNR_GAP} dB"),
             ("Spearman ρ(estimated t, true t)",
-             *both(lambda v: f"{v['spearman']:.3f}" if v["ok"] > 2 else f"– ({v['ok']} images)"), f"≥ {SPEARMAN}"),
+             *both(lambda v: f"{v['spearman']:.3f}" if np.isfinite(v["spearman"]) else f"– ({v['ok']} images)"),
+             f"≥ {SPEARMAN}"),
             ("mean abs(t̂ − t) (blur std error, px)", *both(lambda v: f"{v['abs_t_error']:.3f} ({v['std_px_error']:.2f})"),
              ""),
             ("estimated noise σ: median (10th–90th pct.)",

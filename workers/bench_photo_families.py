@@ -11,21 +11,15 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-import numpy as np
 import torch.nn.functional as F
 
-from pipeline.execution.crop_restore import degraded_samples, restore_family
+from pipeline.execution.crop_restore import degraded_samples, mean_of, restore_family
 
 from .bench_any_size import dev_photos
 
 CASES = {"jpeg q10": ("jpeg", 40 / 45, {"quality": 10}, 0.0),
          "super-resolution ×4": ("downsample", 1.0, {}, 0.05),
          "super-resolution ×2": ("downsample", 0.5, {}, 0.05)}
-
-
-def _mean(rows: list[dict], key: str) -> float | None:
-    vals = [r[key] for r in rows if r.get(key) is not None]
-    return float(np.mean(vals)) if vals else None
 
 
 def run(sets: list[str], photos: int, short: int, big: bool, seed: int = 0,
@@ -37,9 +31,9 @@ def run(sets: list[str], photos: int, short: int, big: bool, seed: int = 0,
                    for s in degraded_samples(family, x[None], [t], params, seed, f"{slug}", noise)]
         log(f"bench photo-families: {name} on {len(samples)} photos")
         rows, seconds = restore_family(sets, family, samples, 1)
-        out[name] = {"n": len(rows), "ok": sum(r["status"] == "ok" for r in rows), "psnr": _mean(rows, "psnr"),
-                     "psnr_input": _mean(rows, "psnr_input"), "blocking": _mean(rows, "blocking"),
-                     "blocking_input": _mean(rows, "blocking_input"), "nfe": _mean(rows, "nfe"),
+        out[name] = {"n": len(rows), "ok": sum(r["status"] == "ok" for r in rows), "psnr": mean_of(rows, "psnr"),
+                     "psnr_input": mean_of(rows, "psnr_input"), "blocking": mean_of(rows, "blocking"),
+                     "blocking_input": mean_of(rows, "blocking_input"), "nfe": mean_of(rows, "nfe"),
                      "sizes": sorted({(r["height"], r["width"]) for r in rows if r["status"] == "ok"}),
                      "small": sorted({tuple(s.image01.shape[-2:]) for s in samples}), "seconds": seconds}
     if big:
@@ -49,8 +43,8 @@ def run(sets: list[str], photos: int, short: int, big: bool, seed: int = 0,
         log("bench photo-families: one 300×200 copy to 1200×800")
         rows, seconds = restore_family(sets, "downsample", samples, 1)
         out["300×200 → 1200×800 (×4)"] = {"n": 1, "ok": sum(r["status"] == "ok" for r in rows),
-                                          "psnr": _mean(rows, "psnr"), "psnr_input": _mean(rows, "psnr_input"),
-                                          "blocking": None, "blocking_input": None, "nfe": _mean(rows, "nfe"),
+                                          "psnr": mean_of(rows, "psnr"), "psnr_input": mean_of(rows, "psnr_input"),
+                                          "blocking": None, "blocking_input": None, "nfe": mean_of(rows, "nfe"),
                                           "sizes": [(r["height"], r["width"]) for r in rows],
                                           "small": [tuple(s.image01.shape[-2:]) for s in samples], "seconds": seconds}
     return out

@@ -28,6 +28,10 @@ LOG_VAR_RANGE = (-12.0, 2.0)
 ESTIMATOR_OF = {"varying_blur": "gaussian_blur"}
 WINDOW = 256          # a photo larger than this on a side is read through windows of this size
 MAX_WINDOWS = 16
+# Windows for a blur field, chosen on 256-px mosaics of training crops under random corners: 48 px × 5
+# per side read the corners with mean error 0.098 (Spearman 0.94), 64 px × 4 with 0.132 (0.92)
+CORNER_WINDOW = 48
+CORNER_GRID = 5
 
 
 class ParameterEstimator(ModelMixin, ConfigMixin):
@@ -65,15 +69,18 @@ def estimator_loss(mean: torch.Tensor, log_var: torch.Tensor, t: torch.Tensor) -
     return {"loss": nll.mean(), "abs_error": (t - mean).abs().mean().detach()}
 
 
-def windows(y: torch.Tensor, size: int = WINDOW, limit: int = MAX_WINDOWS) -> torch.Tensor:
-    """Up to `limit` size×size windows spread evenly over one image (3, H, W); the image itself when small."""
-    h, w = y.shape[-2:]
-    if h <= size and w <= size:
-        return y.unsqueeze(0)
+def window_grid(h: int, w: int, size: int, per_side: int) -> tuple[list[int], list[int], int, int]:
+    """(top rows, left columns, window height, width) of up to per_side² size×size windows spread evenly
+    over an h×w image; one window, the image itself, when it is no larger than that."""
     sh, sw = min(size, h), min(size, w)
-    per_side = max(1, int(limit ** 0.5))
     rows = torch.linspace(0, h - sh, per_side).round().long().unique().tolist()
     cols = torch.linspace(0, w - sw, per_side).round().long().unique().tolist()
+    return rows, cols, sh, sw
+
+
+def windows(y: torch.Tensor, size: int = WINDOW, limit: int = MAX_WINDOWS) -> torch.Tensor:
+    """Up to `limit` size×size windows spread evenly over one image (3, H, W); the image itself when small."""
+    rows, cols, sh, sw = window_grid(*y.shape[-2:], size, max(1, int(limit ** 0.5)))
     return torch.stack([y[:, r:r + sh, c:c + sw] for r in rows for c in cols])
 
 
@@ -93,12 +100,6 @@ def estimate_image(model: ParameterEstimator, y: torch.Tensor) -> tuple[float, f
     return min(max(t, 0.0), 1.0), std
 
 
-# Windows for a blur field, chosen on 256-px mosaics of training crops under random corners: 48 px × 5
-# per side read the corners with mean error 0.098 (Spearman 0.94), 64 px × 4 with 0.132 (0.92)
-CORNER_WINDOW = 48
-CORNER_GRID = 5
-
-
 @torch.no_grad()
 def estimate_corners(model: ParameterEstimator, y: torch.Tensor, size: int = CORNER_WINDOW,
                      per_side: int = CORNER_GRID) -> tuple[list[float], list[float]]:
@@ -113,9 +114,7 @@ def estimate_corners(model: ParameterEstimator, y: torch.Tensor, size: int = COR
     param = next(model.parameters())
     y = y.to(param.device, param.dtype)
     h, w = y.shape[-2:]
-    sh, sw = min(size, h), min(size, w)
-    rows = torch.linspace(0, h - sh, per_side).round().long().unique().tolist()
-    cols = torch.linspace(0, w - sw, per_side).round().long().unique().tolist()
+    rows, cols, sh, sw = window_grid(h, w, size, per_side)
     mean, log_var = model(torch.stack([y[:, r:r + sh, c:c + sw] for r in rows for c in cols]))
     v = torch.tensor([(r + (sh - 1) / 2) / max(h - 1, 1) for r in rows for _ in cols], dtype=torch.float64)
     u = torch.tensor([(c + (sw - 1) / 2) / max(w - 1, 1) for _ in rows for c in cols], dtype=torch.float64)
